@@ -1,0 +1,3 @@
+from passwordless.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""The `passwordless` command: argument parsing, then a call into the app."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from passwordless import __version__, migrate
+from passwordless.config import Config
+from passwordless.config_load import ConfigError, find_config_file, load_config
+from passwordless.config_render import render_effective
+from passwordless.crypto import new_secret
+from passwordless.logs import configure_logging
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (migrate.MigrationError, sqlite3.Error, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="passwordless", description="Passwordless sign-in server.")
+    parser.add_argument("--version", action="version", version=f"passwordless {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str, config: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if config:
+            sub.add_argument("--config", metavar="PATH", help="config file (default: $PASSWORDLESS_CONFIG or ./config.toml)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    serve = command("serve", _serve, "Run the server.")
+    serve.add_argument("--host", help="address to listen on (overrides server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
+    command("migrate", _migrate, "Apply pending database migrations.")
+    command("check-config", _check_config, "Print the effective configuration, secrets masked.")
+    command("gen-secret", _gen_secret, "Print a new random secret.", config=False)
+    command("healthcheck", _healthcheck, "Exit 0 when the local server's /readiness answers 200, else 1.")
+    return parser
+
+
+def _load(args: argparse.Namespace, overrides: dict[str, object] | None = None) -> tuple[Config, Path | None]:
+    path = find_config_file(args.config, os.environ, Path.cwd())
+    return load_config(path, os.environ, overrides), path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {f"server.{k}": v for k in ("host", "port") if (v := getattr(args, k)) is not None}
+    config, _ = _load(args, overrides)
+    configure_logging(config.log.level, config.log.format)
+    # Apply migrations before the server starts, so a problem is one clear line, not a traceback.
+    migrate.apply_to_file(Path(config.database.path), migrate.discover(migrate.default_dir()))
+    from passwordless.server import serve  # uvicorn is needed only here
+
+    return serve(config)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    applied = migrate.apply_to_file(Path(config.database.path), migrate.discover(migrate.default_dir()))
+    for migration in applied:
+        print(f"applied {migration.file_name}")
+    print(f"{config.database.path} is up to date")
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config, path = _load(args)
+    print(f"# config file: {path or 'none (built-in defaults and environment)'}")
+    print(render_effective(config), end="")
+    return 0
+
+
+def _gen_secret(args: argparse.Namespace) -> int:
+    print(new_secret())
+    return 0
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.server.host, config.server.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{config.server.port}/readiness"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            print(f"{url}: {response.status}")
+            return 0 if response.status == 200 else 1
+    except urllib.error.HTTPError as exc:
+        print(f"{url}: {exc.code}", file=sys.stderr)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"{url}: {exc}", file=sys.stderr)
+    return 1

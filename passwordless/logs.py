@@ -1,0 +1,71 @@
+"""Logging: text for people, or one JSON object per line for machines. Every line carries the
+request id of the request it belongs to. Callers put context in `extra`, never a secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import TextIO
+
+# The id of the request being served; a ContextVar is per task, so concurrent requests never mix.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's duplicate of the message, with terminal colours
+}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, object]:
+    extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    rid = request_id.get()
+    if rid:
+        extras.setdefault("request_id", rid)
+    return extras
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "timestamp": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(_extras(record))
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        text = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        text = f"{text}  {fields}" if fields else text
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
+    # Uvicorn's access log prints query strings, which can hold a sign-in token: we log our own.
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,154 @@
+"""Forward-only schema migrations: `migrations/NNNN_name.sql`, applied in order, each in its own
+transaction, and recorded in `schema_migrations` with a checksum so an edited migration that was
+already applied is refused instead of silently diverging."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from passwordless.db import connect
+
+_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    checksum   TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+)"""
+
+
+class MigrationError(Exception):
+    """The database and the migrations on disk disagree, or a migration failed."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.version:04d}_{self.name}.sql"
+
+
+def default_dir() -> Path:
+    """Where the migrations are: inside the executable when frozen, else beside the package."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    root = Path(bundle) if bundle else Path(__file__).resolve().parent.parent
+    return root / "migrations"
+
+
+def discover(directory: Path) -> tuple[Migration, ...]:
+    if not directory.is_dir():
+        raise MigrationError(f"migrations folder {directory} does not exist")
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"migration file {path.name} is not named NNNN_name.sql")
+        version = int(match[1])
+        if version in found:
+            raise MigrationError(f"two migrations share version {version:04d}")
+        found[version] = Migration(version, match[2], path.read_text(encoding="utf-8"))
+    return tuple(found[v] for v in sorted(found))
+
+
+def pending(conn: sqlite3.Connection, known: tuple[Migration, ...]) -> list[Migration]:
+    """The migrations still to apply; refuses a database that has diverged from them."""
+    applied = {row[0]: (row[1], row[2]) for row in _applied_rows(conn)}
+    by_version = {m.version: m for m in known}
+    for version, (name, checksum) in sorted(applied.items()):
+        migration = by_version.get(version)
+        if migration is None:
+            raise MigrationError(
+                f"the database has migration {version:04d}_{name} that this version does not know "
+                "(was it opened by a newer passwordless?)"
+            )
+        if migration.checksum != checksum:
+            raise MigrationError(
+                f"migration {migration.file_name} was edited after it was applied "
+                f"(checksum {migration.checksum[:12]} ≠ recorded {checksum[:12]}); "
+                "restore the original file and add a new migration instead"
+            )
+    return [m for m in known if m.version not in applied]
+
+
+def _applied_rows(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if not exists:
+        return []
+    return [tuple(r) for r in conn.execute("SELECT version, name, checksum FROM schema_migrations")]
+
+
+def apply(conn: sqlite3.Connection, known: tuple[Migration, ...]) -> list[Migration]:
+    """Apply pending migrations, each in its own BEGIN IMMEDIATE transaction, so two processes
+    starting on one file never apply the same migration twice."""
+    done: list[Migration] = []
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_CREATE_TABLE)
+            todo = pending(conn, known)
+            if todo:
+                _run(conn, todo[0])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if not todo:
+            return done
+        done.append(todo[0])
+
+
+def apply_to_file(path: Path, known: tuple[Migration, ...]) -> list[Migration]:
+    """Create the database file if needed (and its folder) and bring it up to date."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    try:
+        return apply(conn, known)
+    finally:
+        conn.close()
+
+
+def _run(conn: sqlite3.Connection, migration: Migration) -> None:
+    try:
+        for statement in split_statements(migration.sql):
+            conn.execute(statement)
+    except sqlite3.Error as exc:
+        raise MigrationError(f"migration {migration.file_name} failed: {exc}") from None
+    conn.execute(
+        "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+        (migration.version, migration.name, migration.checksum, int(time.time())),
+    )
+
+
+def split_statements(sql: str) -> list[str]:
+    """Complete SQL statements, in order (sqlite3.complete_statement knows about triggers)."""
+    statements, current = [], ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip().rstrip(";").strip():
+                statements.append(current.strip())
+            current = ""
+    if current.strip() and not all(
+        part.strip().startswith("--") for part in current.strip().splitlines() if part.strip()
+    ):
+        raise MigrationError("a migration ends with an incomplete statement")
+    return statements

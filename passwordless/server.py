@@ -1,0 +1,62 @@
+"""Run the app under uvicorn, draining on SIGTERM: /readiness answers 503 for
+`server.drain_delay` so load balancers stop sending traffic, then in-flight requests finish
+and the process exits 0. A second signal, or Ctrl+C, stops at once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from types import FrameType
+
+import uvicorn
+
+from passwordless.app import create_app
+from passwordless.config import Config
+from passwordless.lifecycle import Lifecycle
+
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_delay: float) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.drain_delay = drain_delay
+        self.drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Unlike uvicorn's own handler this does not re-raise the signal afterwards:
+        # a graceful stop exits 0.
+        self.lifecycle.draining = True
+        if sig == signal.SIGTERM and self.drain_until is None and self.drain_delay > 0:
+            self.drain_until = time.monotonic() + self.drain_delay
+        elif self.should_exit:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            return True
+        return await super().on_tick(counter)
+
+
+def serve(config: Config) -> int:
+    lifecycle = Lifecycle()
+    server = DrainingServer(
+        uvicorn.Config(
+            create_app(config, lifecycle),
+            host=config.server.host,
+            port=config.server.port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,  # X-Forwarded-For is judged by server.trusted_proxies instead
+            server_header=False,
+            lifespan="on",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        ),
+        lifecycle,
+        config.server.drain_delay,
+    )
+    server.run()
+    return 0 if server.started else 1

@@ -1,0 +1,139 @@
+"""What routes share: the app's dependencies, the error shape, reading JSON bodies strictly,
+and the client's IP address behind trusted proxies."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping
+from typing import cast
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
+
+from passwordless.deps import Deps
+from passwordless.errors import ApiError, invalid_request
+
+_HTTP_CODES = {
+    404: ("not_found", "No such route."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+}
+
+
+def deps(request: Request) -> Deps:
+    return cast(Deps, request.app.state.deps)
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code, message = _HTTP_CODES.get(exc.status_code, ("http_error", "The request failed."))
+    return error_response(exc.status_code, code, message, exc.headers)
+
+
+async def read_json(request: Request) -> dict[str, object]:
+    """The body as a JSON object: 415 for another content type, 400 for anything malformed."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd numbers or nesting
+        raise invalid_request("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    return data
+
+
+class Fields:
+    """Takes typed fields out of a JSON object; `done()` refuses any field left over."""
+
+    def __init__(self, data: Mapping[str, object]) -> None:
+        self._data = data
+        self._taken: set[str] = set()
+
+    def text(self, name: str, max_length: int) -> str:
+        value = self.optional_text(name, max_length)
+        if value is None:
+            raise invalid_request(f"The field '{name}' is required.")
+        return value
+
+    def optional_text(self, name: str, max_length: int) -> str | None:
+        self._taken.add(name)
+        value = self._data.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise invalid_request(f"The field '{name}' must be a string.")
+        if len(value) > max_length:
+            raise invalid_request(f"The field '{name}' is longer than {max_length} characters.")
+        if "\x00" in value or not _encodable(value):
+            raise invalid_request(f"The field '{name}' holds characters that are not allowed.")
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self._data) - self._taken)
+        if unknown:
+            raise invalid_request(f"Unknown field '{_printable(unknown[0])}'.")
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")  # lone surrogates from JSON escapes cannot be stored
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in name[:64])
+
+
+def client_ip(scope: Scope, trusted_proxies: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
+    """The peer's address; X-Forwarded-For is believed only hop by hop through trusted proxies."""
+    peer = scope.get("client")
+    address = peer[0] if peer else ""
+    networks = tuple(trusted_proxies)
+    if not networks or not _within(address, networks):
+        return address
+    forwarded = [
+        value.decode("latin-1") for key, value in scope.get("headers", []) if key == b"x-forwarded-for"
+    ]
+    hops = [hop.strip() for line in forwarded for hop in line.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_ip(hop):
+            return address
+        address = hop
+        if not _within(hop, networks):
+            break
+    return address
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _within(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
