@@ -1,0 +1,70 @@
+"""Helpers shared by tests: running the real app in-process and finding free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+
+from passwordless.app import create_app
+from passwordless.config import Config
+from passwordless.deps import Deps
+
+PEER = ("203.0.113.7", 50000)
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """The app with its lifespan running (database open, migrations applied) and a client."""
+    app = create_app(config)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=PEER)
+        async with httpx.AsyncClient(transport=transport, base_url=config.server.public_url) as client:
+            yield app, client
+
+
+def deps_of(app: Starlette) -> Deps:
+    deps: Deps = app.state.deps
+    return deps
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# Environment variables that would change the configuration of a server started by a test.
+CONFIG_ENV_VARS = (
+    "PASSWORDLESS_CONFIG", "ENVIRONMENT", "HOST", "PORT", "PUBLIC_URL", "TRUSTED_PROXIES",
+    "DATABASE_PATH", "JWT_SECRET", "JWT_ALGORITHM", "WEBAUTHN_RP_ID", "WEBAUTHN_ORIGIN",
+    "EMAIL_TRANSPORT", "EMAIL_FROM", "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD",
+    "SMTP_SECURITY", "CORS_ALLOWED_ORIGINS", "ADMIN_TOKEN", "METRICS_TOKEN", "LOG_LEVEL",
+    "LOG_FORMAT", "DRAIN_DELAY",
+)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_VARS}
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `passwordless ARGS` (the installed console script) and capture what it prints."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "passwordless"), *args],
+        cwd=cwd,
+        env=env if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -1,0 +1,140 @@
+"""End to end: the real `passwordless serve` process, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli, clean_env, free_port
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process, self.port = process, port
+        self.base = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str) -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=5) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.stop()
+            try:
+                if self.get("/readiness")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("the server did not become ready:\n" + self.stop())
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> str:
+        """Signal the server, wait for it to exit, and return what it logged."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        _, err = self.process.communicate(timeout=timeout)
+        return err
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[object]:
+    started: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Server:
+        port = free_port()
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "passwordless"), "serve", "--port", str(port), *args],
+            cwd=tmp_path,
+            env=env if env is not None else clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        server = Server(process, port)
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.communicate()
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_sigterm_turns_readiness_503_then_exits_cleanly(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, '[server]\ndrain_delay = "2s"\n[database]\npath = "db/auth.db"\n')
+    server = start("--config", str(config))
+    status, body = server.get("/health")
+    assert status == 200 and body["status"] == "healthy"
+    env = clean_env(PORT=str(server.port))
+    assert cli("healthcheck", "--config", str(config), cwd=tmp_path, env=env).returncode == 0
+
+    server.process.send_signal(signal.SIGTERM)
+    status, body = server.get("/readiness")
+    assert (status, body) == (503, {"status": "not_ready", "reason": "draining"})
+    assert server.get("/liveness")[0] == 200  # still serving in-flight traffic while draining
+    assert cli("healthcheck", "--config", str(config), cwd=tmp_path, env=env).returncode == 1
+
+    logs = server.stop()
+    assert server.process.returncode == 0, logs
+    assert "stopped" in logs
+    assert (tmp_path / "db" / "auth.db").exists()
+
+
+def test_no_config_at_all_runs_on_development_defaults(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = start()
+    status, body = server.get("/health")
+    assert status == 200 and body["checks"] == {"database": "ok", "email_queue": "ok"}
+    assert (tmp_path / "data" / "auth.db").is_file()
+    secret = tmp_path / "data" / "secret.key"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    logs = server.stop(signal.SIGINT)  # Ctrl+C stops at once, still cleanly
+    assert server.process.returncode == 0, logs
+    assert "dev_secret_generated" in logs and "WARNING" in logs
+    assert secret.read_text().strip() not in logs
+
+
+def test_json_logs_are_one_object_per_line_without_tokens(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = start(env=clean_env(LOG_FORMAT="json", DRAIN_DELAY="100ms"))
+    request = urllib.request.Request(
+        server.base + "/readiness?token=SEKRET-TOKEN", headers={"X-Request-ID": "req-abc.123"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.headers["X-Request-ID"] == "req-abc.123"
+    logs = server.stop()
+    lines = [json.loads(line) for line in logs.splitlines() if line.strip()]
+    assert all({"timestamp", "level", "logger", "message"} <= set(line) for line in lines)
+    mine = [line for line in lines if line.get("request_id") == "req-abc.123"]
+    assert mine and mine[0]["logger"] == "passwordless.access"
+    assert {"path": "/readiness", "status": 200, "method": "GET"}.items() <= mine[0].items()
+    assert "SEKRET-TOKEN" not in logs
+
+
+def test_a_port_in_use_stops_start_up(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = start()
+    again = cli("serve", "--port", str(server.port), "--host", "127.0.0.1", cwd=tmp_path)
+    assert again.returncode != 0
+    assert "address already in use" in again.stderr.lower()
+    assert os.path.exists(tmp_path / "data" / "auth.db")
