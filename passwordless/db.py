@@ -1,12 +1,13 @@
 """One SQLite file. A writer thread owns the only writing connection and runs each write
-transaction whole (BEGIN IMMEDIATE … COMMIT) — one thread hop per transaction, not one per
-statement; queued transactions run back to back, in order. Reader threads hold read-only
-connections, each read running in its own snapshot.
+transaction whole — one thread hop per transaction, not one per statement. Reader threads
+hold read-only connections; each read runs in its own snapshot.
+
+Group commit: when several write transactions are queued, the writer runs them back to back
+inside one BEGIN IMMEDIATE … COMMIT, each in its own SAVEPOINT, so one that fails rolls back
+alone. No caller hears "done" before the COMMIT that made its work durable.
 
 Store functions are plain functions taking a `sqlite3.Connection`; a service composes them
-into one unit and hands it to `write` or `read`:
-
-    await db.write(lambda conn: (tickets.insert(conn, t), audit.record(conn, e)))
+into one unit and hands it to `write` or `read`. A unit must not BEGIN or COMMIT itself.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 BUSY_TIMEOUT_MS = 5000
+MAX_GROUP = 64  # write transactions committed together at most
 _STOP = None
+
+Unit = Callable[[sqlite3.Connection], Any]
 
 
 class DatabaseClosed(Exception):
@@ -32,39 +36,20 @@ class DatabaseClosed(Exception):
 
 
 class _Job:
-    __slots__ = ("run", "future")
+    __slots__ = ("unit", "future")
 
-    def __init__(self, run: Callable[[sqlite3.Connection], Any]) -> None:
-        self.run = run
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
         self.future: Future[Any] = Future()
 
 
-class _ConnectionThread(threading.Thread):
-    """Runs jobs from a queue on the one connection it owns, one at a time."""
-
-    def __init__(self, name: str, conn: sqlite3.Connection, jobs: queue.SimpleQueue[_Job | None]) -> None:
-        super().__init__(name=name, daemon=True)
-        self.conn = conn
-        self.jobs = jobs
-
-    def run(self) -> None:
-        try:
-            while (job := self.jobs.get()) is not _STOP:
-                if job.future.set_running_or_notify_cancel():
-                    try:
-                        job.future.set_result(job.run(self.conn))
-                    except BaseException as exc:  # handed to the awaiting task
-                        job.future.set_exception(exc)
-        finally:
-            self.conn.close()
+Jobs = queue.SimpleQueue[_Job | None]
 
 
 def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     """A connection with the project's pragmas; transactions are managed explicitly."""
     if read_only:
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only=ON")
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -76,21 +61,101 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def _transaction(
-    begin: str, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Callable[[sqlite3.Connection], T]:
-    def run(conn: sqlite3.Connection) -> T:
-        conn.execute(begin)
+class _Reader(threading.Thread):
+    """Runs read jobs, each in its own read transaction (one consistent snapshot)."""
+
+    def __init__(self, name: str, conn: sqlite3.Connection, jobs: Jobs) -> None:
+        super().__init__(name=name, daemon=True)
+        self.conn, self.jobs = conn, jobs
+
+    def run(self) -> None:
         try:
-            result = fn(conn, *args, **kwargs)
+            while (job := self.jobs.get()) is not _STOP:
+                try:
+                    self.conn.execute("BEGIN")
+                    try:
+                        job.future.set_result(job.unit(self.conn))
+                    finally:
+                        self.conn.execute("COMMIT")
+                except BaseException as exc:  # handed to the awaiting task
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+        finally:
+            self.conn.close()
+
+
+class _Writer(threading.Thread):
+    """Runs write jobs in order, committing whatever is queued together (up to MAX_GROUP)."""
+
+    def __init__(self, conn: sqlite3.Connection, jobs: Jobs) -> None:
+        super().__init__(name="db-writer", daemon=True)
+        self.conn, self.jobs = conn, jobs
+
+    def run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                group, stopping = self._next_group()
+                while group:
+                    group = self._commit_group(group)
+        finally:
+            self.conn.close()
+
+    def _next_group(self) -> tuple[list[_Job], bool]:
+        first = self.jobs.get()
+        if first is _STOP:
+            return [], True
+        group = [first]
+        while len(group) < MAX_GROUP:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                return group, True
+            group.append(job)
+        return group, False
+
+    def _commit_group(self, group: list[_Job]) -> list[_Job]:
+        """Run the group in one transaction; returns the jobs still to run if SQLite rolled
+        the whole transaction back (the jobs already run are then failed: their work is gone)."""
+        conn = self.conn
+        results: list[tuple[_Job, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for index, job in enumerate(group):
+                ok, value = self._run_unit(job)
+                if not conn.in_transaction:  # SQLite abandoned the transaction (disk full, I/O error)
+                    self._fail([j for j, _, _ in results] + [job], value)
+                    return group[index + 1 :]
+                results.append((job, ok, value))
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise
-        return result
+            self._fail([j for j, _, _ in results] + group[len(results) :], exc)
+            return []
+        for job, ok, value in results:
+            job.future.set_result(value) if ok else job.future.set_exception(value)
+        return []
 
-    return run
+    def _run_unit(self, job: _Job) -> tuple[bool, Any]:
+        conn = self.conn
+        conn.execute("SAVEPOINT unit")
+        try:
+            result = job.unit(conn)
+            conn.execute("RELEASE unit")
+            return True, result
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO unit")
+                conn.execute("RELEASE unit")
+            return False, exc
+
+    @staticmethod
+    def _fail(jobs: list[_Job], exc: BaseException) -> None:
+        for job in jobs:
+            job.future.set_exception(exc)
 
 
 class Database:
@@ -98,17 +163,14 @@ class Database:
 
     def __init__(self, path: Path, readers: int = 2) -> None:
         self.path = path
-        self._write_jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._read_jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._threads: list[_ConnectionThread] = [
-            _ConnectionThread("db-writer", connect(path), self._write_jobs)
-        ]
-        self._threads += [
-            _ConnectionThread(f"db-reader-{i}", connect(path, read_only=True), self._read_jobs)
-            for i in range(readers)
+        self._write_jobs: Jobs = queue.SimpleQueue()
+        self._read_jobs: Jobs = queue.SimpleQueue()
+        self._writer = _Writer(connect(path), self._write_jobs)
+        self._readers = [
+            _Reader(f"db-reader-{i}", connect(path, read_only=True), self._read_jobs) for i in range(readers)
         ]
         self._closed = False
-        for thread in self._threads:
+        for thread in [self._writer, *self._readers]:
             thread.start()
 
     @classmethod
@@ -118,26 +180,28 @@ class Database:
     async def write(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run `fn(conn, …)` as one write transaction; it commits, or rolls back if fn raises.
-
-        Once queued it runs to completion even if the awaiting task is cancelled."""
-        return await self._submit(self._write_jobs, _transaction("BEGIN IMMEDIATE", fn, args, kwargs))
+        """Run `fn(conn, …)` as one write transaction: its changes commit together, or none do
+        if it raises. Once queued it runs to completion even if the awaiting task is cancelled."""
+        return await self._submit(self._write_jobs, lambda conn: fn(conn, *args, **kwargs))
 
     async def read(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run `fn(conn, …)` on a read-only connection, in one consistent snapshot."""
-        return await self._submit(self._read_jobs, _transaction("BEGIN", fn, args, kwargs))
+        return await self._submit(self._read_jobs, lambda conn: fn(conn, *args, **kwargs))
 
     def writer_alive(self) -> bool:
-        return not self._closed and self._threads[0].is_alive()
+        return not self._closed and self._writer.is_alive()
 
-    async def _submit(self, jobs: queue.SimpleQueue[_Job | None], run: Callable[[sqlite3.Connection], T]) -> T:
+    async def _submit(self, jobs: Jobs, unit: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise DatabaseClosed("the database is closed")
-        job = _Job(run)
+        job = _Job(unit)
         jobs.put(job)
-        result: T = await asyncio.shield(asyncio.wrap_future(job.future))
+        done = asyncio.wrap_future(job.future)
+        # If the awaiting task is cancelled the job still runs; its outcome is then unread.
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        result: T = await asyncio.shield(done)
         return result
 
     async def close(self) -> None:
@@ -145,18 +209,25 @@ class Database:
         if self._closed:
             return
         try:
-            await self._submit(self._write_jobs, _checkpoint)
+            await self._submit(self._write_jobs, _optimize)
         finally:
             self._closed = True
-            for thread in self._threads:
-                (self._write_jobs if thread.name == "db-writer" else self._read_jobs).put(_STOP)
+            self._write_jobs.put(_STOP)
+            for _ in self._readers:
+                self._read_jobs.put(_STOP)
             await asyncio.to_thread(self._join)
 
     def _join(self) -> None:
-        for thread in self._threads:
+        for thread in [self._writer, *self._readers]:
             thread.join()
+        # With every reader gone the checkpoint can move the whole WAL into the main file.
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
+def _optimize(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA optimize")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
