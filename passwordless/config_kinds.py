@@ -136,7 +136,7 @@ class TextList(Kind[tuple[str, ...]]):
 
     def __init__(self, item: Kind[str]) -> None:
         self.item = item
-        self.expected = f"a list of {_plural(item.expected)}"
+        self.expected = f"a list, each item {item.expected}"
 
     def parse(self, value: object) -> tuple[str, ...]:
         if not isinstance(value, list):
@@ -172,7 +172,7 @@ class Url(Kind[str]):
         parts.port  # noqa: B018 - raises ValueError for a bad port
         if self.origin_only and (parts.path not in ("", "/") or parts.query or parts.fragment):
             raise ValueError
-        return value.rstrip("/") if self.origin_only else value
+        return origin_of(value) if self.origin_only else value
 
 
 class Network(Kind[str]):
@@ -184,8 +184,12 @@ class Network(Kind[str]):
         return str(ipaddress.ip_network(value.strip(), strict=False))
 
 
-def _plural(expected: str) -> str:
-    return expected.removeprefix("an ").removeprefix("a ") + "s"
+def origin_of(url: str) -> str:
+    """scheme://host[:port] as browsers send it: lower case, no default port."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}[parts.scheme]
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
 
 
 class OrEmpty(Kind[str]):

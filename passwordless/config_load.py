@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from passwordless.config import Config, Setting, WebhookSettings
+from passwordless.config_kinds import origin_of
 
 CONFIG_ENV = "PASSWORDLESS_CONFIG"
 
@@ -127,7 +128,8 @@ def _table_array(entries: object, key: str, sources: _Sources) -> tuple[Any, ...
 def _unknown_key(prefix: str, name: str, known: list[str], where: str) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-    return f"config error: unknown key {prefix}{name} {where}{hint}".replace("  ", " ")
+    shown = name if name.replace("_", "").isalnum() else json.dumps(name)
+    return f"config error: unknown key {prefix}{shown} {where}{hint}".replace("  ", " ")
 
 
 def _show(value: object) -> str:
@@ -149,7 +151,6 @@ def _derive(config: Config) -> Config:
     server = config.server
     public_url = server.public_url.rstrip("/") or f"http://localhost:{server.port}"
     parts = urlsplit(public_url)
-    origin = f"{parts.scheme}://{parts.netloc}"
     webauthn = config.webauthn
     return replace(
         config,
@@ -158,7 +159,7 @@ def _derive(config: Config) -> Config:
         webauthn=replace(
             webauthn,
             rp_id=webauthn.rp_id or (parts.hostname or ""),
-            origins=webauthn.origins or (origin,),
+            origins=webauthn.origins or (origin_of(public_url),),
         ),
     )
 
