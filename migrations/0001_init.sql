@@ -30,7 +30,6 @@ CREATE TABLE sessions (
     id                  TEXT PRIMARY KEY,
     user_id             TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     refresh_token_hash  BLOB NOT NULL UNIQUE,
-    previous_token_hash BLOB UNIQUE,               -- the rotated-away token, to detect reuse
     amr                 TEXT NOT NULL,             -- JSON list: ["email"], ["otp"], ["hwk", "user"]
     ip                  TEXT,
     user_agent          TEXT,
@@ -42,6 +41,14 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_by_user ON sessions (user_id);
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+
+-- Every refresh token a session has exchanged: presenting one again means it leaked.
+CREATE TABLE rotated_refresh_tokens (
+    token_hash BLOB PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    rotated_at INTEGER NOT NULL
+);
+CREATE INDEX rotated_refresh_tokens_by_session ON rotated_refresh_tokens (session_id);
 
 CREATE TABLE passkeys (
     id              TEXT PRIMARY KEY,

@@ -4,32 +4,47 @@ dependency (no module-level state)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from itsdangerous import URLSafeTimedSerializer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
 
 from passwordless import migrate
 from passwordless.config import Config
 from passwordless.crypto import load_or_create_dev_secret
 from passwordless.db import Database
-from passwordless.deps import Deps
+from passwordless.deps import Clock, Deps
 from passwordless.errors import ApiError
 from passwordless.health import routes as health
+from passwordless.keys import service as keys
 from passwordless.lifecycle import Lifecycle
-from passwordless.middleware import BodyLimit, RequestContext
+from passwordless.magic_link import routes as magic_link
+from passwordless.mail.render import Templates
+from passwordless.mail.transport import ConsoleTransport
+from passwordless.mail.worker import MailWorker
+from passwordless.middleware import BodyLimit, Cors, RequestContext
+from passwordless.ratelimit import RateLimiter
+from passwordless.sessions import routes as sessions
+from passwordless.signing import Signer
 from passwordless.web import handle_api_error, handle_http_exception
 
 logger = logging.getLogger(__name__)
 
+STATIC = Path(__file__).parent / "pages" / "static"
+KEY_RELOAD_SECONDS = 60.0  # picks up `passwordless keys rotate` run beside the server
 
-def create_app(config: Config, lifecycle: Lifecycle | None = None) -> Starlette:
+
+def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock = time.time) -> Starlette:
     life = lifecycle or Lifecycle()
     trusted = tuple(ipaddress.ip_network(p) for p in config.server.trusted_proxies)
 
@@ -37,25 +52,77 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db_path = Path(config.database.path)
         known = migrate.discover(migrate.default_dir())
+        templates = Templates(config.email.templates_dir)
         await asyncio.to_thread(migrate.apply_to_file, db_path, known)
         db = await Database.open(db_path)
+        tasks: list[asyncio.Task[None]] = []
         try:
             secret = config.jwt.secret or await asyncio.to_thread(load_or_create_dev_secret, db_path.parent)
-            app.state.deps = Deps(config, db, life, known, secret, trusted)
+            signer = await _signer(config, db, secret, clock)
+            if config.jwt.algorithm in keys.ASYMMETRIC:
+                tasks.append(asyncio.create_task(_every(KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock))))
+            worker = _mail_worker(config, db, clock)
+            if worker:
+                tasks.append(asyncio.create_task(worker.run()))
+            app.state.deps = Deps(
+                config, db, life, known, secret, trusted, clock, signer, templates, RateLimiter(),
+                URLSafeTimedSerializer(secret, salt="passwordless.session-cookie"),
+                worker.wake if worker else lambda: None,
+            )
             logger.info("started", extra={"public_url": config.server.public_url, "environment": config.environment})
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await db.close()
             logger.info("stopped")
 
+    routes: list[BaseRoute] = [
+        *health.routes, *magic_link.routes, *sessions.routes,
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
     app = Starlette(
-        routes=[*health.routes],
+        routes=routes,
         middleware=_middleware(config, trusted),
         exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
     app.state.lifecycle = life
     return app
+
+
+def _mail_worker(config: Config, db: Database, clock: Clock) -> MailWorker | None:
+    if config.email.transport != "console":
+        logger.warning("email_transport_not_built", extra={"transport": config.email.transport})
+        return None
+    return MailWorker(db, config.email, ConsoleTransport(config.email.from_address), clock)
+
+
+async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Signer:
+    jwt = config.jwt
+    signer = Signer(
+        algorithm=jwt.algorithm, secret=secret, issuer=config.server.public_url, audience=jwt.audience,
+        access_ttl=jwt.access_ttl,
+    )
+    if jwt.algorithm in keys.ASYMMETRIC:
+        await db.write(keys.ensure_current, jwt.algorithm, clock())
+        await _load_keys(config, db, signer, clock)
+    return signer
+
+
+async def _load_keys(config: Config, db: Database, signer: Signer, clock: Clock) -> None:
+    signer.use_keys(await db.read(keys.published, clock(), config.jwt.access_ttl))
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except Exception:
+            logger.exception("background_job_failed")
 
 
 def _middleware(
@@ -66,7 +133,7 @@ def _middleware(
     if config.cors.allow_all or config.cors.allowed_origins:
         stack.append(
             Middleware(
-                CORSMiddleware,
+                Cors,
                 allow_origins=["*"] if config.cors.allow_all else list(config.cors.allowed_origins),
                 allow_credentials=not config.cors.allow_all,
                 allow_methods=["GET", "POST", "PATCH", "DELETE"],

@@ -6,6 +6,7 @@ import argparse
 import os
 import sqlite3
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -16,7 +17,10 @@ from passwordless.config import Config
 from passwordless.config_load import ConfigError, find_config_file, load_config
 from passwordless.config_render import render_effective
 from passwordless.crypto import new_secret
+from passwordless.db import connect
+from passwordless.keys import service as keys
 from passwordless.logs import configure_logging
+from passwordless.mail.render import Templates, TemplateError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -26,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except ConfigError as exc:
+    except (ConfigError, TemplateError) as exc:
         print(exc, file=sys.stderr)
         return 2
     except (migrate.MigrationError, sqlite3.Error, OSError) as exc:
@@ -55,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     command("check-config", _check_config, "Print the effective configuration, secrets masked.")
     command("gen-secret", _gen_secret, "Print a new random secret.", config=False)
     command("healthcheck", _healthcheck, "Exit 0 when the local server's /readiness answers 200, else 1.")
+    keys = command("keys", _keys, "Manage JWT signing keys (ES256, EdDSA).")
+    keys.add_argument("action", choices=["rotate"], help="rotate: add a new signing key; the old one stays "
+                      "published until the tokens it signed have expired")
     return parser
 
 
@@ -67,7 +74,9 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {f"server.{k}": v for k in ("host", "port") if (v := getattr(args, k)) is not None}
     config, _ = _load(args, overrides)
     configure_logging(config.log.level, config.log.format)
-    # Apply migrations before the server starts, so a problem is one clear line, not a traceback.
+    # Check templates and apply migrations before the server starts, so a problem is one clear
+    # line, not a traceback.
+    Templates(config.email.templates_dir)
     migrate.apply_to_file(Path(config.database.path), migrate.discover(migrate.default_dir()))
     from passwordless.server import serve  # uvicorn is needed only here
 
@@ -80,6 +89,26 @@ def _migrate(args: argparse.Namespace) -> int:
     for migration in applied:
         print(f"applied {migration.file_name}")
     print(f"{config.database.path} is up to date")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    path = Path(config.database.path)
+    migrate.apply_to_file(path, migrate.discover(migrate.default_dir()))
+    conn = connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            key = keys.rotate(conn, config.jwt.algorithm, time.time())
+        except ValueError as exc:
+            conn.execute("ROLLBACK")
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    print(f"new {key.algorithm} signing key {key.kid}; a running server starts signing with it within a minute")
     return 0
 
 

@@ -1,10 +1,14 @@
-"""Secrets: generating them, and the development secret kept beside the database."""
+"""Random secrets, their hashes, ids, and the development secret kept beside the database."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import secrets
+import time
+import uuid
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -40,3 +44,36 @@ def load_or_create_dev_secret(data_dir: Path) -> str:
         extra={"path": str(path), "hint": "development only: set jwt.secret in production"},
     )
     return secret
+
+
+def new_token() -> str:
+    """An unguessable bearer secret (link token, refresh token): 256 random bits."""
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    """What is stored instead of a token: its SHA-256."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def new_code() -> str:
+    """A six-digit one-time code."""
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def code_hash(secret: str, ticket_id: str, code: str) -> bytes:
+    """Six digits can be tried offline in a blink, so codes are keyed with the server secret
+    (and the ticket id, so one code never hashes alike on two tickets)."""
+    return hmac.new(secret.encode(), f"{ticket_id}:{code}".encode(), hashlib.sha256).digest()
+
+
+def same(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def new_id() -> str:
+    """A UUIDv7: time-ordered (milliseconds), with 74 random bits."""
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))

@@ -1,5 +1,5 @@
 """Pure ASGI middleware: request id, security headers, access log and the last-resort 500
-(RequestContext); the request body limit (BodyLimit)."""
+(RequestContext); the request body limit (BodyLimit); CORS with errors in the API's shape."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import re
 import time
 import uuid
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from passwordless.errors import ApiError
@@ -142,3 +144,13 @@ def _content_length(scope: Scope) -> int | None:
         if key == b"content-length":
             return int(value) if value.isdigit() else None
     return None
+
+
+class Cors(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in the API's error shape."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        return error_response(400, "invalid_request", "This cross-origin request is not allowed.")

@@ -1,5 +1,5 @@
 """What routes share: the app's dependencies, the error shape, reading JSON bodies strictly,
-and the client's IP address behind trusted proxies."""
+the client's IP address behind trusted proxies, authentication and the session cookie."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
-from passwordless.deps import Deps
+from passwordless.config import Config
+from passwordless.config_kinds import origin_of
+from passwordless.deps import Client, Deps
 from passwordless.errors import ApiError, invalid_request
+from passwordless.sessions import service as sessions
+from passwordless.sessions.service import Principal, SignIn
 
 _HTTP_CODES = {
     404: ("not_found", "No such route."),
@@ -137,3 +141,68 @@ def _within(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6
     except ValueError:
         return False
     return any(ip in net for net in networks)
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def client_of(request: Request) -> Client:
+    d = deps(request)
+    return Client(client_ip(request.scope, d.trusted_proxies), request.headers.get("user-agent", "")[:512])
+
+
+def cookie_name(config: Config) -> str:
+    # __Host- binds the cookie to this exact host and forbids it over plain http.
+    return "__Host-pl_session" if config.server.public_url.startswith("https://") else "pl_session"
+
+
+def set_session_cookie(response: Response, config: Config, value: str) -> None:
+    response.set_cookie(
+        cookie_name(config), value, max_age=int(config.jwt.refresh_ttl), path="/", httponly=True,
+        samesite="lax", secure=config.server.public_url.startswith("https://"),
+    )
+
+
+def clear_session_cookie(response: Response, config: Config) -> None:
+    response.delete_cookie(
+        cookie_name(config), path="/", httponly=True, samesite="lax",
+        secure=config.server.public_url.startswith("https://"),
+    )
+
+
+def check_origin(request: Request) -> None:
+    """A browser request that changes state must come from our own pages or an allowed origin."""
+    config = deps(request).config
+    allowed = {origin_of(config.server.public_url), *config.cors.allowed_origins}
+    if request.headers.get("origin") not in allowed:
+        raise ApiError(403, "forbidden", "This request did not come from an allowed origin.")
+
+
+async def authenticate(request: Request) -> Principal:
+    """The signed-in user: a Bearer access token, else the browser session cookie (whose
+    state-changing requests must pass the Origin check)."""
+    d = deps(request)
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise sessions.unauthorized("Send the access token as 'Authorization: Bearer <token>'.")
+        return await sessions.authenticate_bearer(d, token.strip())
+    cookie = request.cookies.get(cookie_name(d.config))
+    if not cookie:
+        raise sessions.unauthorized()
+    if request.method not in SAFE_METHODS:
+        check_origin(request)
+    return await sessions.authenticate_cookie(d, cookie)
+
+
+def token_response(request: Request, sign_in: SignIn) -> JSONResponse:
+    d = deps(request)
+    body = {
+        "access_token": sessions.access_token(d, sign_in),
+        "token_type": "Bearer",
+        "expires_in": d.signer.access_ttl,
+        "refresh_token": sign_in.refresh_token,
+        "user": {"id": sign_in.user.id, "email": sign_in.user.email},
+    }
+    return JSONResponse(body, headers={"cache-control": "no-store", "pragma": "no-cache"})

@@ -19,9 +19,9 @@ def layer(module: str) -> str:
         return "entry"
     if name == "app":
         return "app"
-    if name.endswith(".routes") or name in ("middleware", "web", "deps"):
+    if name.endswith(".routes") or name in ("middleware", "web") or name.startswith("pages."):
         return "routes"
-    if name.endswith(".service"):
+    if name.endswith(".service") or name == "deps" or name in ("mail.worker", "mail.transport"):
         return "service"
     if name.endswith(".store") or name in ("migrate", "audit", "mail.queue"):
         return "store"

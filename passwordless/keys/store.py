@@ -1,0 +1,39 @@
+"""Signing keys of the asymmetric JWT algorithms (table signing_keys)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from passwordless.signing import SigningKey
+
+
+def published(conn: sqlite3.Connection, now: float, access_ttl: float) -> list[SigningKey]:
+    """The current keys, and retired ones whose tokens may not have expired yet."""
+    rows = conn.execute(
+        "SELECT kid, algorithm, private_key, public_jwk, created_at, retired_at FROM signing_keys"
+        " WHERE retired_at IS NULL OR retired_at + ? > ? ORDER BY created_at, kid",
+        (int(access_ttl), int(now)),
+    ).fetchall()
+    return [SigningKey(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
+
+def has_current(conn: sqlite3.Connection, algorithm: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM signing_keys WHERE algorithm = ? AND retired_at IS NULL", (algorithm,)
+    ).fetchone()
+    return row is not None
+
+
+def insert(conn: sqlite3.Connection, key: SigningKey) -> None:
+    conn.execute(
+        "INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, created_at) VALUES (?, ?, ?, ?, ?)",
+        (key.kid, key.algorithm, key.private_pem, json.dumps(key.public_jwk), key.created_at),
+    )
+
+
+def retire_current(conn: sqlite3.Connection, algorithm: str, now: float) -> int:
+    cursor = conn.execute(
+        "UPDATE signing_keys SET retired_at = ? WHERE algorithm = ? AND retired_at IS NULL", (int(now), algorithm)
+    )
+    return cursor.rowcount

@@ -1,0 +1,96 @@
+"""Sign in by email (API.md, "Sign in by email: magic link and one-time code")."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from passwordless.errors import ApiError
+from passwordless.magic_link import service
+from passwordless.pages.render import message_page, page, text
+from passwordless.sessions import service as sessions
+from passwordless.web import (
+    Fields, check_origin, client_of, deps, read_json, set_session_cookie, token_response,
+)
+
+MAX_TOKEN = 256
+
+
+async def request_link(request: Request) -> Response:
+    fields = Fields(await read_json(request))
+    email = fields.text("email", 1024)
+    redirect_to = fields.optional_text("redirect_to", 2048)
+    fields.done()
+    await service.request_link(deps(request), email, redirect_to, client_of(request))
+    return JSONResponse({"status": "sent"}, status_code=202)
+
+
+async def confirm_page(request: Request) -> Response:
+    """Shows a button that spends the link; opening the link spends nothing (mail scanners do)."""
+    token = request.query_params.get("token", "")
+    site = deps(request).config.webauthn.rp_name
+    if not token or len(token) > MAX_TOKEN or not await service.link_is_live(deps(request), token):
+        return _link_failed()
+    body = (
+        f"<p>Continue to sign in to {text(site)} in this browser.</p>"
+        '<form method="post" action="/auth/magic-link/verify">'
+        f'<input type="hidden" name="token" value="{text(token)}">'
+        '<button type="submit" autofocus>Sign in</button></form>'
+    )
+    return page("Sign in", body)
+
+
+async def verify_link(request: Request) -> Response:
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return await _verify_link_form(request)
+    fields = Fields(await read_json(request))
+    token = fields.text("token", MAX_TOKEN)
+    fields.done()
+    return token_response(request, await service.verify_link(deps(request), token, client_of(request)))
+
+
+async def _verify_link_form(request: Request) -> Response:
+    check_origin(request)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=4)
+    token = (form.get("token") or [""])[0]
+    if not token or len(token) > MAX_TOKEN:
+        return _link_failed()
+    d = deps(request)
+    try:
+        sign_in = await service.verify_link(d, token, client_of(request))
+    except ApiError as exc:
+        if exc.status == 429:
+            return message_page("Too many attempts", exc.message, 429)
+        return _link_failed()
+    response = RedirectResponse(sign_in.redirect_to or "/account", status_code=303)
+    set_session_cookie(response, d.config, sessions.cookie_value(d, sign_in.session_id))
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+def _link_failed() -> Response:
+    return message_page(
+        "This link no longer works",
+        "The sign-in link has expired or was already used. Ask for a new one.",
+        401,
+        ("/", "Get a new sign-in link"),
+    )
+
+
+async def verify_code(request: Request) -> Response:
+    fields = Fields(await read_json(request))
+    email = fields.text("email", 1024)
+    code = fields.text("code", 16)
+    fields.done()
+    return token_response(request, await service.verify_code(deps(request), email, code, client_of(request)))
+
+
+routes = [
+    Route("/auth/magic-link", request_link, methods=["POST"]),
+    Route("/auth/magic-link/verify", confirm_page, methods=["GET"]),
+    Route("/auth/magic-link/verify", verify_link, methods=["POST"]),
+    Route("/auth/code/verify", verify_code, methods=["POST"]),
+]

@@ -1,0 +1,176 @@
+"""Sign in by email: request a link + code, then spend either one, once."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from passwordless import audit
+from passwordless.crypto import code_hash, new_code, new_id, new_token, same, token_hash
+from passwordless.deps import Client, Deps
+from passwordless.errors import ApiError
+from passwordless.magic_link import store
+from passwordless.magic_link.rules import browser_name, check_redirect, normalise_email
+from passwordless.mail import queue
+from passwordless.mail.render import Rendered
+from passwordless.ratelimit import client_key
+from passwordless.sessions import service as sessions
+from passwordless.sessions.service import SignIn
+from passwordless.users import store as users
+
+
+@dataclass(frozen=True)
+class _Limited:
+    retry_after: float
+
+
+def rate_limited(retry_after: float) -> ApiError:
+    seconds = max(1, int(retry_after + 0.999))
+    return ApiError(
+        429, "rate_limited", f"Too many attempts. Try again in {seconds} seconds.", {"retry-after": str(seconds)}
+    )
+
+
+async def check_ip_limit(deps: Deps, scope: str, client: Client) -> None:
+    """The per-IP limit of a scope ("magic_link" or "verify"): 429, audited, when exceeded."""
+    limits = deps.config.rate_limit
+    if not limits.enabled:
+        return
+    rate = limits.magic_link_per_ip if scope == "magic_link" else limits.verify_per_ip
+    now = deps.clock()
+    wait = deps.limiter.hit(f"{scope}:{client_key(client.ip)}", rate, now)
+    if wait is not None:
+        await deps.db.write(_audit, "rate_limited", False, client, now, None, None, {"scope": f"{scope}_per_ip"})
+        raise rate_limited(wait)
+
+
+async def request_link(deps: Deps, raw_email: str, redirect_to: str | None, client: Client) -> None:
+    """Store a ticket and queue its email in one transaction. Known and unknown addresses take
+    the same path (no account enumeration); without sign-up, unknown ones get no email."""
+    email = normalise_email(raw_email)
+    check_redirect(redirect_to, deps.config.auth.allowed_redirects)
+    await check_ip_limit(deps, "magic_link", client)
+    now = deps.clock()
+    token, code, ticket_id = new_token(), new_code(), new_id()
+    ticket = store.NewTicket(
+        ticket_id, email, token_hash(token), code_hash(deps.secret, ticket_id, code), redirect_to,
+        client.ip, client.user_agent, int(now), int(now + deps.config.auth.magic_link_ttl),
+    )
+    message = _render(deps, email, token, code, client, now)
+
+    def save(conn: sqlite3.Connection) -> _Limited | None:
+        limited = _email_limit(deps, conn, email, now)
+        if limited:
+            _audit(conn, "rate_limited", False, client, now, None, email, {"scope": "magic_link_per_email"})
+            return limited
+        store.insert(conn, ticket)
+        known = users.by_email(conn, email) is not None
+        if known or deps.config.auth.allow_signup:
+            queue.enqueue(conn, email, message.subject, message.text, message.html, now)
+        _audit(conn, "magic_link_requested", True, client, now, None, email, {"ticket_id": ticket_id})
+        return None
+
+    limited = await deps.db.write(save)
+    if limited:
+        raise rate_limited(limited.retry_after)
+    deps.wake_mail()
+
+
+def _email_limit(deps: Deps, conn: sqlite3.Connection, email: str, now: float) -> _Limited | None:
+    limits = deps.config.rate_limit
+    if not limits.enabled:
+        return None
+    rate = limits.magic_link_per_email
+    recent = store.requested_since(conn, email, now - rate.per_seconds)
+    if len(recent) < rate.count:
+        return None
+    return _Limited(recent[len(recent) - rate.count] + rate.per_seconds - now)
+
+
+def _render(deps: Deps, email: str, token: str, code: str, client: Client, now: float) -> Rendered:
+    ttl = deps.config.auth.magic_link_ttl
+    expires = datetime.fromtimestamp(now + ttl, tz=timezone.utc).strftime("%H:%M UTC on %d %b %Y")
+    return deps.templates.render(
+        "magic_link",
+        {
+            "site": deps.config.webauthn.rp_name,
+            "link": f"{deps.config.server.public_url}/auth/magic-link/verify?token={token}",
+            "code": code,
+            "expires_at": expires,
+            "expires_minutes": str(round(ttl / 60)),
+            "ip": client.ip or "an unknown address",
+            "browser": browser_name(client.user_agent),
+            "email": email,
+        },
+    )
+
+
+async def link_is_live(deps: Deps, token: str) -> bool:
+    """Whether a link would still work, without spending it (for the confirmation page)."""
+    return await deps.db.read(store.is_live, token_hash(token), deps.clock())
+
+
+async def verify_link(deps: Deps, token: str, client: Client) -> SignIn:
+    await check_ip_limit(deps, "verify", client)
+    now = deps.clock()
+
+    def spend(conn: sqlite3.Connection) -> SignIn | None:
+        ticket = store.spend_by_token(conn, token_hash(token), now)
+        sign_in = _sign_in(conn, deps, ticket, ("email",), client, now) if ticket else None
+        if sign_in:
+            _audit(conn, "magic_link_verified", True, client, now, sign_in.user.id, sign_in.user.email, {})
+        else:
+            _audit(conn, "magic_link_failed", False, client, now, None, ticket.email if ticket else None, {})
+        return sign_in
+
+    sign_in = await deps.db.write(spend)
+    if sign_in is None:
+        raise ApiError(401, "invalid_token", "The sign-in link has expired or was already used.")
+    return sign_in
+
+
+async def verify_code(deps: Deps, raw_email: str, code: str, client: Client) -> SignIn:
+    email = normalise_email(raw_email)
+    if len(code) != 6 or not code.isascii() or not code.isdigit():
+        raise ApiError(400, "invalid_request", "The code is the 6 digits from the email.")
+    await check_ip_limit(deps, "verify", client)
+    now = deps.clock()
+
+    def spend(conn: sqlite3.Connection) -> SignIn | None:
+        live = store.live_codes(conn, email, now)
+        match = next((tid for tid, h in live if same(code_hash(deps.secret, tid, code), h)), None)
+        ticket = store.spend_by_id(conn, match, now) if match else None
+        sign_in = _sign_in(conn, deps, ticket, ("otp",), client, now) if ticket else None
+        if sign_in:
+            _audit(conn, "code_verified", True, client, now, sign_in.user.id, email, {})
+        else:
+            store.count_wrong_code(conn, [tid for tid, _ in live], deps.config.auth.code_max_attempts, now)
+            _audit(conn, "code_failed", False, client, now, None, email, {})
+        return sign_in
+
+    sign_in = await deps.db.write(spend)
+    if sign_in is None:
+        raise ApiError(401, "invalid_code", "The code is wrong or has expired.")
+    return sign_in
+
+
+def _sign_in(
+    conn: sqlite3.Connection, deps: Deps, ticket: store.SpentTicket, amr: tuple[str, ...], client: Client,
+    now: float,
+) -> SignIn | None:
+    """The user of a spent ticket (created at first sign-in, if sign-up is allowed) and a session."""
+    user = users.by_email(conn, ticket.email)
+    if user is None:
+        if not deps.config.auth.allow_signup:
+            return None
+        user = users.create(conn, ticket.email, now)
+        _audit(conn, "user_created", True, client, now, user.id, user.email, {})
+    return sessions.open_session(conn, deps, user, amr, client, now, ticket.redirect_to)
+
+
+def _audit(
+    conn: sqlite3.Connection, event: str, success: bool, client: Client, now: float,
+    user_id: str | None, email: str | None, details: dict[str, object],
+) -> None:
+    audit.record(conn, audit.AuditEvent(event, success, user_id, email, client.ip, client.user_agent, details), now)

@@ -1,0 +1,90 @@
+"""Sign-in tickets (table sign_in_tickets): one per emailed link + code, single use.
+Only hashes of the link token and the code are stored."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    id: str
+    email: str
+    token_hash: bytes
+    code_hash: bytes
+    redirect_to: str | None
+    ip: str | None
+    user_agent: str | None
+    created_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class SpentTicket:
+    id: str
+    email: str
+    redirect_to: str | None
+
+
+def insert(conn: sqlite3.Connection, t: NewTicket) -> None:
+    conn.execute(
+        "INSERT INTO sign_in_tickets (id, email, token_hash, code_hash, redirect_to, ip, user_agent,"
+        " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (t.id, t.email, t.token_hash, t.code_hash, t.redirect_to, t.ip, t.user_agent, t.created_at, t.expires_at),
+    )
+
+
+def spend_by_token(conn: sqlite3.Connection, token_hash: bytes, now: float) -> SpentTicket | None:
+    """Spend a live ticket in one statement: of two concurrent calls, exactly one gets it."""
+    row = conn.execute(
+        "UPDATE sign_in_tickets SET spent_at = ? WHERE token_hash = ? AND spent_at IS NULL AND expires_at > ?"
+        " RETURNING id, email, redirect_to",
+        (int(now), token_hash, now),
+    ).fetchone()
+    return SpentTicket(row["id"], row["email"], row["redirect_to"]) if row else None
+
+
+def spend_by_id(conn: sqlite3.Connection, ticket_id: str, now: float) -> SpentTicket | None:
+    row = conn.execute(
+        "UPDATE sign_in_tickets SET spent_at = ? WHERE id = ? AND spent_at IS NULL AND expires_at > ?"
+        " RETURNING id, email, redirect_to",
+        (int(now), ticket_id, now),
+    ).fetchone()
+    return SpentTicket(row["id"], row["email"], row["redirect_to"]) if row else None
+
+
+def is_live(conn: sqlite3.Connection, token_hash: bytes, now: float) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sign_in_tickets WHERE token_hash = ? AND spent_at IS NULL AND expires_at > ?",
+        (token_hash, now),
+    ).fetchone()
+    return row is not None
+
+
+def live_codes(conn: sqlite3.Connection, email: str, now: float) -> list[tuple[str, bytes]]:
+    """(ticket id, code hash) of every live ticket for an email."""
+    rows = conn.execute(
+        "SELECT id, code_hash FROM sign_in_tickets WHERE email = ? AND spent_at IS NULL AND expires_at > ?",
+        (email, now),
+    ).fetchall()
+    return [(r["id"], r["code_hash"]) for r in rows]
+
+
+def count_wrong_code(conn: sqlite3.Connection, ticket_ids: list[str], max_attempts: int, now: float) -> None:
+    """One more wrong code against each ticket; a ticket that reaches the limit is burned."""
+    conn.executemany(
+        "UPDATE sign_in_tickets SET attempts = attempts + 1,"
+        " spent_at = CASE WHEN attempts + 1 >= ? THEN ? ELSE spent_at END"
+        " WHERE id = ? AND spent_at IS NULL",
+        [(max_attempts, int(now), ticket_id) for ticket_id in ticket_ids],
+    )
+
+
+def requested_since(conn: sqlite3.Connection, email: str, since: float) -> list[int]:
+    """When tickets were made for an email since a moment, oldest first (for the per-email limit)."""
+    rows = conn.execute(
+        "SELECT created_at FROM sign_in_tickets WHERE email = ? AND created_at > ? ORDER BY created_at",
+        (email, since),
+    ).fetchall()
+    return [r[0] for r in rows]

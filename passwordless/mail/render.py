@@ -1,0 +1,63 @@
+"""Email templates: a subject, a text body and an HTML body per message kind. Built-in ones
+ship with the package; files of the same name in `email.templates_dir` replace them. Values
+are $placeholders, HTML-escaped in the HTML body."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+BUILT_IN = Path(__file__).parent / "templates"
+KINDS = {
+    "magic_link": ("site", "link", "code", "expires_at", "expires_minutes", "ip", "browser", "email"),
+}
+PARTS = ("subject.txt", "txt", "html")
+
+
+class TemplateError(Exception):
+    """A template is missing, unreadable or names a value that does not exist."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+class Templates:
+    def __init__(self, override_dir: str = "") -> None:
+        self._templates: dict[tuple[str, str], Template] = {}
+        for kind, names in KINDS.items():
+            for part in PARTS:
+                template = Template(_read(kind, part, override_dir))
+                self._check(template, kind, part, names)
+                self._templates[(kind, part)] = template
+
+    @staticmethod
+    def _check(template: Template, kind: str, part: str, names: tuple[str, ...]) -> None:
+        try:
+            template.substitute({name: "x" for name in names})
+        except (KeyError, ValueError) as exc:
+            raise TemplateError(f"email template {kind}.{part} does not render: bad placeholder {exc}") from None
+
+    def render(self, kind: str, values: Mapping[str, str]) -> Rendered:
+        escaped = {k: html.escape(v) for k, v in values.items()}
+        subject = self._templates[(kind, "subject.txt")].substitute(values).strip()
+        return Rendered(
+            subject=" ".join(subject.split()),  # never a header line break
+            text=self._templates[(kind, "txt")].substitute(values),
+            html=self._templates[(kind, "html")].substitute(escaped),
+        )
+
+
+def _read(kind: str, part: str, override_dir: str) -> str:
+    name = f"{kind}.{part}"
+    path = Path(override_dir) / name if override_dir and (Path(override_dir) / name).is_file() else BUILT_IN / name
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"email template {path} cannot be read: {exc}") from None

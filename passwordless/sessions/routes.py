@@ -1,0 +1,81 @@
+"""Tokens and sessions (API.md, "Tokens and sessions"), and the JWKS."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from passwordless.sessions import service
+from passwordless.web import (
+    Fields, authenticate, clear_session_cookie, client_of, deps, read_json, token_response,
+)
+
+
+async def refresh(request: Request) -> Response:
+    fields = Fields(await read_json(request))
+    token = fields.text("refresh_token", 256)
+    fields.done()
+    return token_response(request, await service.refresh(deps(request), token, client_of(request)))
+
+
+async def logout(request: Request) -> Response:
+    d = deps(request)
+    token = None
+    if await request.body():
+        fields = Fields(await read_json(request))
+        token = fields.optional_text("refresh_token", 256)
+        fields.done()
+    if token is not None:
+        await service.logout_by_refresh_token(d, token, client_of(request))
+    else:
+        principal = await authenticate(request)
+        await service.logout(d, principal, client_of(request))
+    response = Response(status_code=204)
+    clear_session_cookie(response, d.config)
+    return response
+
+
+async def me(request: Request) -> Response:
+    info = await service.me(deps(request), await authenticate(request))
+    body = {"id": info.user.id, "email": info.user.email, "created_at": info.user.created_at, "passkeys": info.passkeys}
+    return JSONResponse(body, headers={"cache-control": "no-store"})
+
+
+async def list_sessions(request: Request) -> Response:
+    principal = await authenticate(request)
+    sessions = await service.list_sessions(deps(request), principal)
+    body = {
+        "sessions": [
+            {
+                "id": s.id,
+                "created_at": s.created_at,
+                "last_used_at": s.last_used_at,
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+                "current": s.id == principal.session_id,
+            }
+            for s in sessions
+        ]
+    }
+    return JSONResponse(body, headers={"cache-control": "no-store"})
+
+
+async def end_session(request: Request) -> Response:
+    principal = await authenticate(request)
+    await service.end_session(deps(request), principal, request.path_params["id"], client_of(request))
+    return Response(status_code=204)
+
+
+async def jwks(request: Request) -> Response:
+    return JSONResponse(deps(request).signer.jwks(), headers={"cache-control": "public, max-age=300"})
+
+
+routes = [
+    Route("/auth/refresh", refresh, methods=["POST"]),
+    Route("/auth/logout", logout, methods=["POST"]),
+    Route("/auth/me", me, methods=["GET"]),
+    Route("/auth/sessions", list_sessions, methods=["GET"]),
+    Route("/auth/sessions/{id}", end_session, methods=["DELETE"]),
+    Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+]

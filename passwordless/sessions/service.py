@@ -1,0 +1,187 @@
+"""Sessions and tokens: opening a session at sign-in, refresh with rotation and reuse
+detection, authentication by access token or browser cookie, sign-out and session lists."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature
+
+from passwordless import audit
+from passwordless.crypto import new_id, new_token, token_hash
+from passwordless.deps import Client, Deps
+from passwordless.errors import ApiError
+from passwordless.passkeys import store as passkeys
+from passwordless.sessions import store
+from passwordless.signing import InvalidAccessToken
+from passwordless.users import store as users
+from passwordless.users.store import User
+
+
+@dataclass(frozen=True)
+class SignIn:
+    user: User
+    session_id: str
+    refresh_token: str
+    amr: tuple[str, ...]
+    redirect_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    session_id: str
+    via: str  # "bearer" or "cookie"
+
+
+@dataclass(frozen=True)
+class Me:
+    user: User
+    passkeys: int
+
+
+def unauthorized(message: str = "Sign in first.") -> ApiError:
+    return ApiError(401, "unauthorized", message, {"www-authenticate": "Bearer"})
+
+
+def open_session(
+    conn: sqlite3.Connection, deps: Deps, user: User, amr: tuple[str, ...], client: Client, now: float,
+    redirect_to: str | None = None,
+) -> SignIn:
+    """A new session for a user who just proved who they are (runs inside the sign-in transaction)."""
+    refresh_token = new_token()
+    session = store.Session(
+        new_id(), user.id, amr, client.ip, client.user_agent, int(now), int(now),
+        int(now + deps.config.jwt.refresh_ttl),
+    )
+    store.insert(conn, session, token_hash(refresh_token))
+    users.mark_signed_in(conn, user.id, now)
+    return SignIn(user, session.id, refresh_token, amr, redirect_to)
+
+
+def access_token(deps: Deps, sign_in: SignIn) -> str:
+    return deps.signer.issue(
+        user_id=sign_in.user.id, session_id=sign_in.session_id, email=sign_in.user.email,
+        amr=sign_in.amr, now=deps.clock(),
+    )
+
+
+async def refresh(deps: Deps, refresh_token: str, client: Client) -> SignIn:
+    now = deps.clock()
+    old_hash, new = token_hash(refresh_token), new_token()
+
+    def exchange(conn: sqlite3.Connection) -> SignIn | str:
+        session = store.rotate(conn, old_hash, token_hash(new), now)
+        user = users.by_id(conn, session.user_id) if session else None
+        if session and user:
+            _audit(conn, "session_refreshed", True, client, now, user, {"session_id": session.id})
+            return SignIn(user, session.id, new, session.amr)
+        reused = store.session_of_rotated(conn, old_hash)
+        if reused is None:
+            return "invalid"
+        store.revoke(conn, reused.id, now, "refresh_token_reused")
+        owner = users.by_id(conn, reused.user_id)
+        _audit(conn, "refresh_token_reused", False, client, now, owner, {"session_id": reused.id})
+        return "reused"
+
+    outcome = await deps.db.write(exchange)
+    if outcome == "reused":
+        raise ApiError(401, "refresh_token_reused", "This refresh token was already used; the session is ended.")
+    if isinstance(outcome, str):
+        raise ApiError(401, "invalid_token", "The refresh token is invalid, expired or revoked.")
+    return outcome
+
+
+async def authenticate_bearer(deps: Deps, token: str) -> Principal:
+    try:
+        claims = deps.signer.verify(token, deps.clock())
+    except InvalidAccessToken:
+        raise ApiError(401, "invalid_token", "The access token is invalid or expired.",
+                       {"www-authenticate": 'Bearer error="invalid_token"'}) from None
+    return await _principal(deps, claims.session_id, "bearer")
+
+
+async def authenticate_cookie(deps: Deps, cookie: str) -> Principal:
+    try:
+        session_id = deps.cookies.loads(cookie, max_age=int(deps.config.jwt.refresh_ttl))
+    except BadSignature:
+        raise unauthorized("Your session has ended; sign in again.") from None
+    return await _principal(deps, str(session_id), "cookie")
+
+
+async def _principal(deps: Deps, session_id: str, via: str) -> Principal:
+    now = deps.clock()
+
+    def look_up(conn: sqlite3.Connection) -> User | None:
+        session = store.active(conn, session_id, now)
+        return users.by_id(conn, session.user_id) if session else None
+
+    user = await deps.db.read(look_up)
+    if user is None:
+        raise ApiError(401, "invalid_token", "This session has ended; sign in again.")
+    return Principal(user, session_id, via)
+
+
+def cookie_value(deps: Deps, session_id: str) -> str:
+    return deps.cookies.dumps(session_id)
+
+
+async def me(deps: Deps, principal: Principal) -> Me:
+    count = await deps.db.read(passkeys.count_for_user, principal.user.id)
+    return Me(principal.user, count)
+
+
+async def logout(deps: Deps, principal: Principal, client: Client) -> None:
+    await end_session(deps, principal, principal.session_id, client, event="logout")
+
+
+async def logout_by_refresh_token(deps: Deps, refresh_token: str, client: Client) -> None:
+    now = deps.clock()
+
+    def revoke(conn: sqlite3.Connection) -> bool:
+        session = store.by_refresh_hash(conn, token_hash(refresh_token))
+        if session is None or not store.revoke(conn, session.id, now, "logout"):
+            return False
+        _audit(conn, "logout", True, client, now, users.by_id(conn, session.user_id), {"session_id": session.id})
+        return True
+
+    if not await deps.db.write(revoke):
+        raise ApiError(401, "invalid_token", "The refresh token is invalid, expired or revoked.")
+
+
+async def list_sessions(deps: Deps, principal: Principal) -> list[store.Session]:
+    return await deps.db.read(store.list_active, principal.user.id, deps.clock())
+
+
+async def end_session(
+    deps: Deps, principal: Principal, session_id: str, client: Client, event: str = "sessions_revoked"
+) -> None:
+    """End one of the principal's own sessions; someone else's, or an unknown one, is 404."""
+    now = deps.clock()
+
+    def revoke(conn: sqlite3.Connection) -> bool:
+        session = store.active(conn, session_id, now)
+        if session is None or session.user_id != principal.user.id:
+            return False
+        store.revoke(conn, session_id, now, event)
+        details: dict[str, object] = {"session_id": session_id, "revoked": 1}
+        _audit(conn, event, True, client, now, principal.user, details)
+        return True
+
+    if not await deps.db.write(revoke):
+        raise ApiError(404, "not_found", "No such session.")
+
+
+def _audit(
+    conn: sqlite3.Connection, event: str, success: bool, client: Client, now: float,
+    user: User | None, details: dict[str, object],
+) -> None:
+    audit.record(
+        conn,
+        audit.AuditEvent(
+            event, success, user.id if user else None, user.email if user else None,
+            client.ip, client.user_agent, details,
+        ),
+        now,
+    )

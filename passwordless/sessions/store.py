@@ -1,0 +1,100 @@
+"""Sessions (table sessions) and the refresh tokens they have already exchanged
+(table rotated_refresh_tokens). Refresh tokens are stored only as hashes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+_COLUMNS = "id, user_id, amr, ip, user_agent, created_at, last_used_at, expires_at"
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    user_id: str
+    amr: tuple[str, ...]
+    ip: str | None
+    user_agent: str | None
+    created_at: int
+    last_used_at: int
+    expires_at: int
+
+
+def _session(row: sqlite3.Row | None) -> Session | None:
+    if row is None:
+        return None
+    return Session(
+        row["id"], row["user_id"], tuple(json.loads(row["amr"])), row["ip"], row["user_agent"],
+        row["created_at"], row["last_used_at"], row["expires_at"],
+    )
+
+
+def insert(conn: sqlite3.Connection, session: Session, refresh_hash: bytes) -> None:
+    conn.execute(
+        f"INSERT INTO sessions ({_COLUMNS}, refresh_token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            session.id, session.user_id, json.dumps(list(session.amr)), session.ip, session.user_agent,
+            session.created_at, session.last_used_at, session.expires_at, refresh_hash,
+        ),
+    )
+
+
+def active(conn: sqlite3.Connection, session_id: str, now: float) -> Session | None:
+    return _session(
+        conn.execute(
+            f"SELECT {_COLUMNS} FROM sessions WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+            (session_id, int(now)),
+        ).fetchone()
+    )
+
+
+def rotate(conn: sqlite3.Connection, old_hash: bytes, new_hash: bytes, now: float) -> Session | None:
+    """Exchange a live refresh token for a new one, in one statement; None if it is not live."""
+    row = conn.execute(
+        f"UPDATE sessions SET refresh_token_hash = ?, last_used_at = ?"
+        f" WHERE refresh_token_hash = ? AND revoked_at IS NULL AND expires_at > ? RETURNING {_COLUMNS}",
+        (new_hash, int(now), old_hash, int(now)),
+    ).fetchone()
+    session = _session(row)
+    if session:
+        conn.execute(
+            "INSERT INTO rotated_refresh_tokens (token_hash, session_id, rotated_at) VALUES (?, ?, ?)",
+            (old_hash, session.id, int(now)),
+        )
+    return session
+
+
+def by_refresh_hash(conn: sqlite3.Connection, token_hash: bytes) -> Session | None:
+    return _session(
+        conn.execute(f"SELECT {_COLUMNS} FROM sessions WHERE refresh_token_hash = ?", (token_hash,)).fetchone()
+    )
+
+
+def session_of_rotated(conn: sqlite3.Connection, token_hash: bytes) -> Session | None:
+    """The session a refresh token belonged to, if that token was already exchanged."""
+    return _session(
+        conn.execute(
+            f"SELECT {_COLUMNS} FROM sessions WHERE id ="
+            " (SELECT session_id FROM rotated_refresh_tokens WHERE token_hash = ?)",
+            (token_hash,),
+        ).fetchone()
+    )
+
+
+def revoke(conn: sqlite3.Connection, session_id: str, now: float, reason: str) -> bool:
+    cursor = conn.execute(
+        "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL",
+        (int(now), reason, session_id),
+    )
+    return cursor.rowcount > 0
+
+
+def list_active(conn: sqlite3.Connection, user_id: str, now: float) -> list[Session]:
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?"
+        " ORDER BY created_at DESC, id DESC",
+        (user_id, int(now)),
+    ).fetchall()
+    return [s for s in map(_session, rows) if s]
