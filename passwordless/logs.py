@@ -48,10 +48,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+def _one_line(value: object) -> str:
+    """A value as it may stand in a text log line: quoted and escaped if it holds a space, a
+    quote or a control character, so a request can never start a forged line."""
+    text = str(value)
+    if text and all(c.isprintable() and c not in ' "=' for c in text):
+        return text
+    return json.dumps(text)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in _extras(record).items())
-        text = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        fields = " ".join(f"{k}={_one_line(v)}" for k, v in _extras(record).items())
+        message = record.getMessage()
+        message = message if message.isprintable() else json.dumps(message)
+        text = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {message}"
         text = f"{text}  {fields}" if fields else text
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

@@ -6,7 +6,8 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,11 +22,14 @@ PEER = ("203.0.113.7", 50000)
 
 
 @asynccontextmanager
-async def running(config: Config) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    """The app with its lifespan running (database open, migrations applied) and a client."""
-    app = create_app(config)
+async def running(
+    config: Config, clock: Callable[[], float] = time.time, peer: tuple[str, int] = PEER
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """The app with its lifespan running (database open, migrations applied) and a client
+    connecting from `peer`. Pass a clock to move time without sleeping."""
+    app = create_app(config, clock=clock)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=PEER)
+        transport = httpx.ASGITransport(app=app, client=peer)
         async with httpx.AsyncClient(transport=transport, base_url=config.server.public_url) as client:
             yield app, client
 
@@ -68,3 +72,16 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
         text=True,
         timeout=60,
     )
+
+
+class FakeClock:
+    """A clock that stands still until moved: `clock.advance(seconds)`."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
