@@ -16,6 +16,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -48,17 +49,39 @@ Jobs = queue.SimpleQueue[_Job | None]
 
 def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     """A connection with the project's pragmas; transactions are managed explicitly."""
+    target = f"file:{path}?mode=ro" if read_only else str(path)
+    conn = sqlite3.connect(target, uri=read_only, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # first: the pragmas below may wait on a lock
     if read_only:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA query_only=ON")
     else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Two processes opening a new file at once can make this fail at once with
+    "database is locked" (SQLite does not wait for this lock), so it is tried again for a while."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+class _Abandoned(Exception):
+    """SQLite rolled back the whole transaction while a unit ran."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class _Reader(threading.Thread):
@@ -96,8 +119,8 @@ class _Writer(threading.Thread):
             stopping = False
             while not stopping:
                 group, stopping = self._next_group()
-                while group:
-                    group = self._commit_group(group)
+                if group:
+                    self._commit_group(group)
         finally:
             self.conn.close()
 
@@ -116,28 +139,31 @@ class _Writer(threading.Thread):
             group.append(job)
         return group, False
 
-    def _commit_group(self, group: list[_Job]) -> list[_Job]:
-        """Run the group in one transaction; returns the jobs still to run if SQLite rolled
-        the whole transaction back (the jobs already run are then failed: their work is gone)."""
+    def _commit_group(self, group: list[_Job]) -> None:
+        """Run the group in one transaction. If the transaction as a whole fails (COMMIT fails,
+        or a unit made SQLite abandon it) run each job again alone, so only the guilty one fails:
+        a unit may therefore run twice, its first run leaving no trace."""
         conn = self.conn
-        results: list[tuple[_Job, bool, Any]] = []
+        outcomes: list[tuple[_Job, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for index, job in enumerate(group):
+            for job in group:
                 ok, value = self._run_unit(job)
-                if not conn.in_transaction:  # SQLite abandoned the transaction (disk full, I/O error)
-                    self._fail([j for j, _, _ in results] + [job], value)
-                    return group[index + 1 :]
-                results.append((job, ok, value))
+                if not conn.in_transaction:
+                    raise _Abandoned(value)
+                outcomes.append((job, ok, value))
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._fail([j for j, _, _ in results] + group[len(results) :], exc)
-            return []
-        for job, ok, value in results:
+            if len(group) > 1:
+                for job in group:
+                    self._commit_group([job])
+            else:
+                group[0].future.set_exception(exc.cause if isinstance(exc, _Abandoned) else exc)
+            return
+        for job, ok, value in outcomes:
             job.future.set_result(value) if ok else job.future.set_exception(value)
-        return []
 
     def _run_unit(self, job: _Job) -> tuple[bool, Any]:
         conn = self.conn
@@ -151,11 +177,6 @@ class _Writer(threading.Thread):
                 conn.execute("ROLLBACK TO unit")
                 conn.execute("RELEASE unit")
             return False, exc
-
-    @staticmethod
-    def _fail(jobs: list[_Job], exc: BaseException) -> None:
-        for job in jobs:
-            job.future.set_exception(exc)
 
 
 class Database:

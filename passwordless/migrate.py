@@ -139,16 +139,19 @@ def _run(conn: sqlite3.Connection, migration: Migration) -> None:
 
 
 def split_statements(sql: str) -> list[str]:
-    """Complete SQL statements, in order (sqlite3.complete_statement knows about triggers)."""
-    statements, current = [], ""
-    for line in sql.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            if current.strip().rstrip(";").strip():
-                statements.append(current.strip())
-            current = ""
-    if current.strip() and not all(
-        part.strip().startswith("--") for part in current.strip().splitlines() if part.strip()
-    ):
+    """Complete SQL statements, in order. sqlite3.complete_statement decides where one ends, so
+    a semicolon inside a string, a comment or a trigger body does not split it."""
+    statements, start = [], 0
+    for end, char in enumerate(sql):
+        if char == ";" and sqlite3.complete_statement(sql[start : end + 1]):
+            statement = sql[start : end + 1].strip()
+            if _without_comments(statement).strip(" ;\n\t"):
+                statements.append(statement)
+            start = end + 1
+    if _without_comments(sql[start:]).strip():
         raise MigrationError("a migration ends with an incomplete statement")
     return statements
+
+
+def _without_comments(sql: str) -> str:
+    return re.sub(r"/\*.*?\*/|--[^\n]*", "", sql, flags=re.S)

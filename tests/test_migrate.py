@@ -4,6 +4,7 @@ small throwaway folders in tmp_path for the runner's edge cases."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sqlite3
 import threading
@@ -207,6 +208,11 @@ def test_pending_on_empty_database_lists_everything(tmp_path: Path) -> None:
 # --- split_statements ------------------------------------------------------------------------
 
 
+def code_only(statement: str) -> str:
+    """The statement without comments, its whitespace collapsed."""
+    return " ".join(re.sub(r"/\*.*?\*/|--[^\n]*", " ", statement, flags=re.S).split())
+
+
 def test_split_statements_keeps_trigger_body_whole_and_skips_comments_and_blanks() -> None:
     sql = """-- a header comment; with a semicolon
 
@@ -225,11 +231,11 @@ END;
 """
     statements = migrate.split_statements(sql)
 
-    assert len(statements) == 2
-    assert statements[0].endswith("CREATE TABLE t (x);  -- trailing comment")
-    assert statements[1].startswith("/* a block comment")
-    assert "INSERT INTO log VALUES (new.x);" in statements[1]
-    assert statements[1].endswith("END;")
+    assert [code_only(s) for s in statements] == [
+        "CREATE TABLE t (x);",
+        "CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.x);"
+        " UPDATE counter SET n = n + 1; END;",
+    ]
     for statement in statements:
         assert sqlite3.complete_statement(statement)
 
@@ -242,12 +248,19 @@ BEGIN
     INSERT INTO log VALUES (new.x);
     INSERT INTO log VALUES (new.x * 10);
 END;
+INSERT INTO log VALUES ('a;b');
+INSERT INTO log VALUES ('-- not a comment');
 """
     with closing(sqlite3.connect(":memory:")) as conn:
         for statement in migrate.split_statements(sql):
             conn.execute(statement)
         conn.execute("INSERT INTO t VALUES (2)")
-        assert [r[0] for r in conn.execute("SELECT x FROM log ORDER BY x")] == [2, 20]
+        assert [r[0] for r in conn.execute("SELECT x FROM log ORDER BY rowid")] == [
+            "a;b",
+            "-- not a comment",
+            2,
+            20,
+        ]
 
 
 @pytest.mark.parametrize(
@@ -265,8 +278,9 @@ def test_split_statements_refuses_incomplete_final_statement(sql: str) -> None:
 
 def test_split_statements_separates_two_statements_on_one_line() -> None:
     statements = migrate.split_statements("CREATE TABLE a (x); CREATE INDEX a_x ON a (x);\n")
-    assert len(statements) == 2
+    assert [code_only(s) for s in statements] == ["CREATE TABLE a (x);", "CREATE INDEX a_x ON a (x);"]
 
 
 def test_split_statements_accepts_a_trailing_block_comment() -> None:
-    assert migrate.split_statements("CREATE TABLE a (x);\n/* the end */\n") == ["CREATE TABLE a (x);"]
+    statements = migrate.split_statements("CREATE TABLE a (x);\n/* the end */\n")
+    assert [code_only(s) for s in statements] == ["CREATE TABLE a (x);"]

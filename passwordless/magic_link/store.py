@@ -37,19 +37,18 @@ def insert(conn: sqlite3.Connection, t: NewTicket) -> None:
 
 def spend_by_token(conn: sqlite3.Connection, token_hash: bytes, now: float) -> SpentTicket | None:
     """Spend a live ticket in one statement: of two concurrent calls, exactly one gets it."""
-    row = conn.execute(
-        "UPDATE sign_in_tickets SET spent_at = ? WHERE token_hash = ? AND spent_at IS NULL AND expires_at > ?"
-        " RETURNING id, email, redirect_to",
-        (int(now), token_hash, now),
-    ).fetchone()
-    return SpentTicket(row["id"], row["email"], row["redirect_to"]) if row else None
+    return _spend(conn, "token_hash", token_hash, now)
 
 
 def spend_by_id(conn: sqlite3.Connection, ticket_id: str, now: float) -> SpentTicket | None:
+    return _spend(conn, "id", ticket_id, now)
+
+
+def _spend(conn: sqlite3.Connection, column: str, value: object, now: float) -> SpentTicket | None:
     row = conn.execute(
-        "UPDATE sign_in_tickets SET spent_at = ? WHERE id = ? AND spent_at IS NULL AND expires_at > ?"
+        f"UPDATE sign_in_tickets SET spent_at = ? WHERE {column} = ? AND spent_at IS NULL AND expires_at > ?"
         " RETURNING id, email, redirect_to",
-        (int(now), ticket_id, now),
+        (int(now), value, now),
     ).fetchone()
     return SpentTicket(row["id"], row["email"], row["redirect_to"]) if row else None
 
