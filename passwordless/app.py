@@ -30,8 +30,10 @@ from passwordless.keys import service as keys
 from passwordless.lifecycle import Lifecycle
 from passwordless.magic_link import routes as magic_link
 from passwordless.mail.render import Templates
-from passwordless.mail.transport import ConsoleTransport
+from passwordless.mail import queue
+from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
+from passwordless.metrics import Metrics
 from passwordless.middleware import BodyLimit, Cors, RequestContext
 from passwordless.ratelimit import RateLimiter
 from passwordless.sessions import routes as sessions
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "pages" / "static"
 KEY_RELOAD_SECONDS = 60.0  # picks up `passwordless keys rotate` run beside the server
+PRUNE_SECONDS = 3600.0
+PRUNE_BATCH = 500
 
 
 def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock = time.time) -> Starlette:
@@ -56,22 +60,25 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
         await asyncio.to_thread(migrate.apply_to_file, db_path, known)
         db = await Database.open(db_path)
         tasks: list[asyncio.Task[None]] = []
+        worker: MailWorker | None = None
         try:
             secret = config.jwt.secret or await asyncio.to_thread(load_or_create_dev_secret, db_path.parent)
             signer = await _signer(config, db, secret, clock)
             if config.jwt.algorithm in keys.ASYMMETRIC:
                 tasks.append(asyncio.create_task(_every(KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock))))
-            worker = _mail_worker(config, db, clock)
-            if worker:
-                tasks.append(asyncio.create_task(worker.run()))
+            metrics = Metrics()
+            worker = MailWorker(db, config.email, make_transport(config.email), clock, metrics)
+            tasks.append(asyncio.create_task(worker.run()))
+            tasks.append(asyncio.create_task(_every(PRUNE_SECONDS, lambda: _prune(config, db, clock))))
             app.state.deps = Deps(
                 config, db, life, known, secret, trusted, clock, signer, templates, RateLimiter(),
-                URLSafeTimedSerializer(secret, salt="passwordless.session-cookie"),
-                worker.wake if worker else lambda: None,
+                URLSafeTimedSerializer(secret, salt="passwordless.session-cookie"), worker.wake, metrics,
             )
             logger.info("started", extra={"public_url": config.server.public_url, "environment": config.environment})
             yield
         finally:
+            if worker:
+                await worker.stop()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -93,11 +100,11 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
     return app
 
 
-def _mail_worker(config: Config, db: Database, clock: Clock) -> MailWorker | None:
-    if config.email.transport != "console":
-        logger.warning("email_transport_not_built", extra={"transport": config.email.transport})
-        return None
-    return MailWorker(db, config.email, ConsoleTransport(config.email.from_address), clock)
+async def _prune(config: Config, db: Database, clock: Clock) -> None:
+    """Sent and dead emails go after email.keep_sent, in small batches so sign-ins never wait long."""
+    before = clock() - config.email.keep_sent
+    while await db.write(queue.prune, before, PRUNE_BATCH) == PRUNE_BATCH:
+        await asyncio.sleep(0)
 
 
 async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Signer:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import html
 import os
 import sqlite3
 import sys
@@ -16,11 +18,13 @@ from passwordless import __version__, migrate
 from passwordless.config import Config
 from passwordless.config_load import ConfigError, find_config_file, load_config
 from passwordless.config_render import render_effective
-from passwordless.crypto import new_secret
+from passwordless.crypto import new_id, new_secret
 from passwordless.db import connect
 from passwordless.keys import service as keys
 from passwordless.logs import configure_logging
+from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.render import Templates, TemplateError
+from passwordless.mail.transport import PermanentFailure, TemporaryFailure, make_transport
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -59,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     command("check-config", _check_config, "Print the effective configuration, secrets masked.")
     command("gen-secret", _gen_secret, "Print a new random secret.", config=False)
     command("healthcheck", _healthcheck, "Exit 0 when the local server's /readiness answers 200, else 1.")
+    test_email = command("send-test-email", _send_test_email, "Send a test email through the configured transport.")
+    test_email.add_argument("to", metavar="TO", help="the address to send it to")
     keys = command("keys", _keys, "Manage JWT signing keys (ES256, EdDSA).")
     keys.add_argument("action", choices=["rotate"], help="rotate: add a new signing key; the old one stays "
                       "published until the tokens it signed have expired")
@@ -89,6 +95,32 @@ def _migrate(args: argparse.Namespace) -> int:
     for migration in applied:
         print(f"applied {migration.file_name}")
     print(f"{config.database.path} is up to date")
+    return 0
+
+
+def _send_test_email(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    to = args.to.strip()
+    if "@" not in to or any(c.isspace() or not c.isprintable() for c in to):
+        print(f"error: {to!r} is not an email address", file=sys.stderr)
+        return 2
+    text = f"This is a test email from passwordless {__version__}: the {config.email.transport} transport works."
+    email = QueuedEmail(new_id(), to, "passwordless test email", text, f"<p>{html.escape(text)}</p>", 1)
+    transport = make_transport(config.email)
+
+    async def send() -> str:
+        try:
+            return await transport.send(email)
+        finally:
+            await transport.close()
+
+    try:
+        answer = asyncio.run(send())
+    except (TemporaryFailure, PermanentFailure) as exc:
+        kind = "temporary" if isinstance(exc, TemporaryFailure) else "permanent"
+        print(f"failed ({kind}): {exc}", file=sys.stderr)
+        return 1
+    print(f"sent to {to} via {config.email.transport}: {answer}")
     return 0
 
 

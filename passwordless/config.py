@@ -140,6 +140,10 @@ class EmailSettings:
         "console", Choice("console", "smtp", "file"), "How email leaves: console (development), smtp or file.",
         env="EMAIL_TRANSPORT",
     )
+    file_dir: str = setting(
+        "", Text("a folder path"), "Where the file transport writes .eml files. Default: outbox/ beside the database.",
+        env="EMAIL_FILE_DIR", example="/var/lib/passwordless/outbox",
+    )
     from_address: str = setting(
         "passwordless <noreply@localhost>", Text(), "The From header.", env="EMAIL_FROM", key="from"
     )

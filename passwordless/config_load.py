@@ -152,9 +152,12 @@ def _derive(config: Config) -> Config:
     public_url = server.public_url.rstrip("/") or f"http://localhost:{server.port}"
     parts = urlsplit(public_url)
     webauthn = config.webauthn
+    email = config.email
+    file_dir = email.file_dir or str(Path(config.database.path).parent / "outbox")
     return replace(
         config,
         server=replace(server, public_url=public_url),
+        email=replace(email, file_dir=file_dir),
         auth=replace(config.auth, allowed_redirects=config.auth.allowed_redirects or (public_url + "/",)),
         webauthn=replace(
             webauthn,

@@ -13,6 +13,7 @@ from passwordless.config import Config
 from passwordless.db import Database
 from passwordless.lifecycle import Lifecycle
 from passwordless.mail.render import Templates
+from passwordless.metrics import Metrics
 from passwordless.migrate import Migration
 from passwordless.ratelimit import RateLimiter
 from passwordless.signing import Signer
@@ -42,3 +43,4 @@ class Deps:
     limiter: RateLimiter
     cookies: URLSafeTimedSerializer  # signs the browser session cookie
     wake_mail: Callable[[], None]  # tells the mail worker a new email is queued
+    metrics: Metrics

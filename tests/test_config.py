@@ -200,6 +200,7 @@ ENV_VARS = [
     ("WEBAUTHN_ORIGIN", "http://localhost:5173", "webauthn.origins", ("http://localhost:5173",), {}),
     ("EMAIL_TRANSPORT", "file", "email.transport", "file", {}),
     ("EMAIL_FROM", "Example <auth@example.com>", "email.from_address", "Example <auth@example.com>", {}),
+    ("EMAIL_FILE_DIR", "/var/spool/outbox", "email.file_dir", "/var/spool/outbox", {}),
     ("SMTP_HOST", "smtp.example.com", "email.smtp.host", "smtp.example.com", {}),
     ("SMTP_PORT", "465", "email.smtp.port", 465, {}),
     ("SMTP_USERNAME", "mailer", "email.smtp.username", "mailer", {}),

@@ -1,14 +1,17 @@
-"""GET /liveness, /readiness and /health (API.md, "Health and metrics")."""
+"""GET /liveness, /readiness, /health and /metrics (API.md, "Health and metrics")."""
 
 from __future__ import annotations
 
+import hmac
 import time
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from passwordless import __version__
+from passwordless.errors import ApiError
 from passwordless.health import service
 from passwordless.web import deps
 
@@ -29,7 +32,7 @@ async def readiness(request: Request) -> JSONResponse:
 
 async def health(request: Request) -> JSONResponse:
     d = deps(request)
-    result = await service.health(d.db)
+    result = await service.health(d.db, d.clock(), d.config.auth.magic_link_ttl)
     body = {
         "status": "healthy" if result.healthy else "unhealthy",
         "version": __version__,
@@ -40,8 +43,22 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if result.healthy else 503, headers=_NO_STORE)
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text format, behind `metrics.token` when one is set."""
+    d = deps(request)
+    if not d.config.metrics.enabled:
+        raise ApiError(404, "not_found", "No such route.")
+    token = d.config.metrics.token
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if token and not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "This endpoint needs the metrics token.", {"www-authenticate": "Bearer"})
+    await service.refresh_queue_depth(d.db, d.metrics)
+    return Response(generate_latest(d.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
 routes = [
     Route("/liveness", liveness, methods=["GET"]),
     Route("/readiness", readiness, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
 ]

@@ -12,6 +12,7 @@ from passwordless import migrate
 from passwordless.db import Database
 from passwordless.lifecycle import Lifecycle
 from passwordless.mail import queue
+from passwordless.metrics import EMAIL_STATUSES, Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -48,20 +49,34 @@ async def readiness(db: Database, lifecycle: Lifecycle, known: tuple[migrate.Mig
     return Readiness(False, "migrations_pending") if todo else Readiness(True)
 
 
-async def health(db: Database) -> Health:
-    database = await _check("database", db.read(_select_one)) if db.writer_alive() else "error"
-    email_queue = await _check("email_queue", db.read(queue.count_unsent))
+async def health(db: Database, now: float, email_backlog_limit: float) -> Health:
+    """database: reads answer and the writer runs. email_queue: "degraded" while an email has
+    waited longer than `email_backlog_limit` seconds (its sign-in link has expired by then)."""
+    database = str(await _check("database", db.read(_select_one))) if db.writer_alive() else "error"
+    oldest = await _check("email_queue", db.read(queue.oldest_unsent))
+    if oldest == "error":
+        email_queue = "error"
+    else:
+        late = isinstance(oldest, int) and now - oldest > email_backlog_limit
+        email_queue = "degraded" if late else "ok"
     return Health({"database": database, "email_queue": email_queue})
 
 
-async def _check(name: str, probe: Awaitable[object]) -> str:
+async def _check(name: str, probe: Awaitable[object]) -> object:
     try:
-        await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
+        return await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
     except Exception:
         logger.exception("health_check_failed", extra={"check": name})
         return "error"
+
+
+def _select_one(conn: sqlite3.Connection) -> str:
+    conn.execute("SELECT 1").fetchone()
     return "ok"
 
 
-def _select_one(conn: sqlite3.Connection) -> None:
-    conn.execute("SELECT 1").fetchone()
+async def refresh_queue_depth(db: Database, metrics: Metrics) -> None:
+    """email_queue_depth{status}, read at scrape time."""
+    counts = await db.read(queue.depth)
+    for status in EMAIL_STATUSES:
+        metrics.email_queue_depth.labels(status).set(counts.get(status, 0))

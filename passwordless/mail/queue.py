@@ -8,11 +8,6 @@ from dataclasses import dataclass
 from passwordless.crypto import new_id
 
 
-def count_unsent(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT count(*) FROM email_queue WHERE status IN ('pending', 'sending')").fetchone()
-    return int(row[0])
-
-
 def enqueue(conn: sqlite3.Connection, to: str, subject: str, text: str, html: str, now: float) -> str:
     """Queue an email, in the caller's transaction: it is sent only if that transaction commits."""
     email_id = new_id()
@@ -66,9 +61,9 @@ def mark_retry(conn: sqlite3.Connection, email_id: str, error: str, next_attempt
 
 
 def mark_dead(conn: sqlite3.Connection, email_id: str, error: str) -> None:
+    """Dead: kept whole (an operator may retry it) until pruned after email.keep_sent."""
     conn.execute(
-        "UPDATE email_queue SET status = 'dead', last_error = ?, lease_expires_at = NULL,"
-        " body_text = NULL, body_html = NULL WHERE id = ?",
+        "UPDATE email_queue SET status = 'dead', last_error = ?, lease_expires_at = NULL WHERE id = ?",
         (error[:500], email_id),
     )
 
@@ -79,3 +74,43 @@ def next_due(conn: sqlite3.Connection) -> float | None:
         " FROM email_queue WHERE status IN ('pending', 'sending')"
     ).fetchone()
     return float(row[0]) if row[0] is not None else None
+
+
+def release(conn: sqlite3.Connection, email_ids: list[str]) -> None:
+    """Hand leased rows back (a send stopped by shutdown): due again at once, attempt not counted."""
+    conn.executemany(
+        "UPDATE email_queue SET status = 'pending', attempts = max(attempts - 1, 0), lease_expires_at = NULL"
+        " WHERE id = ? AND status = 'sending'",
+        [(email_id,) for email_id in email_ids],
+    )
+
+
+def depth(conn: sqlite3.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT status, count(*) FROM email_queue GROUP BY status").fetchall()
+    return {row[0]: row[1] for row in rows}
+
+
+def oldest_unsent(conn: sqlite3.Connection) -> int | None:
+    """When the oldest email still waiting to go out was queued."""
+    row = conn.execute("SELECT min(created_at) FROM email_queue WHERE status IN ('pending', 'sending')").fetchone()
+    return int(row[0]) if row[0] is not None else None
+
+
+def retry(conn: sqlite3.Connection, email_id: str, now: float) -> bool:
+    """A dead email goes back to pending, due now, with a fresh count of attempts."""
+    cursor = conn.execute(
+        "UPDATE email_queue SET status = 'pending', attempts = 0, next_attempt_at = ?, last_error = NULL"
+        " WHERE id = ? AND status = 'dead' AND body_text IS NOT NULL",
+        (int(now), email_id),
+    )
+    return cursor.rowcount > 0
+
+
+def prune(conn: sqlite3.Connection, before: float, limit: int) -> int:
+    """Delete up to `limit` sent and dead rows finished before a moment; returns how many went."""
+    cursor = conn.execute(
+        "DELETE FROM email_queue WHERE id IN (SELECT id FROM email_queue WHERE status IN ('sent', 'dead')"
+        " AND coalesce(sent_at, last_attempt_at, created_at) < ? LIMIT ?)",
+        (int(before), limit),
+    )
+    return cursor.rowcount

@@ -1,11 +1,22 @@
-"""How email leaves the process. Transports raise TemporaryFailure (try again later) or
-PermanentFailure (never retry)."""
+"""How email leaves the process: SMTP (connections kept open and reused), a folder of .eml
+files, or the console. A transport raises TemporaryFailure (try again later) or
+PermanentFailure (never retry); `send` returns the receiving server's answer."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
+from pathlib import Path
 from typing import Protocol, TextIO
 
+import aiosmtplib
+
+from passwordless.config import EmailSettings
 from passwordless.mail.queue import QueuedEmail
 
 
@@ -18,7 +29,25 @@ class PermanentFailure(Exception):
 
 
 class Transport(Protocol):
-    async def send(self, email: QueuedEmail) -> None: ...
+    async def send(self, email: QueuedEmail) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+def build_message(sender: str, email: QueuedEmail) -> EmailMessage:
+    """A multipart text + HTML message with Date and a Message-ID of the sender's domain."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = email.to
+    message["Subject"] = email.subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    message["Message-ID"] = make_msgid(idstring=email.id.replace("-", ""), domain=domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(email.text)
+    if email.html:
+        message.add_alternative(email.html, subtype="html")
+    return message
 
 
 class ConsoleTransport:
@@ -28,9 +57,123 @@ class ConsoleTransport:
         self.sender = sender
         self.stream = stream or sys.stdout
 
-    async def send(self, email: QueuedEmail) -> None:
+    async def send(self, email: QueuedEmail) -> str:
         rule = "-" * 72
         self.stream.write(
             f"\n{rule}\nFrom: {self.sender}\nTo: {email.to}\nSubject: {email.subject}\n\n{email.text.rstrip()}\n{rule}\n"
         )
         self.stream.flush()
+        return "printed to the console"
+
+    async def close(self) -> None:
+        return None
+
+
+class FileTransport:
+    """Staging and tests: writes each email as FOLDER/<id>.eml (complete files only)."""
+
+    def __init__(self, sender: str, folder: Path) -> None:
+        self.sender = sender
+        self.folder = folder
+
+    async def send(self, email: QueuedEmail) -> str:
+        data = bytes(build_message(self.sender, email))
+        return await asyncio.to_thread(self._write, email.id, data)
+
+    def _write(self, email_id: str, data: bytes) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"{email_id}.eml"
+        partial = self.folder / f".{email_id}.eml.partial"
+        partial.write_bytes(data)
+        os.replace(partial, final)
+        return f"written to {final}"
+
+    async def close(self) -> None:
+        return None
+
+
+class SmtpTransport:
+    """SMTP through aiosmtplib. Up to `concurrency` connections are opened and reused, so a
+    TLS handshake is paid per connection, not per message."""
+
+    def __init__(self, settings: EmailSettings) -> None:
+        self.settings = settings
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(settings.concurrency)
+
+    async def send(self, email: QueuedEmail) -> str:
+        message = build_message(self.settings.from_address, email)
+        async with self._connection() as smtp:
+            try:
+                _, answer = await smtp.send_message(message)
+            except aiosmtplib.SMTPServerDisconnected:
+                # A kept connection the server has since closed: one more try on a new one.
+                await smtp.connect()
+                _, answer = await smtp.send_message(message)
+            return answer
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
+        async with self._slots:
+            smtp = self._idle.pop() if self._idle else self._new()
+            try:
+                if not smtp.is_connected:
+                    await smtp.connect()
+                yield smtp
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                _keep_or_close(self._idle, smtp)
+                raise _classify(exc.recipients[0]) from None
+            except aiosmtplib.SMTPResponseException as exc:
+                _keep_or_close(self._idle, smtp)
+                raise _classify(exc) from None
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                smtp.close()
+                raise TemporaryFailure(_describe(exc)) from None
+            else:
+                self._idle.append(smtp)
+
+    def _new(self) -> aiosmtplib.SMTP:
+        s = self.settings.smtp
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.username or None,
+            password=s.password or None,
+            use_tls=s.security == "tls",
+            start_tls=s.security == "starttls",
+            timeout=s.timeout,
+        )
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for smtp in idle:
+            try:
+                await asyncio.wait_for(smtp.quit(), 5)
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                smtp.close()
+
+
+def _keep_or_close(idle: list[aiosmtplib.SMTP], smtp: aiosmtplib.SMTP) -> None:
+    """After a refused message the connection is still good: reset it and keep it."""
+    if smtp.is_connected:
+        idle.append(smtp)
+
+
+def _classify(exc: aiosmtplib.SMTPResponseException) -> Exception:
+    """5xx refuses for good; 4xx, and a refused login (an operator can fix it), try again."""
+    text = f"{exc.code} {exc.message}".strip()
+    if 500 <= exc.code < 600 and not isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return PermanentFailure(text)
+    return TemporaryFailure(text)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def make_transport(settings: EmailSettings) -> Transport:
+    if settings.transport == "smtp":
+        return SmtpTransport(settings)
+    if settings.transport == "file":
+        return FileTransport(settings.from_address, Path(settings.file_dir))
+    return ConsoleTransport(settings.from_address)
