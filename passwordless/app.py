@@ -120,7 +120,10 @@ async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Si
 
 
 async def _load_keys(config: Config, db: Database, signer: Signer, clock: Clock) -> None:
-    signer.use_keys(await db.read(keys.published, clock(), config.jwt.access_ttl))
+    # A server that has not reloaded yet may sign with a key for one interval after it is
+    # retired: keep it published that much longer than the tokens' lifetime.
+    keep = config.jwt.access_ttl + 2 * KEY_RELOAD_SECONDS
+    signer.use_keys(await db.read(keys.published, clock(), keep))
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:

@@ -63,7 +63,9 @@ async def _verify_link_form(request: Request) -> Response:
         sign_in = await service.verify_link(d, token, client_of(request))
     except ApiError as exc:
         if exc.status == 429:
-            return message_page("Too many attempts", exc.message, 429)
+            response = message_page("Too many attempts", exc.message, 429)
+            response.headers.update(exc.headers)
+            return response
         return _link_failed()
     response = RedirectResponse(sign_in.redirect_to or "/account", status_code=303)
     set_session_cookie(response, d.config, sessions.cookie_value(d, sign_in.session_id))

@@ -1,0 +1,248 @@
+"""End to end: sign in by email against the real `passwordless serve` process over HTTP, reading
+the email the console transport prints (API.md "Sign in by email", "Tokens and sessions",
+"Email queue"; CONFIG.md server.public_url, server.drain_delay)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+
+from tests.helpers import clean_env, free_port
+
+RULE = "-" * 72
+DRAIN_DELAY = 0.2
+
+
+@dataclass(frozen=True)
+class Email:
+    to: str
+    subject: str
+    link: str
+    token: str
+    code: str
+    text: str
+
+
+class Server:
+    """A `passwordless serve` process whose stdout and stderr are read by threads as they come."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int, db: Path) -> None:
+        self.process, self.port, self.db = process, port, db
+        self.base = f"http://127.0.0.1:{port}"
+        self.out: list[str] = []
+        self.err: list[str] = []
+        assert process.stdout is not None and process.stderr is not None
+        self._threads = [
+            threading.Thread(target=_pump, args=(process.stdout, self.out), daemon=True),
+            threading.Thread(target=_pump, args=(process.stderr, self.err), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self.emails_taken = 0
+
+    def logs(self) -> str:
+        return "".join(self.err)
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.base, trust_env=False, timeout=2) as http:
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, self.logs()
+                try:
+                    if http.get("/readiness").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        raise AssertionError("the server did not become ready:\n" + self.logs())
+
+    def next_email(self, timeout: float = 10) -> Email:
+        """The next email printed on stdout; the worker sends at once, so this waits briefly."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            blocks = re.findall(rf"^{RULE}\n(From: .*?)\n{RULE}$", "".join(self.out), re.S | re.M)
+            if len(blocks) > self.emails_taken:
+                block = blocks[self.emails_taken]
+                self.emails_taken += 1
+                return _parse(block)
+            time.sleep(0.02)
+        raise AssertionError("no email was printed:\n" + "".join(self.out) + self.logs())
+
+    def terminate(self, timeout: float = 15) -> float:
+        """SIGTERM, then wait for the exit; the seconds it took."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=timeout)
+        elapsed = time.monotonic() - started
+        for thread in self._threads:
+            thread.join(timeout=5)
+        return elapsed
+
+
+def _pump(stream: IO[str], lines: list[str]) -> None:
+    for line in stream:
+        lines.append(line)
+    stream.close()
+
+
+def _parse(block: str) -> Email:
+    to = re.search(r"^To: (.+)$", block, re.M)
+    subject = re.search(r"^Subject: (.+)$", block, re.M)
+    link = re.search(r"^(\S+\?token=([A-Za-z0-9_-]+))$", block, re.M)
+    code = re.search(r"code: ([0-9]{6})\b", block)
+    assert to and subject and link and code, block
+    return Email(to.group(1), subject.group(1), link.group(1), link.group(2), code.group(1), block)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    port = free_port()
+    db = tmp_path / "auth.db"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[server]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {port}\n"
+        f'public_url = "http://127.0.0.1:{port}"\n'
+        f'drain_delay = "{int(DRAIN_DELAY * 1000)}ms"\n'
+        "[database]\n"
+        f'path = "{db}"\n'
+        "[email]\n"
+        'transport = "console"\n',
+        encoding="utf-8",
+    )
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "passwordless"), "serve", "--config", str(config)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    running = Server(process, port, db)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None and not stream.closed:
+                try:
+                    stream.close()
+                except ValueError:  # closed by its reader thread at the same moment
+                    pass
+
+
+def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_sign_in_by_link_then_by_code_against_the_real_server(server: Server) -> None:
+    public_url = server.base
+    with httpx.Client(base_url=server.base, trust_env=False, timeout=10) as http:
+        # --- ask for a link; the email's link comes from configuration, not from the request
+        asked = http.post(
+            "/auth/magic-link",
+            json={"email": " E2E.User@Example.com "},
+            headers={"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"},
+        )
+        assert (asked.status_code, asked.json()) == (202, {"status": "sent"})
+        first = server.next_email()
+        assert first.to == "e2e.user@example.com"
+        assert first.subject
+        assert first.link.startswith(f"{public_url}/auth/magic-link/verify?token=")
+        assert "evil.example" not in first.text
+
+        # --- opening the link shows a confirmation page and spends nothing
+        for _ in range(2):
+            page = http.get(first.link.removeprefix(public_url))
+            assert page.status_code == 200
+            assert page.headers["content-type"].startswith("text/html")
+            assert f'value="{first.token}"' in page.text
+            assert 'action="/auth/magic-link/verify"' in page.text
+
+        # --- the token signs in, once
+        signed_in = http.post("/auth/magic-link/verify", json={"token": first.token})
+        assert signed_in.status_code == 200, signed_in.text
+        tokens = signed_in.json()
+        assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 900
+        assert tokens["user"]["email"] == "e2e.user@example.com"
+        assert signed_in.headers["cache-control"] == "no-store"
+        again = http.post("/auth/magic-link/verify", json={"token": first.token})
+        assert (again.status_code, again.json()["error"]["code"]) == (401, "invalid_token")
+        user_id = tokens["user"]["id"]
+
+        me = http.get("/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+        assert me.status_code == 200, me.text
+        assert (me.json()["id"], me.json()["email"]) == (user_id, "e2e.user@example.com")
+
+        # --- refresh gives new tokens that work
+        refreshed = http.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+        assert refreshed.status_code == 200, refreshed.text
+        renewed = refreshed.json()
+        assert renewed["refresh_token"] != tokens["refresh_token"]
+        assert renewed["access_token"] != tokens["access_token"]
+        assert renewed["user"] == tokens["user"]
+        bearer = {"Authorization": f"Bearer {renewed['access_token']}"}
+        assert http.get("/auth/me", headers=bearer).json()["email"] == "e2e.user@example.com"
+
+        # --- logout ends the session: the still-unexpired access token no longer works
+        logout = http.post("/auth/logout", headers=bearer)
+        assert logout.status_code == 204
+        after = http.get("/auth/me", headers=bearer)
+        assert after.status_code == 401
+        assert after.json()["error"]["code"] in ("unauthorized", "invalid_token")
+        assert http.post("/auth/refresh", json={"refresh_token": renewed["refresh_token"]}).status_code == 401
+
+        # --- a second sign-in, with the code from a new email
+        assert http.post("/auth/magic-link", json={"email": "e2e.user@example.com"}).status_code == 202
+        second = server.next_email()
+        assert second.to == "e2e.user@example.com"
+        assert second.token != first.token
+        assert second.link.startswith(f"{public_url}/auth/magic-link/verify?token=")
+        by_code = http.post("/auth/code/verify", json={"email": "E2E.User@example.com", "code": second.code})
+        assert by_code.status_code == 200, by_code.text
+        assert by_code.json()["user"] == {"id": user_id, "email": "e2e.user@example.com"}
+        bearer = {"Authorization": f"Bearer {by_code.json()['access_token']}"}
+        assert http.get("/auth/me", headers=bearer).json()["id"] == user_id
+        # the code spent the ticket: its link no longer works
+        spent = http.post("/auth/magic-link/verify", json={"token": second.token})
+        assert spent.status_code == 401
+
+    # --- SIGTERM: a clean exit within the (short) drain delay, not the 3 s default
+    elapsed = server.terminate()
+    logs = server.logs()
+    assert server.process.returncode == 0, logs
+    assert elapsed < 2.5, (elapsed, logs)
+
+    # --- nothing secret was logged
+    for secret in (first.token, first.code, second.token, second.code):
+        assert secret not in logs
+
+    # --- both emails are recorded as sent, their bodies (link and code) erased
+    rows = query(
+        server.db,
+        "SELECT to_address, status, body_text, body_html, sent_at FROM email_queue ORDER BY created_at, id",
+    )
+    assert [(to, status, text, html) for to, status, text, html, _ in rows] == [
+        ("e2e.user@example.com", "sent", None, None),
+        ("e2e.user@example.com", "sent", None, None),
+    ]
+    assert all(sent_at is not None for *_, sent_at in rows)
+    assert query(server.db, "SELECT count(*) FROM audit_logs WHERE event_type = 'email_sent'") == [(2,)]
