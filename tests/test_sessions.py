@@ -6,7 +6,6 @@ requested, its token read from the email queue and spent."""
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -21,6 +20,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from passwordless.config import Config
 from tests.helpers import PEER, FakeClock, running
+from tests.signin_helpers import request_sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -42,28 +42,16 @@ def _toml(extra: str = "") -> str:
     )
 
 
-# --- signing in (private helpers: a magic link read from the email queue) --------------------
+# --- signing in: a magic link read from the delivered email -----------------------------------
 
 
 def _db(config: Config) -> sqlite3.Connection:
     return sqlite3.connect(config.database.path)
 
 
-def _link_token(config: Config, email: str) -> str:
-    with closing(_db(config)) as conn:
-        row = conn.execute(
-            "SELECT body_text FROM email_queue WHERE to_address = ? ORDER BY rowid DESC LIMIT 1", (email.lower(),)
-        ).fetchone()
-    assert row is not None and row[0], f"no email queued for {email}"
-    found = re.search(r"token=([A-Za-z0-9_\-]+)", row[0])
-    assert found, "no link token in the email"
-    return found.group(1)
-
-
 async def _request_link(client: httpx.AsyncClient, config: Config, email: str) -> str:
-    r = await client.post("/auth/magic-link", json={"email": email})
-    assert r.status_code == 202, r.text
-    return _link_token(config, email)
+    token, _ = await request_sign_in(client, config, email.lower())
+    return token
 
 
 async def _sign_in(

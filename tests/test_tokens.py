@@ -9,7 +9,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from passwordless.config import Config
 from tests.helpers import FakeClock, clean_env, cli, running
+from tests.signin_helpers import request_sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -43,20 +43,12 @@ def _toml(algorithm: str = "HS256") -> str:
     )
 
 
-# --- signing in (private helper: a magic link read from the email queue) -----------------------
+# --- signing in: a magic link read from the delivered email -----------------------------------
 
 
 async def _sign_in(client: httpx.AsyncClient, config: Config, email: str) -> dict[str, Any]:
-    r = await client.post("/auth/magic-link", json={"email": email})
-    assert r.status_code == 202, r.text
-    with closing(sqlite3.connect(config.database.path)) as conn:
-        row = conn.execute(
-            "SELECT body_text FROM email_queue WHERE to_address = ? ORDER BY rowid DESC LIMIT 1", (email,)
-        ).fetchone()
-    assert row is not None and row[0], f"no email queued for {email}"
-    found = re.search(r"token=([A-Za-z0-9_\-]+)", row[0])
-    assert found
-    r = await client.post("/auth/magic-link/verify", json={"token": found.group(1)})
+    token, _ = await request_sign_in(client, config, email)
+    r = await client.post("/auth/magic-link/verify", json={"token": token})
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body

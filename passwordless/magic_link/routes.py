@@ -54,7 +54,10 @@ async def verify_link(request: Request) -> Response:
 
 async def _verify_link_form(request: Request) -> Response:
     check_origin(request)
-    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=4)
+    try:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=8)
+    except ValueError:  # more fields than any form of ours sends
+        return _link_failed()
     token = (form.get("token") or [""])[0]
     if not token or len(token) > MAX_TOKEN:
         return _link_failed()
@@ -63,9 +66,9 @@ async def _verify_link_form(request: Request) -> Response:
         sign_in = await service.verify_link(d, token, client_of(request))
     except ApiError as exc:
         if exc.status == 429:
-            response = message_page("Too many attempts", exc.message, 429)
-            response.headers.update(exc.headers)
-            return response
+            limited = message_page("Too many attempts", exc.message, 429)
+            limited.headers.update(exc.headers)
+            return limited
         return _link_failed()
     response = RedirectResponse(sign_in.redirect_to or "/account", status_code=303)
     set_session_cookie(response, d.config, sessions.cookie_value(d, sign_in.session_id))
