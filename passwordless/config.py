@@ -121,6 +121,9 @@ class WebauthnSettings:
     user_verification: str = setting(
         "preferred", Choice("required", "preferred", "discouraged"), "Ask the authenticator for a PIN or biometric."
     )
+    resident_key: str = setting(
+        "preferred", Choice("required", "preferred"), "Ask for a discoverable passkey (sign-in without a username)."
+    )
     challenge_ttl: float = setting("5m", Duration(), "Lifetime of a passkey challenge.")
 
 

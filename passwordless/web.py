@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping
-from typing import cast
+from typing import Any, cast
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -87,6 +87,15 @@ class Fields:
             raise invalid_request(f"The field '{name}' is longer than {max_length} characters.")
         if "\x00" in value or not _encodable(value):
             raise invalid_request(f"The field '{name}' holds characters that are not allowed.")
+        return value
+
+    def optional_object(self, name: str) -> dict[str, Any] | None:
+        self._taken.add(name)
+        value = self._data.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise invalid_request(f"The field '{name}' must be an object.")
         return value
 
     def done(self) -> None:

@@ -14,7 +14,7 @@ from passwordless.magic_link import store
 from passwordless.magic_link.rules import browser_name, check_redirect, normalise_email
 from passwordless.mail import queue
 from passwordless.mail.render import Rendered
-from passwordless.ratelimit import client_key
+from passwordless.limits import check_ip_limit, rate_limited
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import SignIn
 from passwordless.users import store as users
@@ -23,26 +23,6 @@ from passwordless.users import store as users
 @dataclass(frozen=True)
 class _Limited:
     retry_after: float
-
-
-def rate_limited(retry_after: float) -> ApiError:
-    seconds = max(1, int(retry_after + 0.999))
-    return ApiError(
-        429, "rate_limited", f"Too many attempts. Try again in {seconds} seconds.", {"retry-after": str(seconds)}
-    )
-
-
-async def check_ip_limit(deps: Deps, scope: str, client: Client) -> None:
-    """The per-IP limit of a scope ("magic_link" or "verify"): 429, audited, when exceeded."""
-    limits = deps.config.rate_limit
-    if not limits.enabled:
-        return
-    rate = limits.magic_link_per_ip if scope == "magic_link" else limits.verify_per_ip
-    now = deps.clock()
-    wait = deps.limiter.hit(f"{scope}:{client_key(client.ip)}", rate, now)
-    if wait is not None:
-        await deps.db.write(_audit, "rate_limited", False, client, now, None, None, {"scope": f"{scope}_per_ip"})
-        raise rate_limited(wait)
 
 
 async def request_link(deps: Deps, raw_email: str, redirect_to: str | None, client: Client) -> None:

@@ -39,3 +39,8 @@ def create(conn: sqlite3.Connection, email: str, now: float) -> User:
 
 def mark_signed_in(conn: sqlite3.Connection, user_id: str, now: float) -> None:
     conn.execute("UPDATE users SET last_sign_in_at = ? WHERE id = ?", (int(now), user_id))
+
+
+def webauthn_handle(conn: sqlite3.Connection, user_id: str) -> bytes | None:
+    row = conn.execute("SELECT webauthn_handle FROM users WHERE id = ?", (user_id,)).fetchone()
+    return bytes(row[0]) if row else None

@@ -1,0 +1,32 @@
+"""Rate limits as the services apply them: per client IP (in memory) with a 429 that says when to
+come back, audited as rate_limited."""
+
+from __future__ import annotations
+
+from passwordless import audit
+from passwordless.deps import Client, Deps
+from passwordless.errors import ApiError
+from passwordless.ratelimit import client_key
+
+
+def rate_limited(retry_after: float) -> ApiError:
+    seconds = max(1, int(retry_after + 0.999))
+    return ApiError(
+        429, "rate_limited", f"Too many attempts. Try again in {seconds} seconds.", {"retry-after": str(seconds)}
+    )
+
+
+async def check_ip_limit(deps: Deps, scope: str, client: Client) -> None:
+    """The per-IP limit of a scope ("magic_link", or "verify" for links, codes and passkeys)."""
+    limits = deps.config.rate_limit
+    if not limits.enabled:
+        return
+    rate = limits.magic_link_per_ip if scope == "magic_link" else limits.verify_per_ip
+    now = deps.clock()
+    wait = deps.limiter.hit(f"{scope}:{client_key(client.ip)}", rate, now)
+    if wait is not None:
+        event = audit.AuditEvent(
+            "rate_limited", False, ip=client.ip, user_agent=client.user_agent, details={"scope": f"{scope}_per_ip"}
+        )
+        await deps.db.write(audit.record, event, now)
+        raise rate_limited(wait)

@@ -1,0 +1,101 @@
+"""Passkeys (API.md, "Passkeys (WebAuthn)")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from passwordless.errors import invalid_request
+from passwordless.passkeys import service
+from passwordless.passkeys.service import Passkey
+from passwordless.web import Fields, authenticate, client_of, deps, read_json, token_response
+
+_NO_STORE = {"cache-control": "no-store"}
+
+
+def passkey_json(p: Passkey) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "created_at": p.created_at,
+        "last_used_at": p.last_used_at,
+        "aaguid": p.aaguid,
+        "backed_up": p.backed_up,
+        "transports": list(p.transports),
+    }
+
+
+def _credential(fields: Fields) -> dict[str, Any]:
+    credential = fields.optional_object("credential")
+    if credential is None:
+        raise invalid_request("The field 'credential' is required.")
+    return credential
+
+
+async def register_options(request: Request) -> Response:
+    principal = await authenticate(request)
+    if await request.body():
+        Fields(await read_json(request)).done()
+    options = await service.registration_options(deps(request), principal)
+    return JSONResponse({"options": options}, headers=_NO_STORE)
+
+
+async def register_verify(request: Request) -> Response:
+    principal = await authenticate(request)
+    fields = Fields(await read_json(request))
+    credential = _credential(fields)
+    name = fields.optional_text("name", service.MAX_NAME)
+    fields.done()
+    passkey = await service.register(deps(request), principal, credential, name, client_of(request))
+    return JSONResponse(passkey_json(passkey), status_code=201)
+
+
+async def login_options(request: Request) -> Response:
+    email = None
+    if await request.body():
+        fields = Fields(await read_json(request))
+        email = fields.optional_text("email", 1024)
+        fields.done()
+    options = await service.login_options(deps(request), email)
+    return JSONResponse({"options": options}, headers=_NO_STORE)
+
+
+async def login_verify(request: Request) -> Response:
+    fields = Fields(await read_json(request))
+    credential = _credential(fields)
+    fields.done()
+    return token_response(request, await service.login(deps(request), credential, client_of(request)))
+
+
+async def list_passkeys(request: Request) -> Response:
+    passkeys = await service.list_passkeys(deps(request), await authenticate(request))
+    return JSONResponse({"passkeys": [passkey_json(p) for p in passkeys]}, headers=_NO_STORE)
+
+
+async def rename(request: Request) -> Response:
+    principal = await authenticate(request)
+    fields = Fields(await read_json(request))
+    name = fields.text("name", 256)
+    fields.done()
+    passkey = await service.rename(deps(request), principal, request.path_params["id"], name)
+    return JSONResponse(passkey_json(passkey))
+
+
+async def delete(request: Request) -> Response:
+    principal = await authenticate(request)
+    await service.delete(deps(request), principal, request.path_params["id"], client_of(request))
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/auth/passkeys/register/options", register_options, methods=["POST"]),
+    Route("/auth/passkeys/register/verify", register_verify, methods=["POST"]),
+    Route("/auth/passkeys/login/options", login_options, methods=["POST"]),
+    Route("/auth/passkeys/login/verify", login_verify, methods=["POST"]),
+    Route("/auth/passkeys", list_passkeys, methods=["GET"]),
+    Route("/auth/passkeys/{id}", rename, methods=["PATCH"]),
+    Route("/auth/passkeys/{id}", delete, methods=["DELETE"]),
+]

@@ -1,0 +1,244 @@
+"""Passkeys: registering one for a signed-in user, signing in with one, and managing them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+from typing import Any
+
+from webauthn import generate_authentication_options, generate_registration_options
+from webauthn.helpers import options_to_json_dict
+from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from passwordless import audit
+from passwordless.crypto import new_id
+from passwordless.deps import Client, Deps
+from passwordless.errors import ApiError, invalid_request
+from passwordless.limits import check_ip_limit
+from passwordless.magic_link.rules import browser_name, normalise_email
+from passwordless.passkeys import ceremony, store
+from passwordless.passkeys.ceremony import MalformedCredential, RejectedCredential
+from passwordless.passkeys.store import Passkey as Passkey  # re-exported for the routes
+from passwordless.sessions import service as sessions
+from passwordless.sessions.service import Principal, SignIn
+from passwordless.users import store as users
+
+ALGORITHMS = [
+    COSEAlgorithmIdentifier.EDDSA,
+    COSEAlgorithmIdentifier.ECDSA_SHA_256,
+    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
+]
+MAX_NAME = 64
+
+
+def _challenge_hash(challenge: bytes) -> bytes:
+    return hashlib.sha256(challenge).digest()
+
+
+def _invalid(message: str = "The passkey could not be verified.") -> ApiError:
+    return ApiError(401, "invalid_credential", message)
+
+
+async def registration_options(deps: Deps, principal: Principal) -> dict[str, Any]:
+    config, now = deps.config.webauthn, deps.clock()
+    user = principal.user
+
+    def prepare(conn: sqlite3.Connection) -> tuple[bytes, list[Passkey]]:
+        handle = users.webauthn_handle(conn, user.id) or b""
+        return handle, store.for_user(conn, user.id)
+
+    handle, existing = await deps.db.read(prepare)
+    challenge = secrets.token_bytes(32)
+    options = generate_registration_options(
+        rp_id=config.rp_id, rp_name=config.rp_name, user_name=user.email, user_id=handle,
+        user_display_name=user.email, challenge=challenge, timeout=int(config.challenge_ttl * 1000),
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement(config.resident_key),
+            user_verification=UserVerificationRequirement(config.user_verification),
+        ),
+        exclude_credentials=[PublicKeyCredentialDescriptor(id=p.credential_id) for p in existing],
+        supported_pub_key_algs=ALGORITHMS,
+    )
+    await deps.db.write(
+        store.add_challenge, _challenge_hash(challenge), "registration", user.id, now, now + config.challenge_ttl
+    )
+    return options_to_json_dict(options)
+
+
+async def register(
+    deps: Deps, principal: Principal, credential: dict[str, Any], name: str | None, client: Client
+) -> Passkey:
+    config, now = deps.config.webauthn, deps.clock()
+    try:
+        challenge = ceremony.challenge_of(credential)
+        found, owner = await deps.db.write(store.spend_challenge, _challenge_hash(challenge), "registration", now)
+        if not found or owner != principal.user.id:
+            raise RejectedCredential("unknown, used or expired challenge")
+        verified = ceremony.verify_registration(
+            credential, challenge, config.rp_id, list(config.origins), config.user_verification == "required"
+        )
+    except (MalformedCredential, RejectedCredential) as exc:
+        await _failed(deps, "passkey_registration_failed", client, principal.user.id, exc)
+        raise _answer(exc) from None
+    passkey = Passkey(
+        new_id(), principal.user.id, verified.credential_id, verified.credential_public_key, verified.sign_count,
+        _transports(credential), verified.aaguid, verified.credential_device_type == "multi_device",
+        verified.credential_backed_up, name or f"Passkey ({browser_name(client.user_agent)})", int(now), None,
+    )
+
+    def save(conn: sqlite3.Connection) -> bool:
+        if not store.insert(conn, passkey):
+            return False
+        details: dict[str, object] = {"passkey_id": passkey.id, "aaguid": passkey.aaguid}
+        audit.record(conn, _event("passkey_registered", True, client, principal.user.id, details), now)
+        return True
+
+    if not await deps.db.write(save):
+        raise invalid_request("This passkey is registered already.")
+    return passkey
+
+
+async def login_options(deps: Deps, email: str | None) -> dict[str, Any]:
+    """Without an email: any discoverable passkey (usernameless, autofill). With one: that user's
+    passkeys — and for an address without any, a made-up one, so the answer tells nothing."""
+    config, now = deps.config.webauthn, deps.clock()
+    allowed: list[bytes] = []
+    if email is not None:
+        address = normalise_email(email)
+        user = await deps.db.read(users.by_email, address)
+        mine = await deps.db.read(store.for_user, user.id) if user else []
+        allowed = [p.credential_id for p in mine] or [_decoy_id(deps.secret, address)]
+    challenge = secrets.token_bytes(32)
+    options = generate_authentication_options(
+        rp_id=config.rp_id, challenge=challenge, timeout=int(config.challenge_ttl * 1000),
+        allow_credentials=[PublicKeyCredentialDescriptor(id=c) for c in allowed],
+        user_verification=UserVerificationRequirement(config.user_verification),
+    )
+    await deps.db.write(
+        store.add_challenge, _challenge_hash(challenge), "authentication", None, now, now + config.challenge_ttl
+    )
+    return options_to_json_dict(options)
+
+
+def _decoy_id(secret: str, email: str) -> bytes:
+    """The same made-up credential id for an address every time, as a real one would be."""
+    return hmac.new(secret.encode(), b"passkey-decoy:" + email.encode(), hashlib.sha256).digest()
+
+
+async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignIn:
+    await check_ip_limit(deps, "verify", client)
+    config, now = deps.config.webauthn, deps.clock()
+    passkey: Passkey | None = None
+    try:
+        challenge = ceremony.challenge_of(credential)
+        raw_id = ceremony.raw_id_of(credential)
+        found, _ = await deps.db.write(store.spend_challenge, _challenge_hash(challenge), "authentication", now)
+        if not found:
+            raise RejectedCredential("unknown, used or expired challenge")
+        passkey = await deps.db.read(store.by_credential_id, raw_id)
+        if passkey is None:
+            raise RejectedCredential("unknown credential")
+        await _check_user_handle(deps, credential, passkey)
+        verified = ceremony.verify_authentication(
+            credential, challenge, config.rp_id, list(config.origins), passkey.public_key, passkey.sign_count,
+            config.user_verification == "required",
+        )
+    except (MalformedCredential, RejectedCredential) as exc:
+        await _failed(deps, "passkey_login_failed", client, passkey.user_id if passkey else None, exc)
+        raise _answer(exc) from None
+    amr = ("hwk", "user") if verified.user_verified else ("hwk",)
+    found_passkey = passkey
+
+    def sign_in(conn: sqlite3.Connection) -> SignIn | None:
+        user = users.by_id(conn, found_passkey.user_id)
+        if user is None:
+            return None
+        store.record_use(conn, found_passkey.id, verified.new_sign_count, verified.credential_backed_up, now)
+        details = {"passkey_id": found_passkey.id, "user_verified": verified.user_verified}
+        audit.record(conn, _event("passkey_login_succeeded", True, client, user.id, details, user.email), now)
+        return sessions.open_session(conn, deps, user, amr, client, now)
+
+    result = await deps.db.write(sign_in)
+    if result is None:
+        raise _invalid()
+    return result
+
+
+async def _check_user_handle(deps: Deps, credential: dict[str, Any], passkey: Passkey) -> None:
+    response = credential.get("response")
+    given = response.get("userHandle") if isinstance(response, dict) else None
+    if given in (None, ""):
+        return
+    handle = await deps.db.read(users.webauthn_handle, passkey.user_id)
+    if handle is None or not hmac.compare_digest(ceremony.b64url_decode(given), handle):
+        raise RejectedCredential("the user handle does not belong to this credential")
+
+
+async def list_passkeys(deps: Deps, principal: Principal) -> list[Passkey]:
+    return await deps.db.read(store.for_user, principal.user.id)
+
+
+async def rename(deps: Deps, principal: Principal, passkey_id: str, name: str) -> Passkey:
+    name = " ".join(name.split())
+    if not name or len(name) > MAX_NAME:
+        raise invalid_request(f"A passkey's name is 1 to {MAX_NAME} characters.")
+
+    def change(conn: sqlite3.Connection) -> Passkey | None:
+        store.rename(conn, passkey_id, principal.user.id, name)
+        return store.by_id(conn, passkey_id, principal.user.id)
+
+    passkey = await deps.db.write(change)
+    if passkey is None:
+        raise ApiError(404, "not_found", "No such passkey.")
+    return passkey
+
+
+async def delete(deps: Deps, principal: Principal, passkey_id: str, client: Client) -> None:
+    now = deps.clock()
+
+    def remove(conn: sqlite3.Connection) -> bool:
+        if not store.delete(conn, passkey_id, principal.user.id):
+            return False
+        event = _event("passkey_deleted", True, client, principal.user.id, {"passkey_id": passkey_id})
+        audit.record(conn, event, now)
+        return True
+
+    if not await deps.db.write(remove):
+        raise ApiError(404, "not_found", "No such passkey.")
+
+
+def _transports(credential: dict[str, Any]) -> tuple[str, ...]:
+    response = credential.get("response")
+    found = response.get("transports") if isinstance(response, dict) else None
+    if not isinstance(found, list):
+        return ()
+    return tuple(t for t in found if isinstance(t, str) and len(t) <= 32)[:8]
+
+
+def _answer(exc: Exception) -> ApiError:
+    if isinstance(exc, MalformedCredential):
+        return invalid_request("The body does not hold a valid credential.")
+    return _invalid()
+
+
+async def _failed(deps: Deps, event: str, client: Client, user_id: str | None, exc: Exception) -> None:
+    reason = str(exc)[:200]
+    details: dict[str, object] = {"reason": reason}
+    if "sign count" in reason.lower():
+        details["possible_clone"] = True  # the authenticator's counter went backwards
+    await deps.db.write(audit.record, _event(event, False, client, user_id, details), deps.clock())
+
+
+def _event(
+    name: str, success: bool, client: Client, user_id: str | None, details: dict[str, object],
+    email: str | None = None,
+) -> audit.AuditEvent:
+    return audit.AuditEvent(name, success, user_id, email, client.ip, client.user_agent, details)
