@@ -11,7 +11,11 @@ from starlette.routing import Route
 from passwordless.errors import invalid_request
 from passwordless.passkeys import service
 from passwordless.passkeys.service import Passkey
-from passwordless.web import Fields, authenticate, client_of, deps, read_json, token_response
+from passwordless.config_kinds import origin_of
+from passwordless.sessions import service as sessions
+from passwordless.web import (
+    Fields, authenticate, client_of, deps, read_json, set_session_cookie, token_response,
+)
 
 _NO_STORE = {"cache-control": "no-store"}
 
@@ -67,7 +71,13 @@ async def login_verify(request: Request) -> Response:
     fields = Fields(await read_json(request))
     credential = _credential(fields)
     fields.done()
-    return token_response(request, await service.login(deps(request), credential, client_of(request)))
+    d = deps(request)
+    sign_in = await service.login(d, credential, client_of(request))
+    response = token_response(request, sign_in)
+    if request.headers.get("origin") == origin_of(d.config.server.public_url):
+        # Our own hosted page signs the browser in, as the emailed link's form does.
+        set_session_cookie(response, d.config, sessions.cookie_value(d, sign_in.session_id))
+    return response
 
 
 async def list_passkeys(request: Request) -> Response:
