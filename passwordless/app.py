@@ -34,6 +34,7 @@ from passwordless.mail import queue
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
 from passwordless.metrics import Metrics
+from passwordless.pages import routes as pages
 from passwordless.passkeys import routes as passkeys
 from passwordless.middleware import BodyLimit, Cors, RequestContext
 from passwordless.ratelimit import RateLimiter
@@ -88,7 +89,7 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
             logger.info("stopped")
 
     routes: list[BaseRoute] = [
-        *health.routes, *magic_link.routes, *sessions.routes, *passkeys.routes,
+        *health.routes, *magic_link.routes, *sessions.routes, *passkeys.routes, *pages.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(

@@ -203,6 +203,22 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class UiSettings:
+    product_name: str = setting("", Text(), "Name shown on the hosted pages. Default: webauthn.rp_name.", example="Example")
+    accent_color: str = setting(
+        "#2b59c3", Text('a colour like "#2b59c3"', pattern=r"#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?"),
+        "Accent colour of the hosted pages.",
+    )
+    logo_url: str = setting(
+        "", OrEmpty(Url()), "Logo shown above the hosted pages (https URL).", example="https://example.com/logo.svg"
+    )
+    support_email: str = setting(
+        "", Text("an email address", pattern=r"[^\s@<>\"]+@[^\s@<>\"]+"), "Address shown to people who need help.",
+        example="help@example.com",
+    )
+
+
+@dataclass(frozen=True)
 class RetentionSettings:
     audit_log: float = setting("365d", Duration(), "How long audit rows are kept.")
 
@@ -237,6 +253,7 @@ class Config:
     admin: AdminSettings = section(AdminSettings)
     metrics: MetricsSettings = section(MetricsSettings)
     log: LogSettings = section(LogSettings)
+    ui: UiSettings = section(UiSettings)
     retention: RetentionSettings = section(RetentionSettings)
     webhooks: tuple[WebhookSettings, ...] = field(default=(), metadata={"table_array": WebhookSettings})
 

@@ -158,6 +158,7 @@ def _derive(config: Config) -> Config:
         config,
         server=replace(server, public_url=public_url),
         email=replace(email, file_dir=file_dir),
+        ui=replace(config.ui, product_name=config.ui.product_name or config.webauthn.rp_name),
         auth=replace(config.auth, allowed_redirects=config.auth.allowed_redirects or (public_url + "/",)),
         webauthn=replace(
             webauthn,

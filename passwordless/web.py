@@ -180,11 +180,18 @@ def clear_session_cookie(response: Response, config: Config) -> None:
 
 
 def check_origin(request: Request) -> None:
-    """A browser request that changes state must come from our own pages or an allowed origin."""
+    """A browser request that changes state must come from our own pages or an allowed origin.
+
+    Our pages send `Referrer-Policy: no-referrer`, so a browser posts their forms with
+    `Origin: null`; such a post is ours when Fetch Metadata (which no page can forge) says
+    it came from this very origin."""
     config = deps(request).config
-    allowed = {origin_of(config.server.public_url), *config.cors.allowed_origins}
-    if request.headers.get("origin") not in allowed:
-        raise ApiError(403, "forbidden", "This request did not come from an allowed origin.")
+    origin = request.headers.get("origin")
+    if origin in {origin_of(config.server.public_url), *config.cors.allowed_origins}:
+        return
+    if origin in (None, "null") and request.headers.get("sec-fetch-site") == "same-origin":
+        return
+    raise ApiError(403, "forbidden", "This request did not come from an allowed origin.")
 
 
 async def authenticate(request: Request) -> Principal:

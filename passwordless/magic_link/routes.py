@@ -31,16 +31,16 @@ async def request_link(request: Request) -> Response:
 async def confirm_page(request: Request) -> Response:
     """Shows a button that spends the link; opening the link spends nothing (mail scanners do)."""
     token = request.query_params.get("token", "")
-    site = deps(request).config.webauthn.rp_name
+    ui = deps(request).config.ui
     if not token or len(token) > MAX_TOKEN or not await service.link_is_live(deps(request), token):
-        return _link_failed()
+        return _link_failed(request)
     body = (
-        f"<p>Continue to sign in to {text(site)} in this browser.</p>"
+        f"<p>Continue to sign in to {text(ui.product_name)} in this browser.</p>"
         '<form method="post" action="/auth/magic-link/verify">'
         f'<input type="hidden" name="token" value="{text(token)}">'
         '<button type="submit" autofocus>Sign in</button></form>'
     )
-    return page("Sign in", body)
+    return page(ui, "Sign in", body)
 
 
 async def verify_link(request: Request) -> Response:
@@ -57,27 +57,28 @@ async def _verify_link_form(request: Request) -> Response:
     try:
         form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=8)
     except ValueError:  # more fields than any form of ours sends
-        return _link_failed()
+        return _link_failed(request)
     token = (form.get("token") or [""])[0]
     if not token or len(token) > MAX_TOKEN:
-        return _link_failed()
+        return _link_failed(request)
     d = deps(request)
     try:
         sign_in = await service.verify_link(d, token, client_of(request))
     except ApiError as exc:
         if exc.status == 429:
-            limited = message_page("Too many attempts", exc.message, 429)
+            limited = message_page(d.config.ui, "Too many attempts", exc.message, 429)
             limited.headers.update(exc.headers)
             return limited
-        return _link_failed()
+        return _link_failed(request)
     response = RedirectResponse(sign_in.redirect_to or "/account", status_code=303)
     set_session_cookie(response, d.config, sessions.cookie_value(d, sign_in.session_id))
     response.headers["cache-control"] = "no-store"
     return response
 
 
-def _link_failed() -> Response:
+def _link_failed(request: Request) -> Response:
     return message_page(
+        deps(request).config.ui,
         "This link no longer works",
         "The sign-in link has expired or was already used. Ask for a new one.",
         401,

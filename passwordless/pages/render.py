@@ -1,10 +1,15 @@
-"""Server-rendered HTML: one shell for every page, values always escaped, no inline script."""
+"""Server-rendered HTML: one shell for every page, values always escaped, no inline script or
+style (the Content-Security-Policy forbids both), branding from `[ui]`."""
 
 from __future__ import annotations
 
 from html import escape
+from urllib.parse import urlsplit
 
 from starlette.responses import HTMLResponse
+
+from passwordless.config import UiSettings
+from passwordless.config_kinds import origin_of
 
 _SHELL = """<!doctype html>
 <html lang="en">
@@ -12,31 +17,75 @@ _SHELL = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
-<title>{title}</title>
+<meta name="color-scheme" content="light dark">
+<title>{title} · {product}</title>
 <link rel="stylesheet" href="/static/style.css">
+<link rel="stylesheet" href="/ui/theme.css">
+{scripts}
 </head>
 <body>
-<main class="card">
-<h1>{title}</h1>
+<main class="card"{data}>
+{logo}<h1>{title}</h1>
 {body}
+{support}
 </main>
 </body>
 </html>
 """
 
 
-def page(title: str, body_html: str, status: int = 200) -> HTMLResponse:
-    """A page; `body_html` must already be escaped (use `text()`)."""
-    html = _SHELL.format(title=escape(title), body=body_html)
-    return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
-
-
 def text(value: str) -> str:
-    return escape(value)
+    return escape(value, quote=True)
 
 
-def message_page(title: str, sentence: str, status: int, link: tuple[str, str] | None = None) -> HTMLResponse:
-    body = f'<p role="alert">{text(sentence)}</p>'
+def page(
+    ui: UiSettings,
+    title: str,
+    body_html: str,
+    status: int = 200,
+    scripts: tuple[str, ...] = (),
+    data: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """A page; `body_html` must already be escaped (build it with `text()`)."""
+    logo = f'<img class="logo" src="{text(ui.logo_url)}" alt="{text(ui.product_name)}">\n' if ui.logo_url else ""
+    support = (
+        f'<p class="support">Need help? Write to <a href="mailto:{text(ui.support_email)}">'
+        f"{text(ui.support_email)}</a>.</p>"
+        if ui.support_email
+        else ""
+    )
+    html = _SHELL.format(
+        title=text(title),
+        product=text(ui.product_name),
+        scripts="\n".join(f'<script src="{text(s)}" defer></script>' for s in scripts),
+        data="".join(f' data-{k}="{text(v)}"' for k, v in (data or {}).items()),
+        logo=logo,
+        body=body_html,
+        support=support,
+    )
+    headers = {"cache-control": "no-store", "content-security-policy": csp(ui)}
+    return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def csp(ui: UiSettings) -> str:
+    images = "'self' data:"
+    if ui.logo_url and urlsplit(ui.logo_url).hostname:
+        images += " " + origin_of(ui.logo_url)
+    return (
+        f"default-src 'self'; script-src 'self'; style-src 'self'; img-src {images}; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+def message_page(
+    ui: UiSettings, title: str, sentence: str, status: int, link: tuple[str, str] | None = None
+) -> HTMLResponse:
+    body = f'<p class="error" role="alert">{text(sentence)}</p>'
     if link:
         body += f'<p><a href="{text(link[0])}">{text(link[1])}</a></p>'
-    return page(title, body, status)
+    return page(ui, title, body, status)
+
+
+def alert(sentence: str | None) -> str:
+    """The error line of a form: always present, so screen readers announce a change."""
+    return f'<p class="error" role="alert" aria-live="assertive">{text(sentence or "")}</p>'

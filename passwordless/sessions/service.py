@@ -173,6 +173,21 @@ async def end_session(
         raise ApiError(404, "not_found", "No such session.")
 
 
+async def end_other_sessions(deps: Deps, principal: Principal, client: Client) -> int:
+    """End every session of the user but the caller's; how many were ended."""
+    now = deps.clock()
+
+    def revoke(conn: sqlite3.Connection) -> int:
+        others = [s.id for s in store.list_active(conn, principal.user.id, now) if s.id != principal.session_id]
+        for session_id in others:
+            store.revoke(conn, session_id, now, "sessions_revoked")
+        if others:
+            _audit(conn, "sessions_revoked", True, client, now, principal.user, {"revoked": len(others)})
+        return len(others)
+
+    return await deps.db.write(revoke)
+
+
 def _audit(
     conn: sqlite3.Connection, event: str, success: bool, client: Client, now: float,
     user: User | None, details: dict[str, object],

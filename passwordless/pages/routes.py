@@ -1,0 +1,35 @@
+"""Hosted pages (API.md, "Hosted pages"): sign in at /, the account at /account."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from passwordless.pages import account, signin
+from passwordless.web import deps
+
+
+async def theme(request: Request) -> Response:
+    """The branding colour, as a stylesheet (the CSP allows no inline style)."""
+    accent = deps(request).config.ui.accent_color
+    css = (
+        f":root {{ --accent: {accent}; --accent-text: {accent}; }}\n"
+        "@media (prefers-color-scheme: dark) {\n"
+        f"  :root {{ --accent-text: color-mix(in srgb, {accent} 55%, white); }}\n}}\n"
+    )
+    return Response(css, media_type="text/css", headers={"cache-control": "public, max-age=300"})
+
+
+routes = [
+    Route("/", signin.sign_in_page, methods=["GET"]),
+    Route("/", signin.send_link, methods=["POST"]),
+    Route("/sign-in/code", signin.verify_code, methods=["POST"]),
+    Route("/account", account.account_page, methods=["GET"]),
+    Route("/account/passkeys/{id}/rename", account.rename_passkey, methods=["POST"]),
+    Route("/account/passkeys/{id}/delete", account.remove_passkey, methods=["POST"]),
+    Route("/account/sessions/{id}/end", account.end_session, methods=["POST"]),
+    Route("/account/sessions/end-others", account.end_other_sessions, methods=["POST"]),
+    Route("/account/sign-out", account.sign_out, methods=["POST"]),
+    Route("/ui/theme.css", theme, methods=["GET"]),
+]
