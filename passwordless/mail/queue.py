@@ -56,7 +56,7 @@ def mark_retry(conn: sqlite3.Connection, email_id: str, error: str, next_attempt
     conn.execute(
         "UPDATE email_queue SET status = 'pending', last_error = ?, next_attempt_at = ?, lease_expires_at = NULL"
         " WHERE id = ?",
-        (error[:500], int(next_attempt_at), email_id),
+        (error[:500], next_attempt_at, email_id),  # a fraction of a second matters for short backoffs
     )
 
 

@@ -129,6 +129,9 @@ class SmtpTransport:
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
                 smtp.close()
                 raise TemporaryFailure(_describe(exc)) from None
+            except BaseException:  # cancelled mid-send (shutdown): the connection is in an unknown state
+                smtp.close()
+                raise
             else:
                 self._idle.append(smtp)
 

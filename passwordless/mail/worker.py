@@ -36,11 +36,20 @@ class MailWorker:
         self._wake = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], str] = {}
         self._stopping = False
+        self._running = False
+        self._loop_done = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
+        self._running = True
+        try:
+            await self._loop()
+        finally:
+            self._loop_done.set()
+
+    async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
             delay = IDLE_SECONDS
@@ -69,6 +78,8 @@ class MailWorker:
         """Stop claiming; let sends in flight finish, then release what is left to the queue."""
         self._stopping = True
         self._wake.set()
+        if self._running:
+            await self._loop_done.wait()  # a claim under way hands its rows to _in_flight first
         tasks = list(self._in_flight)
         if tasks:
             _, unfinished = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)

@@ -11,7 +11,9 @@ from typing import Any
 
 from webauthn import verify_authentication_response, verify_registration_response
 from webauthn.authentication.verify_authentication_response import VerifiedAuthentication
-from webauthn.helpers import exceptions as wx
+from cryptography.exceptions import UnsupportedAlgorithm
+from webauthn.helpers import decode_credential_public_key, exceptions as wx
+from webauthn.helpers.decoded_public_key_to_cryptography import decoded_public_key_to_cryptography
 from webauthn.registration.verify_registration_response import VerifiedRegistration
 
 _MALFORMED = (
@@ -71,13 +73,16 @@ def verify_registration(
     credential: dict[str, Any], challenge: bytes, rp_id: str, origins: list[str], require_uv: bool
 ) -> VerifiedRegistration:
     try:
-        return verify_registration_response(
+        verified = verify_registration_response(
             credential=credential, expected_challenge=challenge, expected_rp_id=rp_id,
             expected_origin=origins, require_user_verification=require_uv,
         )
+        # "none" attestation checks no signature with the new key: make sure it is a usable key.
+        decoded_public_key_to_cryptography(decode_credential_public_key(verified.credential_public_key))
+        return verified
     except _MALFORMED as exc:
         raise MalformedCredential(str(exc)) from None
-    except wx.WebAuthnException as exc:
+    except (wx.WebAuthnException, UnsupportedAlgorithm) as exc:
         raise RejectedCredential(str(exc)) from None
 
 

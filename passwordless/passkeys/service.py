@@ -91,7 +91,8 @@ async def register(
     passkey = Passkey(
         new_id(), principal.user.id, verified.credential_id, verified.credential_public_key, verified.sign_count,
         _transports(credential), verified.aaguid, verified.credential_device_type == "multi_device",
-        verified.credential_backed_up, name or f"Passkey ({browser_name(client.user_agent)})", int(now), None,
+        verified.credential_backed_up, " ".join((name or "").split()) or f"Passkey ({browser_name(client.user_agent)})",
+        int(now), None,
     )
 
     def save(conn: sqlite3.Connection) -> bool:
