@@ -53,6 +53,7 @@ PRUNE_BATCH = 500
 def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock = time.time) -> Starlette:
     life = lifecycle or Lifecycle()
     trusted = tuple(ipaddress.ip_network(p) for p in config.server.trusted_proxies)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -68,7 +69,6 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
             signer = await _signer(config, db, secret, clock)
             if config.jwt.algorithm in keys.ASYMMETRIC:
                 tasks.append(asyncio.create_task(_every(KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock))))
-            metrics = Metrics()
             worker = MailWorker(db, config.email, make_transport(config.email), clock, metrics)
             tasks.append(asyncio.create_task(worker.run()))
             tasks.append(asyncio.create_task(_every(PRUNE_SECONDS, lambda: _prune(config, db, clock))))
@@ -94,7 +94,7 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
     ]
     app = Starlette(
         routes=routes,
-        middleware=_middleware(config, trusted),
+        middleware=_middleware(config, trusted, metrics),
         exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
@@ -138,10 +138,10 @@ async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
 
 
 def _middleware(
-    config: Config, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    config: Config, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], metrics: Metrics
 ) -> list[Middleware]:
     hsts = config.server.public_url.startswith("https://")
-    stack = [Middleware(RequestContext, hsts=hsts, trusted_proxies=trusted)]
+    stack = [Middleware(RequestContext, hsts=hsts, trusted_proxies=trusted, metrics=metrics)]
     if config.cors.allow_all or config.cors.allowed_origins:
         stack.append(
             Middleware(

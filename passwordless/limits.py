@@ -25,6 +25,7 @@ async def check_ip_limit(deps: Deps, scope: str, client: Client) -> None:
     now = deps.clock()
     wait = deps.limiter.hit(f"{scope}:{client_key(client.ip)}", rate, now)
     if wait is not None:
+        deps.metrics.rate_limit_hits.labels(f"{scope}_per_ip").inc()
         event = audit.AuditEvent(
             "rate_limited", False, ip=client.ip, user_agent=client.user_agent, details={"scope": f"{scope}_per_ip"}
         )

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from passwordless.errors import ApiError
 from passwordless.logs import request_id
+from passwordless.metrics import Metrics
 from passwordless.web import client_ip, error_response
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ _HTML_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 _SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
@@ -40,10 +42,12 @@ class RequestContext:
         *,
         hsts: bool,
         trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+        metrics: Metrics,
     ) -> None:
         self.app = app
         self.hsts = hsts
         self.trusted_proxies = trusted_proxies
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,7 +74,9 @@ class RequestContext:
             response = error_response(500, "internal_error", "Something went wrong on our side.")
             await response(scope, receive, send_with_headers)
         finally:
-            self._log_access(scope, status, started)
+            elapsed = time.perf_counter() - started
+            self._log_access(scope, status, elapsed)
+            self._count(scope, status, elapsed)
             request_id.reset(token)
 
     def _add_headers(self, headers: MutableHeaders, rid: str) -> None:
@@ -82,7 +88,14 @@ class RequestContext:
         if headers.get("content-type", "").startswith("text/html"):
             headers.setdefault("content-security-policy", _HTML_CSP)
 
-    def _log_access(self, scope: Scope, status: int, started: float) -> None:
+    def _count(self, scope: Scope, status: int, elapsed: float) -> None:
+        # The route template ("/auth/sessions/{id}") the router matched, so labels stay bounded.
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        labels = (scope["method"] if scope["method"] in _METHODS else "other", route, str(status or 500))
+        self.metrics.http_requests.labels(*labels).inc()
+        self.metrics.http_duration.labels(*labels).observe(elapsed)
+
+    def _log_access(self, scope: Scope, status: int, elapsed: float) -> None:
         # The path only: a query string can carry a sign-in token.
         access_logger.info(
             "request",
@@ -90,7 +103,7 @@ class RequestContext:
                 "method": scope["method"],
                 "path": scope["path"],
                 "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(elapsed * 1000, 2),
                 "client": client_ip(scope, self.trusted_proxies),
             },
         )

@@ -52,7 +52,7 @@ async def metrics(request: Request) -> Response:
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if token and not hmac.compare_digest(given.encode(), token.encode()):
         raise ApiError(401, "unauthorized", "This endpoint needs the metrics token.", {"www-authenticate": "Bearer"})
-    await service.refresh_queue_depth(d.db, d.metrics)
+    await service.refresh_gauges(d.db, d.metrics, d.clock())
     return Response(generate_latest(d.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

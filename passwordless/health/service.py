@@ -12,6 +12,7 @@ from passwordless import migrate
 from passwordless.db import Database
 from passwordless.lifecycle import Lifecycle
 from passwordless.mail import queue
+from passwordless.sessions import store as sessions
 from passwordless.metrics import EMAIL_STATUSES, Metrics
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,9 @@ def _select_one(conn: sqlite3.Connection) -> str:
     return "ok"
 
 
-async def refresh_queue_depth(db: Database, metrics: Metrics) -> None:
-    """email_queue_depth{status}, read at scrape time."""
+async def refresh_gauges(db: Database, metrics: Metrics, now: float) -> None:
+    """The gauges read at scrape time: email_queue_depth{status} and active_sessions."""
     counts = await db.read(queue.depth)
     for status in EMAIL_STATUSES:
         metrics.email_queue_depth.labels(status).set(counts.get(status, 0))
+    metrics.active_sessions.set(await db.read(sessions.count_active, now))

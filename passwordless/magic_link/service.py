@@ -53,6 +53,7 @@ async def request_link(deps: Deps, raw_email: str, redirect_to: str | None, clie
 
     limited = await deps.db.write(save)
     if limited:
+        deps.metrics.rate_limit_hits.labels("magic_link_per_email").inc()
         raise rate_limited(limited.retry_after)
     deps.wake_mail()
 
@@ -105,6 +106,7 @@ async def verify_link(deps: Deps, token: str, client: Client) -> SignIn:
         return sign_in
 
     sign_in = await deps.db.write(spend)
+    deps.metrics.attempt("magic_link", sign_in is not None)
     if sign_in is None:
         raise ApiError(401, "invalid_token", "The sign-in link has expired or was already used.")
     return sign_in
@@ -130,6 +132,7 @@ async def verify_code(deps: Deps, raw_email: str, code: str, client: Client) -> 
         return sign_in
 
     sign_in = await deps.db.write(spend)
+    deps.metrics.attempt("code", sign_in is not None)
     if sign_in is None:
         raise ApiError(401, "invalid_code", "The code is wrong or has expired.")
     return sign_in

@@ -153,6 +153,7 @@ async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignI
             config.user_verification == "required",
         )
     except (MalformedCredential, RejectedCredential) as exc:
+        deps.metrics.attempt("passkey", False)
         await _failed(deps, "passkey_login_failed", client, passkey.user_id if passkey else None, exc)
         raise _answer(exc) from None
     amr = ("hwk", "user") if verified.user_verified else ("hwk",)
@@ -168,6 +169,7 @@ async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignI
         return sessions.open_session(conn, deps, user, amr, client, now)
 
     result = await deps.db.write(sign_in)
+    deps.metrics.attempt("passkey", result is not None)
     if result is None:
         raise _invalid()
     return result

@@ -86,6 +86,7 @@ async def refresh(deps: Deps, refresh_token: str, client: Client) -> SignIn:
         return "reused"
 
     outcome = await deps.db.write(exchange)
+    deps.metrics.attempt("refresh", not isinstance(outcome, str))
     if outcome == "reused":
         raise ApiError(401, "refresh_token_reused", "This refresh token was already used; the session is ended.")
     if isinstance(outcome, str):

@@ -98,3 +98,12 @@ def list_active(conn: sqlite3.Connection, user_id: str, now: float) -> list[Sess
         (user_id, int(now)),
     ).fetchall()
     return [s for s in map(_session, rows) if s]
+
+
+def count_active(conn: sqlite3.Connection, now: float) -> int:
+    """Read from the partial index sessions_active alone: no table scan."""
+    row = conn.execute(
+        "SELECT count(*) FROM sessions INDEXED BY sessions_active WHERE revoked_at IS NULL AND expires_at > ?",
+        (int(now),),
+    ).fetchone()
+    return int(row[0])
