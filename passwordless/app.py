@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from itsdangerous import URLSafeTimedSerializer
 from starlette.applications import Starlette
@@ -33,6 +34,8 @@ from passwordless.mail.render import Templates
 from passwordless.mail import queue
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
+from passwordless.queue_worker import QueueWorker
+from passwordless.webhooks.worker import WebhookWorker
 from passwordless.metrics import Metrics
 from passwordless.pages import routes as pages
 from passwordless.passkeys import routes as passkeys
@@ -63,14 +66,17 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
         await asyncio.to_thread(migrate.apply_to_file, db_path, known)
         db = await Database.open(db_path)
         tasks: list[asyncio.Task[None]] = []
-        worker: MailWorker | None = None
+        workers: list[QueueWorker[Any]] = []
         try:
             secret = config.jwt.secret or await asyncio.to_thread(load_or_create_dev_secret, db_path.parent)
             signer = await _signer(config, db, secret, clock)
             if config.jwt.algorithm in keys.ASYMMETRIC:
                 tasks.append(asyncio.create_task(_every(KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock))))
             worker = MailWorker(db, config.email, make_transport(config.email), clock, metrics)
-            tasks.append(asyncio.create_task(worker.run()))
+            workers.append(worker)
+            if config.webhooks:
+                workers.append(WebhookWorker(db, config, clock, metrics))
+            tasks += [asyncio.create_task(w.run()) for w in workers]
             tasks.append(asyncio.create_task(_every(PRUNE_SECONDS, lambda: _prune(config, db, clock))))
             app.state.deps = Deps(
                 config, db, life, known, secret, trusted, clock, signer, templates, RateLimiter(),
@@ -79,8 +85,8 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
             logger.info("started", extra={"public_url": config.server.public_url, "environment": config.environment})
             yield
         finally:
-            if worker:
-                await worker.stop()
+            for w in workers:
+                await w.stop()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -32,7 +32,7 @@ from passwordless import migrate
 from passwordless.config import Config
 from passwordless.db import Database, connect
 from passwordless.mail import queue
-from passwordless.mail import worker as worker_module
+from passwordless import queue_worker as worker_module
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
 from passwordless.metrics import Metrics

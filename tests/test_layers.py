@@ -21,7 +21,7 @@ def layer(module: str) -> str:
         return "app"
     if name.endswith(".routes") or name in ("middleware", "web") or name.startswith("pages."):
         return "routes"
-    if name.endswith(".service") or name == "deps" or name in ("mail.worker", "mail.transport", "limits"):
+    if name.endswith((".service", ".worker", ".events")) or name in ("deps", "mail.transport", "limits", "queue_worker"):
         return "service"
     if name.endswith(".store") or name in ("migrate", "audit", "mail.queue"):
         return "store"

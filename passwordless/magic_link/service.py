@@ -18,6 +18,7 @@ from passwordless.limits import check_ip_limit, rate_limited
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import SignIn
 from passwordless.users import store as users
+from passwordless.webhooks import events
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,10 @@ def _sign_in(
             return None
         user = users.create(conn, ticket.email, now)
         _audit(conn, "user_created", True, client, now, user.id, user.email, {})
-    return sessions.open_session(conn, deps, user, amr, client, now, ticket.redirect_to)
+        events.emit(conn, deps, "user.created", user, now)
+    sign_in = sessions.open_session(conn, deps, user, amr, client, now, ticket.redirect_to)
+    events.emit(conn, deps, "login.succeeded", user, now, session_id=sign_in.session_id, method=amr[0])
+    return sign_in
 
 
 def _audit(

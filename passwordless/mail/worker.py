@@ -1,7 +1,6 @@
-"""The mail worker: leases due rows from the queue, sends them through the transport (up to
+"""The mail worker: leases due emails, sends them through the transport (up to
 `email.concurrency` at once), and records the outcome — sent, tried again later with
-exponential backoff and jitter, or dead. Stopping lets sends in flight finish for a while,
-then hands unfinished rows back to the queue."""
+exponential backoff and jitter, or dead."""
 
 from __future__ import annotations
 
@@ -19,78 +18,41 @@ from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, Transport
 from passwordless.metrics import Metrics
+from passwordless.queue_worker import QueueWorker
 
 logger = logging.getLogger(__name__)
 
 Outcome = Callable[[sqlite3.Connection, QueuedEmail, str], str]
 
-IDLE_SECONDS = 30.0  # the longest sleep with nothing due; an enqueue wakes the worker at once
-STOP_GRACE_SECONDS = 10.0
+
+def backoff(attempts: int, initial: float, ceiling: float) -> float:
+    """Exponential, capped, with jitter: between half and all of initial × 2^(attempts-1)."""
+    longest = min(ceiling, initial * 2 ** (attempts - 1))
+    return random.uniform(longest / 2, longest)
 
 
-class MailWorker:
+class MailWorker(QueueWorker[QueuedEmail]):
+    name = "email"
+
     def __init__(
         self, db: Database, settings: EmailSettings, transport: Transport, clock: Clock, metrics: Metrics
     ) -> None:
-        self.db, self.settings, self.transport, self.clock, self.metrics = db, settings, transport, clock, metrics
-        self._wake = asyncio.Event()
-        self._in_flight: dict[asyncio.Task[None], str] = {}
-        self._stopping = False
-        self._running = False
-        self._loop_done = asyncio.Event()
+        super().__init__(db, clock, settings.concurrency)
+        self.settings, self.transport, self.metrics = settings, transport, metrics
 
-    def wake(self) -> None:
-        self._wake.set()
+    async def claim(self, free: int) -> list[QueuedEmail]:
+        return await self.db.write(queue.claim, self.clock(), self.settings.lease, free)
 
-    async def run(self) -> None:
-        self._running = True
-        try:
-            await self._loop()
-        finally:
-            self._loop_done.set()
+    async def next_due(self) -> float | None:
+        return await self.db.read(queue.next_due)
 
-    async def _loop(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            delay = IDLE_SECONDS
-            try:
-                free = self.settings.concurrency - len(self._in_flight)
-                if free > 0:
-                    for email in await self.db.write(queue.claim, self.clock(), self.settings.lease, free):
-                        task = asyncio.create_task(self._deliver(email))
-                        self._in_flight[task] = email.id
-                        task.add_done_callback(self._finished)
-                if len(self._in_flight) < self.settings.concurrency:
-                    due = await self.db.read(queue.next_due)
-                    delay = IDLE_SECONDS if due is None else min(IDLE_SECONDS, max(0.0, due - self.clock()))
-            except Exception:
-                logger.exception("mail_worker_failed")
-            try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+    async def release(self, ids: list[str]) -> None:
+        await self.db.write(queue.release, ids)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
-        self._wake.set()  # a slot is free
-
-    async def stop(self) -> None:
-        """Stop claiming; let sends in flight finish, then release what is left to the queue."""
-        self._stopping = True
-        self._wake.set()
-        if self._running:
-            await self._loop_done.wait()  # a claim under way hands its rows to _in_flight first
-        tasks = list(self._in_flight)
-        if tasks:
-            _, unfinished = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
-            for task in unfinished:
-                task.cancel()
-            ids = [self._in_flight[t] for t in unfinished if t in self._in_flight]
-            if ids:
-                await self.db.write(queue.release, ids)
+    async def close(self) -> None:
         await self.transport.close()
 
-    async def _deliver(self, email: QueuedEmail) -> None:
+    async def deliver(self, email: QueuedEmail) -> None:
         try:
             await self.transport.send(email)
         except PermanentFailure as exc:
@@ -117,8 +79,8 @@ class MailWorker:
         return "sent"
 
     def _retry(self, conn: sqlite3.Connection, email: QueuedEmail, error: str) -> str:
-        ceiling = min(self.settings.retry_max, self.settings.retry_initial * 2 ** (email.attempts - 1))
-        queue.mark_retry(conn, email.id, error, self.clock() + random.uniform(ceiling / 2, ceiling))
+        delay = backoff(email.attempts, self.settings.retry_initial, self.settings.retry_max)
+        queue.mark_retry(conn, email.id, error, self.clock() + delay)
         logger.info("email_retry", extra={"email_id": email.id, "attempts": email.attempts, "error": error[:200]})
         return "retry"
 

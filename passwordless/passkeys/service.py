@@ -30,6 +30,7 @@ from passwordless.passkeys.store import Passkey as Passkey  # re-exported for th
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import Principal, SignIn
 from passwordless.users import store as users
+from passwordless.webhooks import events
 
 ALGORITHMS = [
     COSEAlgorithmIdentifier.EDDSA,
@@ -100,6 +101,7 @@ async def register(
             return False
         details: dict[str, object] = {"passkey_id": passkey.id, "aaguid": passkey.aaguid}
         audit.record(conn, _event("passkey_registered", True, client, principal.user.id, details), now)
+        events.emit(conn, deps, "passkey.registered", principal.user, now, passkey_id=passkey.id)
         return True
 
     if not await deps.db.write(save):
@@ -166,7 +168,9 @@ async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignI
         store.record_use(conn, found_passkey.id, verified.new_sign_count, verified.credential_backed_up, now)
         details = {"passkey_id": found_passkey.id, "user_verified": verified.user_verified}
         audit.record(conn, _event("passkey_login_succeeded", True, client, user.id, details, user.email), now)
-        return sessions.open_session(conn, deps, user, amr, client, now)
+        sign_in = sessions.open_session(conn, deps, user, amr, client, now)
+        events.emit(conn, deps, "login.succeeded", user, now, session_id=sign_in.session_id, method="passkey")
+        return sign_in
 
     result = await deps.db.write(sign_in)
     deps.metrics.attempt("passkey", result is not None)

@@ -17,6 +17,7 @@ from passwordless.sessions import store
 from passwordless.signing import InvalidAccessToken
 from passwordless.users import store as users
 from passwordless.users.store import User
+from passwordless.webhooks import events
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,8 @@ async def end_session(
         store.revoke(conn, session_id, now, event)
         details: dict[str, object] = {"session_id": session_id, "revoked": 1}
         _audit(conn, event, True, client, now, principal.user, details)
+        if event == "sessions_revoked":
+            events.emit(conn, deps, "sessions.revoked", principal.user, now, session_id=session_id, revoked=1)
         return True
 
     if not await deps.db.write(revoke):
@@ -184,6 +187,7 @@ async def end_other_sessions(deps: Deps, principal: Principal, client: Client) -
             store.revoke(conn, session_id, now, "sessions_revoked")
         if others:
             _audit(conn, "sessions_revoked", True, client, now, principal.user, {"revoked": len(others)})
+            events.emit(conn, deps, "sessions.revoked", principal.user, now, revoked=len(others))
         return len(others)
 
     return await deps.db.write(revoke)

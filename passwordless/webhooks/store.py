@@ -1,0 +1,102 @@
+"""Webhook deliveries (table webhook_queue): queued in the transaction of the event itself."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from passwordless.config import WebhookSettings
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    url: str
+    payload: str
+    attempts: int  # including the one just claimed
+
+
+def enqueue(
+    conn: sqlite3.Connection, hooks: Sequence[WebhookSettings], event_type: str, data: Mapping[str, object],
+    now: float,
+) -> int:
+    """One delivery per webhook that wants this event; returns how many were queued."""
+    moment = datetime.fromtimestamp(now, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    body = json.dumps({"type": event_type, "timestamp": moment, "data": dict(data)}, separators=(",", ":"))
+    queued = 0
+    for hook in hooks:
+        if hook.events and event_type not in hook.events:
+            continue
+        conn.execute(
+            "INSERT INTO webhook_queue (id, url, event_type, payload, next_attempt_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (f"msg_{uuid.uuid4().hex}", hook.url, event_type, body, int(now), int(now)),
+        )
+        queued += 1
+    return queued
+
+
+def claim(conn: sqlite3.Connection, now: float, lease: float, limit: int) -> list[Delivery]:
+    rows = conn.execute(
+        "UPDATE webhook_queue SET status = 'sending', attempts = attempts + 1, last_attempt_at = ?,"
+        " lease_expires_at = ? WHERE id IN (SELECT id FROM webhook_queue"
+        "  WHERE (status = 'pending' AND next_attempt_at <= ?) OR (status = 'sending' AND lease_expires_at <= ?)"
+        "  ORDER BY next_attempt_at LIMIT ?)"
+        " RETURNING id, url, payload, attempts",
+        (int(now), now + lease, now, now, limit),
+    ).fetchall()
+    return [Delivery(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def mark_sent(conn: sqlite3.Connection, delivery_id: str, now: float) -> None:
+    conn.execute(
+        "UPDATE webhook_queue SET status = 'sent', delivered_at = ?, lease_expires_at = NULL, last_error = NULL"
+        " WHERE id = ?",
+        (int(now), delivery_id),
+    )
+
+
+def mark_retry(conn: sqlite3.Connection, delivery_id: str, error: str, next_attempt_at: float) -> None:
+    conn.execute(
+        "UPDATE webhook_queue SET status = 'pending', last_error = ?, next_attempt_at = ?, lease_expires_at = NULL"
+        " WHERE id = ?",
+        (error[:500], next_attempt_at, delivery_id),
+    )
+
+
+def mark_dead(conn: sqlite3.Connection, delivery_id: str, error: str) -> None:
+    conn.execute(
+        "UPDATE webhook_queue SET status = 'dead', last_error = ?, lease_expires_at = NULL WHERE id = ?",
+        (error[:500], delivery_id),
+    )
+
+
+def release(conn: sqlite3.Connection, delivery_ids: list[str]) -> None:
+    conn.executemany(
+        "UPDATE webhook_queue SET status = 'pending', attempts = max(attempts - 1, 0), lease_expires_at = NULL"
+        " WHERE id = ? AND status = 'sending'",
+        [(i,) for i in delivery_ids],
+    )
+
+
+def next_due(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute(
+        "SELECT min(CASE status WHEN 'pending' THEN next_attempt_at ELSE lease_expires_at END)"
+        " FROM webhook_queue WHERE status IN ('pending', 'sending')"
+    ).fetchone()
+    return float(row[0]) if row[0] is not None else None
+
+
+def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
+    where = "status IN ('sent', 'dead') AND coalesce(delivered_at, last_attempt_at, created_at) < ?"
+    if dry_run:
+        return int(conn.execute(f"SELECT count(*) FROM webhook_queue WHERE {where}", (int(before),)).fetchone()[0])
+    cursor = conn.execute(
+        f"DELETE FROM webhook_queue WHERE id IN (SELECT id FROM webhook_queue WHERE {where} LIMIT ?)",
+        (int(before), limit),
+    )
+    return cursor.rowcount

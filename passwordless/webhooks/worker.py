@@ -1,0 +1,101 @@
+"""The webhook worker: POSTs queued events to their receivers, signed afresh for each attempt
+(Standard Webhooks), retried with backoff on a non-2xx answer or a timeout; 410 Gone, or the
+last attempt, makes the delivery dead. Runs apart from requests: a slow receiver never slows
+a sign-in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import urllib.error
+import urllib.request
+
+from passwordless import __version__, audit
+from passwordless.config import Config
+from passwordless.db import Database
+from passwordless.deps import Clock
+from passwordless.mail.worker import backoff
+from passwordless.metrics import Metrics
+from passwordless.queue_worker import QueueWorker
+from passwordless.webhooks import store
+from passwordless.webhooks.signing import signature
+from passwordless.webhooks.store import Delivery
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT_SECONDS = 10.0
+POLL_SECONDS = 1.0  # events are queued by every part of the app; look for them this often
+
+
+class Refused(Exception):
+    def __init__(self, message: str, final: bool) -> None:
+        super().__init__(message)
+        self.final = final
+
+
+class WebhookWorker(QueueWorker[Delivery]):
+    name = "webhook"
+
+    def __init__(self, db: Database, config: Config, clock: Clock, metrics: Metrics) -> None:
+        super().__init__(db, clock, concurrency=4, idle_seconds=POLL_SECONDS)
+        self.config, self.metrics = config, metrics
+        self.secrets = {hook.url: hook.secret for hook in config.webhooks}
+
+    async def claim(self, free: int) -> list[Delivery]:
+        return await self.db.write(store.claim, self.clock(), self.config.email.lease, free)
+
+    async def next_due(self) -> float | None:
+        return await self.db.read(store.next_due)
+
+    async def release(self, ids: list[str]) -> None:
+        await self.db.write(store.release, ids)
+
+    async def deliver(self, delivery: Delivery) -> None:
+        try:
+            await asyncio.to_thread(self._post, delivery)
+        except Refused as exc:
+            final = exc.final or delivery.attempts >= self.config.email.max_attempts
+            await self._record(delivery, "dead" if final else "retry", str(exc))
+        else:
+            await self._record(delivery, "sent", "")
+
+    def _post(self, delivery: Delivery) -> None:
+        if delivery.url not in self.secrets:
+            raise Refused("this webhook is no longer configured", final=True)
+        body = delivery.payload.encode()
+        timestamp = int(self.clock())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": f"passwordless/{__version__}",
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(timestamp),
+        }
+        secret = self.secrets[delivery.url]
+        if secret:
+            headers["webhook-signature"] = signature(secret, delivery.id, timestamp, body)
+        request = urllib.request.Request(delivery.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+                response.read(1024)
+        except urllib.error.HTTPError as exc:
+            raise Refused(f"HTTP {exc.code}", final=exc.code == 410) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise Refused(f"{type(exc).__name__}: {exc}", final=False) from None
+
+    async def _record(self, delivery: Delivery, result: str, error: str) -> None:
+        await self.db.write(self._outcome, delivery, result, error)
+        self.metrics.webhook_deliveries.labels(result).inc()
+
+    def _outcome(self, conn: sqlite3.Connection, delivery: Delivery, result: str, error: str) -> None:
+        now = self.clock()
+        if result == "sent":
+            store.mark_sent(conn, delivery.id, now)
+        elif result == "retry":
+            delay = backoff(delivery.attempts, self.config.email.retry_initial, self.config.email.retry_max)
+            store.mark_retry(conn, delivery.id, error, now + delay)
+        else:
+            store.mark_dead(conn, delivery.id, error)
+            details = {"webhook_id": delivery.id, "url": delivery.url, "error": error[:200]}
+            audit.record(conn, audit.AuditEvent("webhook_dead", False, details=details), now)
+            logger.warning("webhook_dead", extra={"webhook_id": delivery.id, "error": error[:200]})
