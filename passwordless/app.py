@@ -31,7 +31,7 @@ from passwordless.keys import service as keys
 from passwordless.lifecycle import Lifecycle
 from passwordless.magic_link import routes as magic_link
 from passwordless.mail.render import Templates
-from passwordless.mail import queue
+from passwordless.housekeeping import service as housekeeping
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
 from passwordless.queue_worker import QueueWorker
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "pages" / "static"
 KEY_RELOAD_SECONDS = 60.0  # picks up `passwordless keys rotate` run beside the server
 PRUNE_SECONDS = 3600.0
-PRUNE_BATCH = 500
 
 
 def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock = time.time) -> Starlette:
@@ -109,10 +108,9 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
 
 
 async def _prune(config: Config, db: Database, clock: Clock) -> None:
-    """Sent and dead emails go after email.keep_sent, in small batches so sign-ins never wait long."""
-    before = clock() - config.email.keep_sent
-    while await db.write(queue.prune, before, PRUNE_BATCH) == PRUNE_BATCH:
-        await asyncio.sleep(0)
+    gone = await housekeeping.prune(db, config, clock())
+    if any(gone.values()):
+        logger.info("pruned", extra=gone)
 
 
 async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Signer:

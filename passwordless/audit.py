@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from passwordless.crypto import new_id
+from passwordless.db import delete_where
 
 
 @dataclass(frozen=True)
@@ -38,3 +39,7 @@ def record(conn: sqlite3.Connection, event: AuditEvent, now: float) -> None:
             json.dumps(dict(event.details), separators=(",", ":")),
         ),
     )
+
+
+def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
+    return delete_where(conn, "audit_logs", "created_at < ?", (int(before),), limit, dry_run)

@@ -19,7 +19,8 @@ from passwordless.config import Config
 from passwordless.config_load import ConfigError, find_config_file, load_config
 from passwordless.config_render import render_effective
 from passwordless.crypto import new_id, new_secret
-from passwordless.db import connect
+from passwordless.db import Database, connect
+from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
 from passwordless.logs import configure_logging
 from passwordless.mail.queue import QueuedEmail
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     command("check-config", _check_config, "Print the effective configuration, secrets masked.")
     command("gen-secret", _gen_secret, "Print a new random secret.", config=False)
     command("healthcheck", _healthcheck, "Exit 0 when the local server's /readiness answers 200, else 1.")
+    prune = command("prune", _prune, "Delete what is past its retention (expired tickets, sessions, old emails, …).")
+    prune.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
     test_email = command("send-test-email", _send_test_email, "Send a test email through the configured transport.")
     test_email.add_argument("to", metavar="TO", help="the address to send it to")
     keys = command("keys", _keys, "Manage JWT signing keys (ES256, EdDSA).")
@@ -95,6 +98,25 @@ def _migrate(args: argparse.Namespace) -> int:
     for migration in applied:
         print(f"applied {migration.file_name}")
     print(f"{config.database.path} is up to date")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    path = Path(config.database.path)
+    migrate.apply_to_file(path, migrate.discover(migrate.default_dir()))
+
+    async def run() -> dict[str, int]:
+        db = await Database.open(path)
+        try:
+            return await housekeeping.prune(db, config, time.time(), dry_run=args.dry_run)
+        finally:
+            await db.close()
+
+    gone = asyncio.run(run())
+    verb = "would delete" if args.dry_run else "deleted"
+    for name, count in gone.items():
+        print(f"{verb} {count:>8} {name}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from passwordless.db import delete_where
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,8 @@ def requested_since(conn: sqlite3.Connection, email: str, since: float) -> list[
         (email, since),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
+    """Tickets that expired before a moment (used or not)."""
+    return delete_where(conn, "sign_in_tickets", "expires_at < ?", (int(before),), limit, dry_run)

@@ -6,6 +6,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from passwordless.crypto import new_id
+from passwordless.db import delete_where
 
 
 def enqueue(conn: sqlite3.Connection, to: str, subject: str, text: str, html: str, now: float) -> str:
@@ -106,11 +107,7 @@ def retry(conn: sqlite3.Connection, email_id: str, now: float) -> bool:
     return cursor.rowcount > 0
 
 
-def prune(conn: sqlite3.Connection, before: float, limit: int) -> int:
-    """Delete up to `limit` sent and dead rows finished before a moment; returns how many went."""
-    cursor = conn.execute(
-        "DELETE FROM email_queue WHERE id IN (SELECT id FROM email_queue WHERE status IN ('sent', 'dead')"
-        " AND coalesce(sent_at, last_attempt_at, created_at) < ? LIMIT ?)",
-        (int(before), limit),
-    )
-    return cursor.rowcount
+def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
+    """Sent and dead rows finished before a moment (up to `limit` at a time)."""
+    where = "status IN ('sent', 'dead') AND coalesce(sent_at, last_attempt_at, created_at) < ?"
+    return delete_where(conn, "email_queue", where, (int(before),), limit, dry_run)

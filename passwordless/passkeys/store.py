@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
+from passwordless.db import delete_where
 
 _COLUMNS = (
     "id, user_id, credential_id, public_key, sign_count, transports, aaguid, backup_eligible,"
@@ -109,3 +110,7 @@ def spend_challenge(
         (challenge_hash, purpose, now),
     ).fetchone()
     return (True, row[0]) if row else (False, None)
+
+
+def prune_challenges(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
+    return delete_where(conn, "webauthn_challenges", "expires_at < ?", (int(before),), limit, dry_run)

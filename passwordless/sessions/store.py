@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
+from passwordless.db import delete_where
 
 _COLUMNS = "id, user_id, amr, ip, user_agent, created_at, last_used_at, expires_at"
 
@@ -107,3 +108,9 @@ def count_active(conn: sqlite3.Connection, now: float) -> int:
         (int(now),),
     ).fetchone()
     return int(row[0])
+
+
+def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
+    """Sessions that expired, or were revoked, before a moment (their rotated tokens go with them)."""
+    where = "expires_at < ? OR revoked_at < ?"
+    return delete_where(conn, "sessions", where, (int(before), int(before)), limit, dry_run)

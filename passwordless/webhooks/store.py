@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from passwordless.config import WebhookSettings
+from passwordless.db import delete_where
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,4 @@ def next_due(conn: sqlite3.Connection) -> float | None:
 
 def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
     where = "status IN ('sent', 'dead') AND coalesce(delivered_at, last_attempt_at, created_at) < ?"
-    if dry_run:
-        return int(conn.execute(f"SELECT count(*) FROM webhook_queue WHERE {where}", (int(before),)).fetchone()[0])
-    cursor = conn.execute(
-        f"DELETE FROM webhook_queue WHERE id IN (SELECT id FROM webhook_queue WHERE {where} LIMIT ?)",
-        (int(before), limit),
-    )
-    return cursor.rowcount
+    return delete_where(conn, "webhook_queue", where, (int(before),), limit, dry_run)
