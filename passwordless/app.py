@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from passwordless import migrate
+from passwordless.admin import routes as admin
 from passwordless.config import Config
 from passwordless.crypto import load_or_create_dev_secret
 from passwordless.db import Database
@@ -94,7 +95,7 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
             logger.info("stopped")
 
     routes: list[BaseRoute] = [
-        *health.routes, *magic_link.routes, *sessions.routes, *passkeys.routes, *pages.routes,
+        *health.routes, *magic_link.routes, *sessions.routes, *passkeys.routes, *pages.routes, *admin.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(

@@ -43,3 +43,42 @@ def record(conn: sqlite3.Connection, event: AuditEvent, now: float) -> None:
 
 def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
     return delete_where(conn, "audit_logs", "created_at < ?", (int(before),), limit, dry_run)
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: str
+    created_at: int
+    event_type: str
+    user_id: str | None
+    email: str | None
+    ip: str | None
+    user_agent: str | None
+    success: bool
+    details: dict[str, object]
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    event_type: str | None = None
+    user_id: str | None = None
+    success: bool | None = None
+    since: int | None = None
+
+
+def page(conn: sqlite3.Connection, f: AuditFilter, after: str | None, limit: int) -> list[AuditRow]:
+    """Newest first; `after` is the last id of the previous page, so rows written meanwhile (newer,
+    larger ids) never shift the pages that follow."""
+    rows = conn.execute(
+        "SELECT id, created_at, event_type, user_id, email, ip, user_agent, success, details FROM audit_logs"
+        " WHERE (? IS NULL OR event_type = ?) AND (? IS NULL OR user_id = ?) AND (? IS NULL OR success = ?)"
+        " AND (? IS NULL OR created_at >= ?) AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+        (
+            f.event_type, f.event_type, f.user_id, f.user_id,
+            None if f.success is None else int(f.success), None if f.success is None else int(f.success),
+            f.since, f.since, after, after, limit,
+        ),
+    ).fetchall()
+    return [
+        AuditRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), json.loads(r[8] or "{}")) for r in rows
+    ]

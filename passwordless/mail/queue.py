@@ -111,3 +111,31 @@ def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = F
     """Sent and dead rows finished before a moment (up to `limit` at a time)."""
     where = "status IN ('sent', 'dead') AND coalesce(sent_at, last_attempt_at, created_at) < ?"
     return delete_where(conn, "email_queue", where, (int(before),), limit, dry_run)
+
+
+@dataclass(frozen=True)
+class EmailRow:
+    id: str
+    to: str
+    subject: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: int
+    next_attempt_at: float
+    sent_at: int | None
+
+
+def page(conn: sqlite3.Connection, status: str | None, after: str | None, limit: int) -> list[EmailRow]:
+    """Newest first, without bodies (they hold sign-in links and codes)."""
+    rows = conn.execute(
+        "SELECT id, to_address, subject, status, attempts, last_error, created_at, next_attempt_at, sent_at"
+        " FROM email_queue WHERE (? IS NULL OR status = ?) AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+        (status, status, after, after, limit),
+    ).fetchall()
+    return [EmailRow(*r) for r in rows]
+
+
+def status_of(conn: sqlite3.Connection, email_id: str) -> str | None:
+    row = conn.execute("SELECT status FROM email_queue WHERE id = ?", (email_id,)).fetchone()
+    return str(row[0]) if row else None

@@ -114,3 +114,7 @@ def spend_challenge(
 
 def prune_challenges(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
     return delete_where(conn, "webauthn_challenges", "expires_at < ?", (int(before),), limit, dry_run)
+
+
+def count_all(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM passkeys").fetchone()[0])

@@ -114,3 +114,20 @@ def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = F
     """Sessions that expired, or were revoked, before a moment (their rotated tokens go with them)."""
     where = "expires_at < ? OR revoked_at < ?"
     return delete_where(conn, "sessions", where, (int(before), int(before)), limit, dry_run)
+
+
+def count_active_for_user(conn: sqlite3.Connection, user_id: str, now: float) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?",
+        (user_id, int(now)),
+    ).fetchone()
+    return int(row[0])
+
+
+def revoke_all_for_user(conn: sqlite3.Connection, user_id: str, now: float, reason: str) -> int:
+    cursor = conn.execute(
+        "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL"
+        " AND expires_at > ?",
+        (int(now), reason, user_id, int(now)),
+    )
+    return cursor.rowcount

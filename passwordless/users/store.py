@@ -44,3 +44,47 @@ def mark_signed_in(conn: sqlite3.Connection, user_id: str, now: float) -> None:
 def webauthn_handle(conn: sqlite3.Connection, user_id: str) -> bytes | None:
     row = conn.execute("SELECT webauthn_handle FROM users WHERE id = ?", (user_id,)).fetchone()
     return bytes(row[0]) if row else None
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: str
+    email: str
+    created_at: int
+    last_sign_in_at: int | None
+
+
+def page(conn: sqlite3.Connection, email_prefix: str | None, after: str | None, limit: int) -> list[UserRow]:
+    """Users in id order (ids grow with time, so new users never shift earlier pages)."""
+    rows = conn.execute(
+        "SELECT id, email, created_at, last_sign_in_at FROM users"
+        " WHERE (? IS NULL OR email LIKE ? ESCAPE '\\') AND (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
+        (email_prefix, _like_prefix(email_prefix or ""), after, after, limit),
+    ).fetchall()
+    return [UserRow(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def row_by_id(conn: sqlite3.Connection, user_id: str) -> UserRow | None:
+    row = conn.execute(
+        "SELECT id, email, created_at, last_sign_in_at FROM users WHERE id = ?", (user_id,)
+    ).fetchone()
+    return UserRow(row[0], row[1], row[2], row[3]) if row else None
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM users").fetchone()[0])
+
+
+def delete(conn: sqlite3.Connection, user_id: str) -> User | None:
+    """Delete a user; sessions, passkeys and challenges go with it (foreign keys), sign-in
+    tickets by email. Audit rows stay."""
+    user = by_id(conn, user_id)
+    if user is None:
+        return None
+    conn.execute("DELETE FROM sign_in_tickets WHERE email = ?", (user.email,))
+    conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+    return user

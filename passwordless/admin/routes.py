@@ -1,0 +1,149 @@
+"""Admin API (API.md, "Admin API"), behind `Authorization: Bearer {admin.token}`; off (404)
+when no token is configured. Every call is audited."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from passwordless.admin import service
+from passwordless.errors import ApiError, invalid_request
+from passwordless.passkeys.routes import passkey_json
+from passwordless.web import client_of, deps
+
+Handler = Callable[[Request], Awaitable[Response]]
+MAX_LIMIT = 200
+EMAIL_STATUSES = ("pending", "sending", "sent", "dead")
+
+
+def admin(handler: Handler) -> Handler:
+    """Refuses a missing or wrong admin token (compared in constant time); audits every call."""
+
+    async def guarded(request: Request) -> Response:
+        d = deps(request)
+        token = d.config.admin.token
+        if not token:
+            raise ApiError(404, "not_found", "No such route.")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        allowed = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        await service.record_call(d, client_of(request), request.method, route, allowed)
+        if not allowed:
+            raise ApiError(401, "unauthorized", "This needs the admin token.", {"www-authenticate": "Bearer"})
+        return await handler(request)
+
+    return guarded
+
+
+def _limit(request: Request) -> int:
+    text = request.query_params.get("limit", "50")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise invalid_request(f"limit is a whole number from 1 to {MAX_LIMIT}.")
+    return int(text)
+
+
+def _page(key: str, items: list[dict[str, Any]], limit: int) -> JSONResponse:
+    next_cursor = items[-1]["id"] if len(items) == limit else None
+    return JSONResponse({key: items, "next": next_cursor}, headers={"cache-control": "no-store"})
+
+
+@admin
+async def stats(request: Request) -> Response:
+    s = await service.stats(deps(request))
+    return JSONResponse({
+        "users": s.users, "active_sessions": s.active_sessions, "passkeys": s.passkeys,
+        "email_queue": s.email_queue, "uptime_seconds": s.uptime_seconds,
+    })
+
+
+@admin
+async def list_users(request: Request) -> Response:
+    limit = _limit(request)
+    q = request.query_params
+    found = await service.list_users(deps(request), q.get("email") or None, q.get("after") or None, limit)
+    items = [
+        {"id": u.id, "email": u.email, "created_at": u.created_at, "last_sign_in_at": u.last_sign_in_at}
+        for u in found
+    ]
+    return _page("users", items, limit)
+
+
+@admin
+async def get_user(request: Request) -> Response:
+    detail = await service.user_detail(deps(request), request.path_params["id"])
+    u = detail.user
+    return JSONResponse({
+        "id": u.id, "email": u.email, "created_at": u.created_at, "last_sign_in_at": u.last_sign_in_at,
+        "passkeys": [passkey_json(p) for p in detail.passkeys], "active_sessions": detail.active_sessions,
+    })
+
+
+@admin
+async def revoke_sessions(request: Request) -> Response:
+    revoked = await service.revoke_sessions(deps(request), request.path_params["id"], client_of(request))
+    return JSONResponse({"revoked": revoked})
+
+
+@admin
+async def delete_user(request: Request) -> Response:
+    await service.delete_user(deps(request), request.path_params["id"], client_of(request))
+    return Response(status_code=204)
+
+
+@admin
+async def audit_logs(request: Request) -> Response:
+    limit = _limit(request)
+    q = request.query_params
+    success = {"true": True, "1": True, "false": False, "0": False}.get(q.get("success", "").lower())
+    if q.get("success") and success is None:
+        raise invalid_request("success is true or false.")
+    since = q.get("since")
+    if since is not None and not since.isdigit():
+        raise invalid_request("since is a time in UNIX seconds.")
+    f = service.AuditFilter(q.get("event_type") or None, q.get("user_id") or None, success, int(since) if since else None)
+    rows = await service.audit_page(deps(request), f, q.get("after") or None, limit)
+    items = [
+        {"id": r.id, "created_at": r.created_at, "event_type": r.event_type, "user_id": r.user_id, "email": r.email,
+         "ip": r.ip, "user_agent": r.user_agent, "success": r.success, "details": r.details}
+        for r in rows
+    ]
+    return _page("events", items, limit)
+
+
+@admin
+async def emails(request: Request) -> Response:
+    limit = _limit(request)
+    status = request.query_params.get("status") or None
+    if status is not None and status not in EMAIL_STATUSES:
+        raise invalid_request("status is one of " + ", ".join(EMAIL_STATUSES) + ".")
+    rows = await service.emails_page(deps(request), status, request.query_params.get("after") or None, limit)
+    items = [
+        {"id": e.id, "to": e.to, "subject": e.subject, "status": e.status, "attempts": e.attempts,
+         "last_error": e.last_error, "created_at": e.created_at, "next_attempt_at": int(e.next_attempt_at),
+         "sent_at": e.sent_at}
+        for e in rows
+    ]
+    return _page("emails", items, limit)
+
+
+@admin
+async def retry_email(request: Request) -> Response:
+    await service.retry_email(deps(request), request.path_params["id"])
+    return JSONResponse({"status": "pending"}, status_code=202)
+
+
+routes = [
+    Route("/admin/stats", stats, methods=["GET"]),
+    Route("/admin/users", list_users, methods=["GET"]),
+    Route("/admin/users/{id}", get_user, methods=["GET"]),
+    Route("/admin/users/{id}/sessions", revoke_sessions, methods=["DELETE"]),
+    Route("/admin/users/{id}", delete_user, methods=["DELETE"]),
+    Route("/admin/audit-logs", audit_logs, methods=["GET"]),
+    Route("/admin/emails", emails, methods=["GET"]),
+    Route("/admin/emails/{id}/retry", retry_email, methods=["POST"]),
+]

@@ -1,0 +1,141 @@
+"""The operator's view: counts, users, sessions, the audit log and the email queue."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from passwordless import audit
+from passwordless.audit import AuditFilter as AuditFilter  # re-exported for the routes
+from passwordless.deps import Client, Deps
+from passwordless.errors import ApiError, invalid_request
+from passwordless.mail import queue
+from passwordless.passkeys import store as passkeys
+from passwordless.passkeys.store import Passkey
+from passwordless.sessions import store as sessions
+from passwordless.users import store as users
+from passwordless.webhooks import events
+
+
+@dataclass(frozen=True)
+class Stats:
+    users: int
+    active_sessions: int
+    passkeys: int
+    email_queue: dict[str, int]
+    uptime_seconds: int
+
+
+@dataclass(frozen=True)
+class UserDetail:
+    user: users.UserRow
+    passkeys: list[Passkey]
+    active_sessions: int
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"No such {what}.")
+
+
+async def stats(deps: Deps) -> Stats:
+    now = deps.clock()
+
+    def count(conn: sqlite3.Connection) -> Stats:
+        depth = queue.depth(conn)
+        statuses = {s: depth.get(s, 0) for s in ("pending", "sending", "sent", "dead")}
+        return Stats(
+            users.count(conn), sessions.count_active(conn, now), passkeys.count_all(conn), statuses,
+            deps.lifecycle.uptime_seconds(),
+        )
+
+    return await deps.db.read(count)
+
+
+async def list_users(deps: Deps, email: str | None, after: str | None, limit: int) -> list[users.UserRow]:
+    prefix = email.strip().lower() if email else None
+    return await deps.db.read(users.page, prefix, after, limit)
+
+
+async def user_detail(deps: Deps, user_id: str) -> UserDetail:
+    now = deps.clock()
+
+    def read(conn: sqlite3.Connection) -> UserDetail | None:
+        user = users.row_by_id(conn, user_id)
+        if user is None:
+            return None
+        return UserDetail(user, passkeys.for_user(conn, user_id), sessions.count_active_for_user(conn, user_id, now))
+
+    found = await deps.db.read(read)
+    if found is None:
+        raise not_found("user")
+    return found
+
+
+async def revoke_sessions(deps: Deps, user_id: str, client: Client) -> int:
+    now = deps.clock()
+
+    def revoke(conn: sqlite3.Connection) -> int | None:
+        user = users.by_id(conn, user_id)
+        if user is None:
+            return None
+        revoked = sessions.revoke_all_for_user(conn, user_id, now, "admin")
+        event = audit.AuditEvent("sessions_revoked", True, user.id, user.email, client.ip, client.user_agent,
+                                 {"revoked": revoked, "by": "admin"})
+        audit.record(conn, event, now)
+        if revoked:
+            events.emit(conn, deps, "sessions.revoked", user, now, revoked=revoked)
+        return revoked
+
+    revoked = await deps.db.write(revoke)
+    if revoked is None:
+        raise not_found("user")
+    return revoked
+
+
+async def delete_user(deps: Deps, user_id: str, client: Client) -> None:
+    now = deps.clock()
+
+    def delete(conn: sqlite3.Connection) -> bool:
+        user = users.delete(conn, user_id)
+        if user is None:
+            return False
+        event = audit.AuditEvent("user_deleted", True, user.id, user.email, client.ip, client.user_agent, {"by": "admin"})
+        audit.record(conn, event, now)
+        events.emit(conn, deps, "user.deleted", user, now)
+        return True
+
+    if not await deps.db.write(delete):
+        raise not_found("user")
+
+
+async def audit_page(deps: Deps, f: audit.AuditFilter, after: str | None, limit: int) -> list[audit.AuditRow]:
+    return await deps.db.read(audit.page, f, after, limit)
+
+
+async def emails_page(deps: Deps, status: str | None, after: str | None, limit: int) -> list[queue.EmailRow]:
+    return await deps.db.read(queue.page, status, after, limit)
+
+
+async def retry_email(deps: Deps, email_id: str) -> None:
+    now = deps.clock()
+
+    def retry(conn: sqlite3.Connection) -> str | None:
+        status = queue.status_of(conn, email_id)
+        if status == "dead" and queue.retry(conn, email_id, now):
+            return "retried"
+        return status
+
+    outcome = await deps.db.write(retry)
+    if outcome is None:
+        raise not_found("email")
+    if outcome != "retried":
+        raise invalid_request(f"Only a dead email can be retried; this one is {outcome}.")
+    deps.wake_mail()
+
+
+async def record_call(deps: Deps, client: Client, method: str, route: str, allowed: bool) -> None:
+    event = audit.AuditEvent(
+        "admin_request" if allowed else "admin_unauthorized", allowed, ip=client.ip, user_agent=client.user_agent,
+        details={"method": method, "route": route},
+    )
+    await deps.db.write(audit.record, event, deps.clock())
