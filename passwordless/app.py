@@ -8,7 +8,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from passwordless import migrate
+from passwordless import backup, migrate
 from passwordless.admin import routes as admin
 from passwordless.config import Config
 from passwordless.crypto import load_or_create_dev_secret
@@ -60,39 +60,11 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db_path = Path(config.database.path)
-        known = migrate.discover(migrate.default_dir())
-        templates = Templates(config.email.templates_dir)
-        await asyncio.to_thread(migrate.apply_to_file, db_path, known)
-        db = await Database.open(db_path)
-        tasks: list[asyncio.Task[None]] = []
-        workers: list[QueueWorker[Any]] = []
-        try:
-            secret = config.jwt.secret or await asyncio.to_thread(load_or_create_dev_secret, db_path.parent)
-            signer = await _signer(config, db, secret, clock)
-            if config.jwt.algorithm in keys.ASYMMETRIC:
-                tasks.append(asyncio.create_task(_every(KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock))))
-            worker = MailWorker(db, config.email, make_transport(config.email), clock, metrics)
-            workers.append(worker)
-            if config.webhooks:
-                workers.append(WebhookWorker(db, config, clock, metrics))
-            tasks += [asyncio.create_task(w.run()) for w in workers]
-            tasks.append(asyncio.create_task(_every(PRUNE_SECONDS, lambda: _prune(config, db, clock))))
-            app.state.deps = Deps(
-                config, db, life, known, secret, trusted, clock, signer, templates, RateLimiter(),
-                URLSafeTimedSerializer(secret, salt="passwordless.session-cookie"), worker.wake, metrics,
-            )
+        async with contextlib.AsyncExitStack() as stack:
+            app.state.deps = await _start(config, life, trusted, metrics, clock, stack)
             logger.info("started", extra={"public_url": config.server.public_url, "environment": config.environment})
             yield
-        finally:
-            for w in workers:
-                await w.stop()
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await db.close()
-            logger.info("stopped")
+        logger.info("stopped")
 
     routes: list[BaseRoute] = [
         *health.routes, *magic_link.routes, *sessions.routes, *passkeys.routes, *pages.routes, *admin.routes,
@@ -112,6 +84,56 @@ async def _prune(config: Config, db: Database, clock: Clock) -> None:
     gone = await housekeeping.prune(db, config, clock())
     if any(gone.values()):
         logger.info("pruned", extra=gone)
+
+
+async def _start(
+    config: Config,
+    life: Lifecycle,
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+    metrics: Metrics,
+    clock: Clock,
+    stack: contextlib.AsyncExitStack,
+) -> Deps:
+    """Open the database and start the background work; `stack` undoes it all, last first."""
+    db_path = Path(config.database.path)
+    known = migrate.discover(migrate.default_dir())
+    templates = Templates(config.email.templates_dir)
+    await asyncio.to_thread(migrate.apply_to_file, db_path, known)
+    stack.enter_context(backup.held(db_path, exclusive=False))  # `passwordless restore` waits for us
+    db = await Database.open(db_path)
+    stack.push_async_callback(db.close)
+    secret = config.jwt.secret or await asyncio.to_thread(load_or_create_dev_secret, db_path.parent)
+    signer = await _signer(config, db, secret, clock)
+    mail = MailWorker(db, config.email, make_transport(config.email), clock, metrics)
+    workers: list[QueueWorker[Any]] = [mail]
+    if config.webhooks:
+        workers.append(WebhookWorker(db, config, clock, metrics))
+    for worker in workers:
+        _background(stack, worker.run(), worker.stop)
+    if config.jwt.algorithm in keys.ASYMMETRIC:
+        _background(stack, _every(KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock)))
+    _background(stack, _every(PRUNE_SECONDS, lambda: _prune(config, db, clock)))
+    return Deps(
+        config, db, life, known, secret, trusted, clock, signer, templates, RateLimiter(),
+        URLSafeTimedSerializer(secret, salt="passwordless.session-cookie"), mail.wake, metrics,
+    )
+
+
+def _background(
+    stack: contextlib.AsyncExitStack, job: Coroutine[Any, Any, None],
+    stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run `job` until the app stops: then `stop()` it gently, if it can be, and cancel it."""
+    task = asyncio.create_task(job)
+
+    async def end() -> None:
+        if stop:
+            await stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(end)
 
 
 async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Signer:

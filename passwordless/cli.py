@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from passwordless import __version__, migrate
+from passwordless import __version__, backup, migrate
 from passwordless.config import Config
 from passwordless.config_load import ConfigError, find_config_file, load_config
 from passwordless.config_render import render_effective
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, TemplateError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (migrate.MigrationError, sqlite3.Error, OSError) as exc:
+    except (migrate.MigrationError, backup.BackupError, sqlite3.Error, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     command("check-config", _check_config, "Print the effective configuration, secrets masked.")
     command("gen-secret", _gen_secret, "Print a new random secret.", config=False)
     command("healthcheck", _healthcheck, "Exit 0 when the local server's /readiness answers 200, else 1.")
+    backup = command("backup", _backup, "Copy the database, consistently, while the server runs.")
+    backup.add_argument("destination", metavar="DEST", help="a file name, or a folder for a dated file")
+    restore = command("restore", _restore, "Replace the database with a backup (the server must be stopped).")
+    restore.add_argument("source", metavar="SRC", help="the backup file")
     prune = command("prune", _prune, "Delete what is past its retention (expired tickets, sessions, old emails, …).")
     prune.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
     test_email = command("send-test-email", _send_test_email, "Send a test email through the configured transport.")
@@ -98,6 +102,20 @@ def _migrate(args: argparse.Namespace) -> int:
     for migration in applied:
         print(f"applied {migration.file_name}")
     print(f"{config.database.path} is up to date")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    made = backup.backup(Path(config.database.path), Path(args.destination))
+    print(f"backed up {config.database.path} to {made} (integrity check ok)")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    kept = backup.restore(Path(config.database.path), Path(args.source))
+    print(f"restored {config.database.path} from {args.source}; the previous database is kept at {kept}")
     return 0
 
 
