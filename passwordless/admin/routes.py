@@ -42,9 +42,13 @@ def admin(handler: Handler) -> Handler:
 
 def _limit(request: Request) -> int:
     text = request.query_params.get("limit", "50")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not _digits(text, 3) or not 1 <= int(text) <= MAX_LIMIT:
         raise invalid_request(f"limit is a whole number from 1 to {MAX_LIMIT}.")
     return int(text)
+
+
+def _digits(text: str, most: int) -> bool:
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
 
 
 def _page(key: str, items: list[dict[str, Any]], limit: int) -> JSONResponse:
@@ -103,7 +107,7 @@ async def audit_logs(request: Request) -> Response:
     if q.get("success") and success is None:
         raise invalid_request("success is true or false.")
     since = q.get("since")
-    if since is not None and not since.isdigit():
+    if since is not None and not _digits(since, 12):
         raise invalid_request("since is a time in UNIX seconds.")
     f = service.AuditFilter(q.get("event_type") or None, q.get("user_id") or None, success, int(since) if since else None)
     rows = await service.audit_page(deps(request), f, q.get("after") or None, limit)

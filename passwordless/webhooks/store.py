@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import uuid
@@ -19,6 +20,12 @@ class Delivery:
     url: str
     payload: str
     attempts: int  # including the one just claimed
+    hook_key: str
+
+
+def hook_key(hook: WebhookSettings) -> str:
+    """Names a configured webhook (its URL and secret) without storing the secret."""
+    return hashlib.sha256(f"{hook.url}\n{hook.secret}".encode()).hexdigest()[:32]
 
 
 def enqueue(
@@ -33,9 +40,9 @@ def enqueue(
         if hook.events and event_type not in hook.events:
             continue
         conn.execute(
-            "INSERT INTO webhook_queue (id, url, event_type, payload, next_attempt_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (f"msg_{uuid.uuid4().hex}", hook.url, event_type, body, int(now), int(now)),
+            "INSERT INTO webhook_queue (id, url, hook_key, event_type, payload, next_attempt_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (f"msg_{uuid.uuid4().hex}", hook.url, hook_key(hook), event_type, body, int(now), int(now)),
         )
         queued += 1
     return queued
@@ -47,10 +54,10 @@ def claim(conn: sqlite3.Connection, now: float, lease: float, limit: int) -> lis
         " lease_expires_at = ? WHERE id IN (SELECT id FROM webhook_queue"
         "  WHERE (status = 'pending' AND next_attempt_at <= ?) OR (status = 'sending' AND lease_expires_at <= ?)"
         "  ORDER BY next_attempt_at LIMIT ?)"
-        " RETURNING id, url, payload, attempts",
+        " RETURNING id, url, payload, attempts, hook_key",
         (int(now), now + lease, now, now, limit),
     ).fetchall()
-    return [Delivery(r[0], r[1], r[2], r[3]) for r in rows]
+    return [Delivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 def mark_sent(conn: sqlite3.Connection, delivery_id: str, now: float) -> None:

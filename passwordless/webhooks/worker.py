@@ -28,6 +28,14 @@ TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 1.0  # events are queued by every part of the app; look for them this often
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer that is not 2xx: a failure, never followed (it would turn the
+    POST into a GET and carry the signature elsewhere)."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
 class Refused(Exception):
     def __init__(self, message: str, final: bool) -> None:
         super().__init__(message)
@@ -40,7 +48,8 @@ class WebhookWorker(QueueWorker[Delivery]):
     def __init__(self, db: Database, config: Config, clock: Clock, metrics: Metrics) -> None:
         super().__init__(db, clock, concurrency=4, idle_seconds=POLL_SECONDS)
         self.config, self.metrics = config, metrics
-        self.secrets = {hook.url: hook.secret for hook in config.webhooks}
+        self.secrets = {store.hook_key(hook): hook.secret for hook in config.webhooks}
+        self._opener = urllib.request.build_opener(_NoRedirects)
 
     async def claim(self, free: int) -> list[Delivery]:
         return await self.db.write(store.claim, self.clock(), self.config.email.lease, free)
@@ -61,7 +70,7 @@ class WebhookWorker(QueueWorker[Delivery]):
             await self._record(delivery, "sent", "")
 
     def _post(self, delivery: Delivery) -> None:
-        if delivery.url not in self.secrets:
+        if delivery.hook_key not in self.secrets:
             raise Refused("this webhook is no longer configured", final=True)
         body = delivery.payload.encode()
         timestamp = int(self.clock())
@@ -71,12 +80,12 @@ class WebhookWorker(QueueWorker[Delivery]):
             "webhook-id": delivery.id,
             "webhook-timestamp": str(timestamp),
         }
-        secret = self.secrets[delivery.url]
+        secret = self.secrets[delivery.hook_key]
         if secret:
             headers["webhook-signature"] = signature(secret, delivery.id, timestamp, body)
         request = urllib.request.Request(delivery.url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            with self._opener.open(request, timeout=TIMEOUT_SECONDS) as response:
                 response.read(1024)
         except urllib.error.HTTPError as exc:
             raise Refused(f"HTTP {exc.code}", final=exc.code == 410) from None
