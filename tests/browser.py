@@ -18,12 +18,12 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -32,7 +32,7 @@ import pytest
 from playwright.sync_api import Browser as PlaywrightBrowser
 from playwright.sync_api import BrowserContext, CDPSession, Page, sync_playwright
 
-from tests.helpers import clean_env, free_port
+from tests.helpers import EXECUTABLE, clean_env, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -136,9 +136,11 @@ def _parse_email(block: str) -> Email:
     return Email(to.group(1), subject.group(1), link.group(1), link.group(2), code.group(1), block)
 
 
-@pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    """The real server: console email, default rate limits, its database in tmp_path."""
+@contextmanager
+def serving(tmp_path: Path, extra_config: str = "") -> Iterator[LiveServer]:
+    """Runs the real server (console email, default rate limits, its database in tmp_path) until
+    the block ends. `extra_config` is TOML appended to the configuration: whole sections other
+    than [server], [database] and [email], e.g. '[ui]\nproduct_name = "Acme"\n'."""
     port = free_port()
     db = tmp_path / "auth.db"
     config = tmp_path / "config.toml"
@@ -151,11 +153,11 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
         "[database]\n"
         f'path = "{db}"\n'
         "[email]\n"
-        'transport = "console"\n',
+        'transport = "console"\n' + extra_config,
         encoding="utf-8",
     )
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "passwordless"), "serve", "--config", str(config)],
+        [EXECUTABLE, "serve", "--config", str(config)],
         cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     server = LiveServer(process, port, db)
@@ -172,6 +174,30 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
                     stream.close()
                 except ValueError:  # closed by its reader thread at the same moment
                     pass
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """The real server: console email, default rate limits, its database in tmp_path."""
+    with serving(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[[str], LiveServer]]:
+    """Starts real servers with extra configuration (see `serving`); each in its own folder
+    under tmp_path, all stopped when the test ends."""
+    with ExitStack() as stack:
+        started = 0
+
+        def start(extra_config: str = "") -> LiveServer:
+            nonlocal started
+            started += 1
+            folder = tmp_path / f"server-{started}"
+            folder.mkdir()
+            return stack.enter_context(serving(folder, extra_config))
+
+        yield start
 
 
 # --------------------------------------------------------------------------------------- browser
@@ -267,20 +293,50 @@ def chromium() -> Iterator[PlaywrightBrowser]:
             launched.close()
 
 
-@pytest.fixture
-def browser(chromium: PlaywrightBrowser) -> Iterator[Browser]:
-    """A fresh browser context (no cookies, no storage) with one page and a virtual authenticator."""
-    context = chromium.new_context(color_scheme="light", locale="en-US", viewport={"width": 800, "height": 600})
+@contextmanager
+def browsing(
+    chromium: PlaywrightBrowser, authenticator: dict[str, Any] | None = VIRTUAL_AUTHENTICATOR, **options: Any
+) -> Iterator[Browser]:
+    """A fresh browser context (no cookies, no storage) with one page, light scheme, 800×600,
+    en-US, unless `options` (Playwright's new_context arguments: color_scheme="dark",
+    viewport=..., java_script_enabled=False...) say otherwise; with `authenticator` (CDP
+    WebAuthn.addVirtualAuthenticator options) as a virtual authenticator on the page, or, with
+    None, WebAuthn left to the browser: no authenticator at all (`authenticator_id` is "")."""
+    settings: dict[str, Any] = {"color_scheme": "light", "locale": "en-US", "viewport": {"width": 800, "height": 600}}
+    settings.update(options)
+    context = chromium.new_context(**settings)
     try:
         context.set_default_timeout(TIMEOUT_MS)
         context.set_default_navigation_timeout(TIMEOUT_MS)
         page = context.new_page()
         cdp = context.new_cdp_session(page)
         try:
-            cdp.send("WebAuthn.enable", {"enableUI": False})
-            added = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": VIRTUAL_AUTHENTICATOR})
-            yield Browser(context, page, cdp, added["authenticatorId"])
+            authenticator_id = ""
+            if authenticator is not None:
+                cdp.send("WebAuthn.enable", {"enableUI": False})
+                added = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": authenticator})
+                authenticator_id = added["authenticatorId"]
+            yield Browser(context, page, cdp, authenticator_id)
         finally:
             cdp.detach()
     finally:
         context.close()
+
+
+@pytest.fixture
+def browser(chromium: PlaywrightBrowser) -> Iterator[Browser]:
+    """A fresh browser context (no cookies, no storage) with one page and a virtual authenticator."""
+    with browsing(chromium) as opened:
+        yield opened
+
+
+@pytest.fixture
+def open_browser(chromium: PlaywrightBrowser) -> Iterator[Callable[..., Browser]]:
+    """Opens more browser contexts, each like `browsing(chromium, ...)` takes them (another
+    person or device, a dark scheme, no JavaScript, no authenticator); all closed when the test ends."""
+    with ExitStack() as stack:
+
+        def open_(authenticator: dict[str, Any] | None = VIRTUAL_AUTHENTICATOR, **options: Any) -> Browser:
+            return stack.enter_context(browsing(chromium, authenticator, **options))
+
+        yield open_

@@ -66,9 +66,9 @@ last used {_when(k.last_used_at)}</small></div>
 <form method="post" action="/account/passkeys/{text(k.id)}/rename" class="inline">
 <label for="name-{text(k.id)}" class="visually-hidden">New name for {text(k.name)}</label>
 <input id="name-{text(k.id)}" name="name" value="{text(k.name)}" maxlength="64" required>
-<button type="submit" class="secondary">Rename</button></form>
+<button type="submit" class="secondary">Rename<span class="visually-hidden"> {text(k.name)}</span></button></form>
 <form method="post" action="/account/passkeys/{text(k.id)}/delete" class="inline">
-<button type="submit" class="danger">Remove</button></form></li>"""
+<button type="submit" class="danger">Remove<span class="visually-hidden"> {text(k.name)}</span></button></form></li>"""
         for k in keys
     )
     session_items = "".join(
@@ -76,7 +76,8 @@ last used {_when(k.last_used_at)}</small></div>
 {'<span class="tag">This browser</span>' if s.id == principal.session_id else ""}<br>
 <small>{text(s.ip or "unknown address")} · signed in {_when(s.created_at)}</small></div>
 {"" if s.id == principal.session_id else f'''<form method="post" action="/account/sessions/{text(s.id)}/end" class="inline">
-<button type="submit" class="secondary">End</button></form>'''}</li>"""
+<button type="submit" class="secondary">End<span class="visually-hidden"> the session of
+{text(browser_name(s.user_agent or ""))}, signed in {_when(s.created_at)}</span></button></form>'''}</li>"""
         for s in active
     )
     body = f"""<p>Signed in as <strong>{text(principal.user.email)}</strong>.</p>

@@ -21,6 +21,7 @@ _SHELL = """<!doctype html>
 <title>{title} · {product}</title>
 <link rel="stylesheet" href="/static/style.css">
 <link rel="stylesheet" href="/ui/theme.css">
+<link rel="icon" href="data:,">
 {scripts}
 </head>
 <body>
@@ -47,7 +48,11 @@ def page(
     data: dict[str, str] | None = None,
 ) -> HTMLResponse:
     """A page; `body_html` must already be escaped (build it with `text()`)."""
-    logo = f'<img class="logo" src="{text(ui.logo_url)}" alt="{text(ui.product_name)}">\n' if ui.logo_url else ""
+    logo = (
+        f'<img class="logo" src="{text(ui.logo_url)}" alt="{text(ui.product_name)}">\n'
+        if ui.logo_url
+        else f'<p class="brand">{text(ui.product_name)}</p>\n'
+    )
     support = (
         f'<p class="support">Need help? Write to <a href="mailto:{text(ui.support_email)}">'
         f"{text(ui.support_email)}</a>.</p>"

@@ -92,9 +92,8 @@ async def send_link(request: Request) -> Response:
 
 def _code_page(request: Request, email: str, redirect_to: str | None, error: str | None, status: int) -> Response:
     ui = deps(request).config.ui
-    minutes = round(deps(request).config.auth.magic_link_ttl / 60)
     body = f"""<p>We sent a sign-in link and a 6-digit code to <strong>{text(email)}</strong>.
-Open the link, or type the code here. Both work for {minutes} minutes.</p>
+Open the link, or type the code here. Both work for {_lifetime(deps(request).config.auth.magic_link_ttl)}.</p>
 <form method="post" action="/sign-in/code" class="stack" novalidate>
 <input type="hidden" name="email" value="{text(email)}">
 <input type="hidden" name="redirect_to" value="{text(redirect_to or "")}">
@@ -106,6 +105,12 @@ Open the link, or type the code here. Both work for {minutes} minutes.</p>
 </form>
 <p><a href="/">Use a different email</a></p>"""
     return page(ui, "Check your email", body, status)
+
+
+def _lifetime(seconds: float) -> str:
+    if seconds < 120:
+        return f"{int(seconds)} seconds"
+    return f"{int(seconds // 60)} minutes"
 
 
 async def verify_code(request: Request) -> Response:

@@ -13,7 +13,8 @@
   }
 
   function explain(error) {
-    if (error && error.name === "NotAllowedError") return "The passkey request was cancelled or timed out.";
+    if (error && error.name === "NotAllowedError")
+      return "The passkey request was cancelled or timed out. If this device has no passkey for your account, use your email.";
     if (error && error.name === "AbortError") return "";
     if (error && error.code === "invalid_credential")
       return "That passkey is not registered here. Sign in with your email instead.";
