@@ -20,6 +20,10 @@ from passwordless.deps import Deps
 
 PEER = ("203.0.113.7", 50000)
 
+# The command under test: the installed console script, or (CI, after scripts/build-binary)
+# the single-file executable named by PASSWORDLESS_EXECUTABLE.
+EXECUTABLE = str(Path(os.environ.get("PASSWORDLESS_EXECUTABLE") or Path(sys.executable).parent / "passwordless").absolute())
+
 
 @asynccontextmanager
 async def running(
@@ -65,7 +69,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `passwordless ARGS` (the installed console script) and capture what it prints."""
     return subprocess.run(
-        [str(Path(sys.executable).parent / "passwordless"), *args],
+        [EXECUTABLE, *args],
         cwd=cwd,
         env=env if env is not None else clean_env(),
         capture_output=True,

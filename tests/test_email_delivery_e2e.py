@@ -6,13 +6,11 @@ process can never block on a full pipe."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.helpers import cli, clean_env, free_port
+from tests.helpers import EXECUTABLE, cli, clean_env, free_port
 from tests.mailbox import Sink, SlowSink, start_sink, text_of, tls_server_context, write_test_certificate
 
 T = TypeVar("T")
@@ -86,7 +84,7 @@ def start(tmp_path: Path) -> Iterator[Start]:
         log = tmp_path / f"serve-{len(started)}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "passwordless"), "serve", "--port", str(port), *args],
+                [EXECUTABLE, "serve", "--port", str(port), *args],
                 cwd=tmp_path,
                 env=env if env is not None else clean_env(),
                 stdout=out,

@@ -7,7 +7,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, clean_env, free_port
+from tests.helpers import EXECUTABLE, cli, clean_env, free_port
 
 
 class Server:
@@ -58,7 +57,7 @@ def start(tmp_path: Path) -> Iterator[object]:
     def start(*args: str, env: dict[str, str] | None = None) -> Server:
         port = free_port()
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "passwordless"), "serve", "--port", str(port), *args],
+            [EXECUTABLE, "serve", "--port", str(port), *args],
             cwd=tmp_path,
             env=env if env is not None else clean_env(),
             stdout=subprocess.PIPE,

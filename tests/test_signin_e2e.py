@@ -8,7 +8,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from tests.helpers import clean_env, free_port
+from tests.helpers import EXECUTABLE, clean_env, free_port
 
 RULE = "-" * 72
 DRAIN_DELAY = 0.2
@@ -125,7 +124,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         encoding="utf-8",
     )
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "passwordless"), "serve", "--config", str(config)],
+        [EXECUTABLE, "serve", "--config", str(config)],
         cwd=tmp_path,
         env=clean_env(),
         stdout=subprocess.PIPE,
