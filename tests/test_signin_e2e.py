@@ -4,147 +4,25 @@ the email the console transport prints (API.md "Sign in by email", "Tokens and s
 
 from __future__ import annotations
 
-import re
-import signal
 import sqlite3
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import EXECUTABLE, clean_env, free_port
+from tests.live_server import LiveServer, serving
 
-RULE = "-" * 72
-DRAIN_DELAY = 0.2
-
-
-@dataclass(frozen=True)
-class Email:
-    to: str
-    subject: str
-    link: str
-    token: str
-    code: str
-    text: str
-
-
-class Server:
-    """A `passwordless serve` process whose stdout and stderr are read by threads as they come."""
-
-    def __init__(self, process: subprocess.Popen[str], port: int, db: Path) -> None:
-        self.process, self.port, self.db = process, port, db
-        self.base = f"http://127.0.0.1:{port}"
-        self.out: list[str] = []
-        self.err: list[str] = []
-        assert process.stdout is not None and process.stderr is not None
-        self._threads = [
-            threading.Thread(target=_pump, args=(process.stdout, self.out), daemon=True),
-            threading.Thread(target=_pump, args=(process.stderr, self.err), daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-        self.emails_taken = 0
-
-    def logs(self) -> str:
-        return "".join(self.err)
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.base, trust_env=False, timeout=2) as http:
-            while time.monotonic() < deadline:
-                assert self.process.poll() is None, self.logs()
-                try:
-                    if http.get("/readiness").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        raise AssertionError("the server did not become ready:\n" + self.logs())
-
-    def next_email(self, timeout: float = 10) -> Email:
-        """The next email printed on stdout; the worker sends at once, so this waits briefly."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            blocks = re.findall(rf"^{RULE}\n(From: .*?)\n{RULE}$", "".join(self.out), re.S | re.M)
-            if len(blocks) > self.emails_taken:
-                block = blocks[self.emails_taken]
-                self.emails_taken += 1
-                return _parse(block)
-            time.sleep(0.02)
-        raise AssertionError("no email was printed:\n" + "".join(self.out) + self.logs())
-
-    def terminate(self, timeout: float = 15) -> float:
-        """SIGTERM, then wait for the exit; the seconds it took."""
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=timeout)
-        elapsed = time.monotonic() - started
-        for thread in self._threads:
-            thread.join(timeout=5)
-        return elapsed
-
-
-def _pump(stream: IO[str], lines: list[str]) -> None:
-    for line in stream:
-        lines.append(line)
-    stream.close()
-
-
-def _parse(block: str) -> Email:
-    to = re.search(r"^To: (.+)$", block, re.M)
-    subject = re.search(r"^Subject: (.+)$", block, re.M)
-    link = re.search(r"^(\S+\?token=([A-Za-z0-9_-]+))$", block, re.M)
-    code = re.search(r"code: ([0-9]{6})\b", block)
-    assert to and subject and link and code, block
-    return Email(to.group(1), subject.group(1), link.group(1), link.group(2), code.group(1), block)
+DRAIN_DELAY = 0.2  # the drain delay `serving` configures
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    port = free_port()
-    db = tmp_path / "auth.db"
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "[server]\n"
-        'host = "127.0.0.1"\n'
-        f"port = {port}\n"
-        f'public_url = "http://127.0.0.1:{port}"\n'
-        f'drain_delay = "{int(DRAIN_DELAY * 1000)}ms"\n'
-        "[database]\n"
-        f'path = "{db}"\n'
-        "[email]\n"
-        'transport = "console"\n',
-        encoding="utf-8",
-    )
-    process = subprocess.Popen(
-        [EXECUTABLE, "serve", "--config", str(config)],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    running = Server(process, port, db)
-    try:
-        running.wait_ready()
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    # public_url on 127.0.0.1 while requests claim another Host: links must follow the config
+    with serving(tmp_path, host="127.0.0.1") as running:
         yield running
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None and not stream.closed:
-                try:
-                    stream.close()
-                except ValueError:  # closed by its reader thread at the same moment
-                    pass
 
 
 def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
@@ -152,9 +30,9 @@ def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
         return conn.execute(sql, params).fetchall()
 
 
-def test_sign_in_by_link_then_by_code_against_the_real_server(server: Server) -> None:
-    public_url = server.base
-    with httpx.Client(base_url=server.base, trust_env=False, timeout=10) as http:
+def test_sign_in_by_link_then_by_code_against_the_real_server(server: LiveServer) -> None:
+    public_url = server.public_url
+    with httpx.Client(base_url=server.public_url, trust_env=False, timeout=10) as http:
         # --- ask for a link; the email's link comes from configuration, not from the request
         asked = http.post(
             "/auth/magic-link",
