@@ -2,6 +2,13 @@
 -- Secrets are never stored in the clear: link tokens, refresh tokens and challenges as SHA-256,
 -- one-time codes as HMAC-SHA-256 keyed with the server secret.
 
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    checksum   TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+
 CREATE TABLE users (
     id              TEXT PRIMARY KEY,
     email           TEXT NOT NULL UNIQUE,          -- normalised: trimmed, lower case
@@ -133,3 +140,7 @@ CREATE TABLE signing_keys (
     created_at  INTEGER NOT NULL,
     retired_at  INTEGER                            -- stopped signing; published until its tokens expire
 );
+
+-- Recorded here too, so `sqlite3 auth.db < migrations/0001_init.sql` leaves a database the server accepts.
+INSERT OR IGNORE INTO schema_migrations (version, name, checksum, applied_at)
+VALUES (1, 'init', 'by-hand', CAST(strftime('%s', 'now') AS INTEGER));

@@ -1,2 +1,6 @@
 -- Counting active sessions (the active_sessions metric, admin stats) reads only this index.
 CREATE INDEX sessions_active ON sessions (expires_at) WHERE revoked_at IS NULL;
+
+-- Recorded here too, so `sqlite3 auth.db < migrations/0002_add_active_sessions_index.sql` leaves a database the server accepts.
+INSERT OR IGNORE INTO schema_migrations (version, name, checksum, applied_at)
+VALUES (2, 'add_active_sessions_index', 'by-hand', CAST(strftime('%s', 'now') AS INTEGER));

@@ -284,3 +284,16 @@ def test_split_statements_separates_two_statements_on_one_line() -> None:
 def test_split_statements_accepts_a_trailing_block_comment() -> None:
     statements = migrate.split_statements("CREATE TABLE a (x);\n/* the end */\n")
     assert [code_only(s) for s in statements] == ["CREATE TABLE a (x);"]
+
+
+def test_migrations_applied_by_hand_are_accepted_and_completed(tmp_path: Path) -> None:
+    """DESIGN.md: an operator may run `sqlite3 auth.db < migrations/0001_init.sql`. Each file
+    records itself, so the server then applies only what is left and fills in the checksums."""
+    path = tmp_path / "auth.db"
+    known = migrate.discover(migrate.default_dir())
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript(known[0].sql)  # what the sqlite3 program does with the file
+    assert [m.version for m in migrate.apply_to_file(path, known)] == [m.version for m in known[1:]]
+    with closing(sqlite3.connect(path)) as conn:
+        recorded = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+    assert recorded == {m.version: m.checksum for m in known}
