@@ -89,3 +89,15 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def stop_process(process: subprocess.Popen[str], timeout: float = 15) -> None:
+    """Stop a server left running by a test: SIGTERM first, since SIGKILL on the single-file
+    executable's launcher would leave its Python child running; SIGKILL only if that fails."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()

@@ -139,9 +139,13 @@ def serving(tmp_path: Path, extra_config: str = "", host: str = "localhost") -> 
         server.wait_ready()
         yield server
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        if process.poll() is None:  # SIGTERM: a SIGKILLed executable launcher leaves its child running
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
         for stream in (process.stdout, process.stderr):
             if stream is not None and not stream.closed:
                 try:

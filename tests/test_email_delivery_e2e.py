@@ -7,6 +7,7 @@ process can never block on a full pipe."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -23,7 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.helpers import EXECUTABLE, cli, clean_env, free_port
+from tests.helpers import EXECUTABLE, cli, clean_env, free_port, stop_process
 from tests.mailbox import Sink, SlowSink, start_sink, text_of, tls_server_context, write_test_certificate
 
 T = TypeVar("T")
@@ -67,7 +68,10 @@ class Server:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> str:
         """Signal the server, wait for it to exit, and return what it logged."""
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            if sig == signal.SIGKILL:  # a crash kills every process of the server (the executable has two)
+                os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
         self.process.wait(timeout=timeout)
         return self.logs()
 
@@ -89,6 +93,7 @@ def start(tmp_path: Path) -> Iterator[Start]:
                 env=env if env is not None else clean_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so a simulated crash kills it all
             )
         server = Server(process, port, log)
         started.append(server)
@@ -97,9 +102,7 @@ def start(tmp_path: Path) -> Iterator[Start]:
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
+        stop_process(server.process)
 
 
 @pytest.fixture

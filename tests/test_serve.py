@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EXECUTABLE, cli, clean_env, free_port
+from tests.helpers import EXECUTABLE, cli, clean_env, free_port, stop_process
 
 
 class Server:
@@ -71,9 +71,7 @@ def start(tmp_path: Path) -> Iterator[object]:
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.communicate()
+        stop_process(server.process)
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
