@@ -111,7 +111,9 @@ def _parse_email(block: str) -> Email:
 
 
 @contextmanager
-def serving(tmp_path: Path, extra_config: str = "", host: str = "localhost") -> Iterator[LiveServer]:
+def serving(
+    tmp_path: Path, extra_config: str = "", host: str = "localhost", env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
     """Runs the real server (console email, default rate limits, its database in tmp_path) until
     the block ends. `extra_config` is TOML appended to the configuration: whole sections other
     than [server], [database] and [email], e.g. '[ui]\nproduct_name = "Acme"\n'."""
@@ -132,7 +134,7 @@ def serving(tmp_path: Path, extra_config: str = "", host: str = "localhost") -> 
     )
     process = subprocess.Popen(
         [EXECUTABLE, "serve", "--config", str(config)],
-        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, env=clean_env(**(env or {})), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     server = LiveServer(process, port, db, host)
     try:

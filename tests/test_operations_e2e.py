@@ -4,7 +4,9 @@ until it stops, then a clean stop and a restore."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import httpx
 
 from tests.authenticator import SoftAuthenticator
 from tests.helpers import cli, clean_env
+from tests.mailbox import Sink, start_sink, text_of
 from tests.live_server import LiveServer, serving
 
 
@@ -64,3 +67,26 @@ def test_passkey_sign_in_backup_and_restore_against_the_real_server(tmp_path: Pa
     assert restored.returncode == 0, restored.stderr
     assert users_in(tmp_path / "auth.db") == ["ada@example.com"]
     assert list(tmp_path.glob("auth.db.before-restore-*"))
+
+
+def test_magic_link_sign_in_through_a_real_smtp_server(tmp_path: Path) -> None:
+    sink = Sink()
+    controller = start_sink(sink)
+    try:
+        smtp = f'[email.smtp]\nhost = "127.0.0.1"\nport = {controller.port}\nsecurity = "none"\n'
+        with serving(tmp_path, smtp, env={"EMAIL_TRANSPORT": "smtp"}) as server, httpx.Client(
+            base_url=server.public_url, trust_env=False, timeout=10
+        ) as http:
+            assert http.post("/auth/magic-link", json={"email": "ada@example.com"}).status_code == 202
+            deadline = time.monotonic() + 10
+            while not sink.to("ada@example.com") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            [message] = sink.to("ada@example.com")
+            link = re.search(r"token=([A-Za-z0-9_-]+)", text_of(message))
+            assert link, text_of(message)
+            tokens = http.post("/auth/magic-link/verify", json={"token": link.group(1)}).json()
+            me = http.get("/auth/me", headers={"authorization": f"Bearer {tokens['access_token']}"})
+            assert me.json()["email"] == "ada@example.com"
+            assert server.terminate() < 10 and server.process.returncode == 0
+    finally:
+        controller.stop()
