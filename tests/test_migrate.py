@@ -184,7 +184,10 @@ def test_concurrent_apply_to_one_new_file_records_each_migration_once(tmp_path: 
             t.join(timeout=30)
 
         assert errors == []
-        assert sorted(len(r) for r in results) == [0, len(known)]
+        # Each migration is its own transaction, so the two may share the work: between them
+        # they apply each migration exactly once.
+        applied = sorted(m.version for r in results for m in r)
+        assert applied == [m.version for m in known]
         assert [v for v, _, _ in recorded(path)] == [m.version for m in known]
 
 
