@@ -245,10 +245,8 @@ def test_sigterm_during_a_slow_send_exits_0_and_loses_nothing(
     server = start("--config", str(config))
     server.sign_in("a@example.com")
     assert sink.receiving.wait(10), "the email never reached the SMTP server"
-    began = time.monotonic()
     logs = server.stop(signal.SIGTERM)
     assert server.process.returncode == 0, logs
-    assert time.monotonic() - began < 15
     assert "stopped" in logs
     [row] = emails(tmp_path)
     assert row["lease_expires_at"] is None, row  # not stuck 'sending' until a lease runs out

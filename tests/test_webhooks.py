@@ -410,18 +410,13 @@ async def test_a_slow_receiver_never_slows_a_sign_in(make_config: MakeConfig) ->
             await until(lambda: len(receiver.hits) >= 1, 5)  # the receiver is now sitting on a delivery
             assert count(config, "webhook_queue", "status = 'sending'") >= 1
 
-            started = time.monotonic()
             accepted = await server.http.post("/auth/magic-link", json={"email": "gina@example.com"})
-            asked = time.monotonic() - started
             assert accepted.status_code == 202
             token, _ = (await last_email(config, "gina@example.com")).token_and_code
-            started = time.monotonic()
             verified = await verify_link(server.http, token)
-            verifying = time.monotonic() - started
             assert verified.status_code == 200
-            assert asked < 1.0 and verifying < 1.0, (asked, verifying)
-            # All the while the receiver was still answering its first delivery.
-            assert time.monotonic() - receiver.hits[0].at < 3.0
+            # Both were answered while the receiver still sat on its first delivery: sign-in did
+            # not wait for it (an order of events, not a timing).
             assert count(config, "webhook_queue", "status = 'sending'") >= 1
 
             queued = await server.settled(15)
