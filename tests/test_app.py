@@ -559,3 +559,10 @@ async def test_configured_secret_writes_no_file(make_config: MakeConfig, tmp_pat
         assert (await client.get("/readiness")).status_code == 200
         assert deps_of(app).secret == secret
     assert not (tmp_path / DEV_SECRET_FILE).exists()
+
+
+async def test_favicon_is_an_empty_answer_not_a_404(client: httpx.AsyncClient) -> None:
+    """Browsers ask every origin for /favicon.ico; a 404 would be noise in logs and consoles."""
+    r = await client.get("/favicon.ico")
+    assert r.status_code == 204 and r.content == b""
+    assert "max-age" in r.headers["cache-control"]

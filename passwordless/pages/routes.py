@@ -21,6 +21,11 @@ async def theme(request: Request) -> Response:
     return Response(css, media_type="text/css", headers={"cache-control": "public, max-age=300"})
 
 
+async def favicon(request: Request) -> Response:
+    """No icon, said once and cached: browsers ask on every origin, also for /health's JSON."""
+    return Response(status_code=204, headers={"cache-control": "public, max-age=86400"})
+
+
 routes = [
     Route("/", signin.sign_in_page, methods=["GET"]),
     Route("/", signin.send_link, methods=["POST"]),
@@ -32,4 +37,5 @@ routes = [
     Route("/account/sessions/end-others", account.end_other_sessions, methods=["POST"]),
     Route("/account/sign-out", account.sign_out, methods=["POST"]),
     Route("/ui/theme.css", theme, methods=["GET"]),
+    Route("/favicon.ico", favicon, methods=["GET"]),
 ]
