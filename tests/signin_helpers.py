@@ -163,6 +163,11 @@ def claims(access_token: str) -> dict[str, Any]:
     return data
 
 
+def bearer(access_token: str) -> dict[str, str]:
+    """The Authorization header of an access token."""
+    return {"authorization": f"Bearer {access_token}"}
+
+
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
     """The API's one error shape: {"error": {"code", "message"}} as JSON, with this status."""
     assert response.status_code == status, response.text

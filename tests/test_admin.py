@@ -30,7 +30,7 @@ from tests.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
 from tests.helpers import PEER, FakeClock, deps_of, free_port, running
 from tests.signin_helpers import (
-    FILE_MAIL, NO_RATE_LIMITS, assert_error, claims, count, emails_to, request_sign_in, rows, verify_code,
+    FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, count, emails_to, request_sign_in, rows, verify_code,
     verify_link,
 )
 
@@ -119,10 +119,6 @@ def assert_refused(response: httpx.Response) -> None:
     code = response.json().get("error", {}).get("code") if response.status_code == 401 else None
     assert code in ("unauthorized", "invalid_token"), response.text
     assert_error(response, 401, code)
-
-
-def bearer(access_token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {access_token}"}
 
 
 @asynccontextmanager
@@ -663,7 +659,7 @@ async def test_a_dead_email_can_be_retried_and_goes_back_to_pending(make_config:
     """A real dead email: the SMTP server is unreachable, two attempts, then dead."""
     config = make_config(
         NO_RATE_LIMITS + ADMIN_SECTION
-        + f'[email]\ntransport = "smtp"\nmax_attempts = 2\nretry_initial = "1h"\nretry_max = "1h"\n'
+        + '[email]\ntransport = "smtp"\nmax_attempts = 2\nretry_initial = "1h"\nretry_max = "1h"\n'
         + f'[email.smtp]\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"\ntimeout = "2s"\n'
     )
     clock = FakeClock()

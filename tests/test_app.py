@@ -26,6 +26,7 @@ from passwordless import __version__, web
 from passwordless.crypto import DEV_SECRET_FILE
 from passwordless.logs import JsonFormatter, TextFormatter
 from tests.conftest import MakeConfig
+from tests.signin_helpers import assert_error
 from tests.helpers import deps_of, running
 
 pytestmark = pytest.mark.anyio
@@ -106,16 +107,6 @@ def json_log(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
 
 def log_lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
 
 
 def db_file(app: Starlette) -> Path:

@@ -32,7 +32,7 @@ from tests.authenticator import (
 from tests.conftest import MakeConfig
 from tests.helpers import PEER, FakeClock, running
 from tests.signin_helpers import (
-    FILE_MAIL, NO_RATE_LIMITS, assert_error, claims, request_sign_in, rows, verify_link,
+    FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, request_sign_in, rows, verify_link,
 )
 
 pytestmark = pytest.mark.anyio
@@ -70,7 +70,7 @@ class Server:
         return body
 
     async def bearer(self, email: str) -> dict[str, str]:
-        return auth_header((await self.sign_in(email))["access_token"])
+        return bearer((await self.sign_in(email))["access_token"])
 
     async def register_options(self, headers: dict[str, str]) -> dict[str, Any]:
         response = await self.http.post("/auth/passkeys/register/options", json={}, headers=headers)
@@ -149,10 +149,6 @@ class Server:
     def user_id(self, email: str) -> str:
         user_id: str = rows(self.config, "SELECT id FROM users WHERE email = ?", email)[0]["id"]
         return user_id
-
-
-def auth_header(access_token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {access_token}"}
 
 
 @asynccontextmanager
@@ -303,7 +299,7 @@ async def test_a_second_registration_excludes_the_first_credential(server: Serve
 async def test_registration_needs_a_signed_in_user(server: Server) -> None:
     for path in ("/auth/passkeys/register/options", "/auth/passkeys/register/verify"):
         assert_error(await server.http.post(path, json={}), 401, "unauthorized")
-        response = await server.http.post(path, json={}, headers=auth_header("not-a-token"))
+        response = await server.http.post(path, json={}, headers=bearer("not-a-token"))
         assert response.status_code == 401, response.text
         assert response.json()["error"]["code"] in ("unauthorized", "invalid_token")
 
@@ -431,7 +427,7 @@ async def test_sign_in_with_email_lists_the_users_credentials_and_signs_in(serve
     assert stored is not None
     assert stored["sign_count"] == 7
     assert stored["last_used_at"] == int(server.clock())
-    listed = {p["id"]: p for p in await server.passkeys(auth_header(body["access_token"]))}
+    listed = {p["id"]: p for p in await server.passkeys(bearer(body["access_token"]))}
     assert listed[first["id"]]["last_used_at"] == int(server.clock())
     assert all(p["last_used_at"] is None for i, p in listed.items() if i != first["id"])
 
@@ -439,7 +435,7 @@ async def test_sign_in_with_email_lists_the_users_credentials_and_signs_in(serve
     assert len(events) == 1
     assert events[0]["user_id"] == user_id and events[0]["success"] == 1
     assert events[0]["details"]["passkey_id"] == first["id"]
-    assert (await server.me(auth_header(body["access_token"])))["id"] == user_id
+    assert (await server.me(bearer(body["access_token"])))["id"] == user_id
 
 
 async def test_sign_in_without_user_verification_is_amr_hwk_only(server: Server) -> None:

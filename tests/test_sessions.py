@@ -20,7 +20,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from passwordless.config import Config
 from tests.helpers import PEER, FakeClock, running
-from tests.signin_helpers import request_sign_in
+from tests.signin_helpers import bearer, request_sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -87,10 +87,6 @@ def _sid(access_token: str) -> str:
     return sid
 
 
-def _bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
-
-
 def _cookie(value: str, origin: str | None = None) -> dict[str, str]:
     headers = {"cookie": f"{COOKIE}={value}"}
     if origin is not None:
@@ -99,7 +95,7 @@ def _cookie(value: str, origin: str | None = None) -> dict[str, str]:
 
 
 async def _me(client: httpx.AsyncClient, access_token: str) -> int:
-    return (await client.get("/auth/me", headers=_bearer(access_token))).status_code
+    return (await client.get("/auth/me", headers=bearer(access_token))).status_code
 
 
 async def _refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
@@ -246,11 +242,11 @@ async def test_logout_with_bearer_revokes_the_session_before_the_token_expires(
         still = await _sign_in(client, config, "ann@example.com")
         assert await _me(client, signed_in["access_token"]) == 200
 
-        r = await client.post("/auth/logout", headers=_bearer(signed_in["access_token"]))
+        r = await client.post("/auth/logout", headers=bearer(signed_in["access_token"]))
         assert r.status_code == 204
         assert r.content == b""
         clock.advance(10)  # far from the token's exp
-        r = await client.get("/auth/me", headers=_bearer(signed_in["access_token"]))
+        r = await client.get("/auth/me", headers=bearer(signed_in["access_token"]))
         assert r.status_code == 401
         _error_code(r)
         assert (await _refresh(client, signed_in["refresh_token"])).status_code == 401
@@ -293,7 +289,7 @@ async def test_me_describes_the_user(make_config: Callable[..., Config]) -> None
     clock = FakeClock()
     async with running(config, clock=clock) as (_, client):
         signed_in = await _sign_in(client, config, "Ann@Example.com")
-        r = await client.get("/auth/me", headers=_bearer(signed_in["access_token"]))
+        r = await client.get("/auth/me", headers=bearer(signed_in["access_token"]))
         assert r.status_code == 200
         body = r.json()
         assert set(body) == {"id", "email", "created_at", "passkeys"}
@@ -339,9 +335,9 @@ async def test_sessions_lists_the_callers_active_sessions(make_config: Callable[
         two = await _sign_in(client, config, "ann@example.com", user_agent="agent-two/2.0")
         bob = await _sign_in(client, config, "bob@example.com", user_agent="agent-bob/3.0")
         ended = await _sign_in(client, config, "ann@example.com", user_agent="agent-ended/4.0")
-        assert (await client.post("/auth/logout", headers=_bearer(ended["access_token"]))).status_code == 204
+        assert (await client.post("/auth/logout", headers=bearer(ended["access_token"]))).status_code == 204
 
-        r = await client.get("/auth/sessions", headers=_bearer(two["access_token"]))
+        r = await client.get("/auth/sessions", headers=bearer(two["access_token"]))
         assert r.status_code == 200
         sessions = r.json()["sessions"]
         assert {s["id"] for s in sessions} == {_sid(one["access_token"]), _sid(two["access_token"])}
@@ -355,7 +351,7 @@ async def test_sessions_lists_the_callers_active_sessions(make_config: Callable[
         assert by_id[_sid(two["access_token"])]["current"] is True
         assert by_id[_sid(one["access_token"])]["current"] is False
 
-        r = await client.get("/auth/sessions", headers=_bearer(bob["access_token"]))
+        r = await client.get("/auth/sessions", headers=bearer(bob["access_token"]))
         [only] = r.json()["sessions"]
         assert only["id"] == _sid(bob["access_token"])
         assert only["current"] is True and only["user_agent"] == "agent-bob/3.0"
@@ -379,12 +375,12 @@ async def test_ending_another_own_session(make_config: Callable[..., Config]) ->
         phone = await _sign_in(client, config, "ann@example.com")
         laptop_sid = _sid(laptop["access_token"])
 
-        r = await client.delete(f"/auth/sessions/{laptop_sid}", headers=_bearer(phone["access_token"]))
+        r = await client.delete(f"/auth/sessions/{laptop_sid}", headers=bearer(phone["access_token"]))
         assert r.status_code == 204
         assert await _me(client, laptop["access_token"]) == 401
         assert (await _refresh(client, laptop["refresh_token"])).status_code == 401
         assert await _me(client, phone["access_token"]) == 200
-        r = await client.get("/auth/sessions", headers=_bearer(phone["access_token"]))
+        r = await client.get("/auth/sessions", headers=bearer(phone["access_token"]))
         assert [s["id"] for s in r.json()["sessions"]] == [_sid(phone["access_token"])]
 
         [row] = _audit(config, "sessions_revoked")
@@ -399,7 +395,7 @@ async def test_ending_someone_elses_or_an_unknown_session_is_404(make_config: Ca
         ann = await _sign_in(client, config, "ann@example.com")
         bob = await _sign_in(client, config, "bob@example.com")
         for session_id in (_sid(bob["access_token"]), "0190e0b2-0000-7000-8000-000000000000", "nope"):
-            r = await client.delete(f"/auth/sessions/{session_id}", headers=_bearer(ann["access_token"]))
+            r = await client.delete(f"/auth/sessions/{session_id}", headers=bearer(ann["access_token"]))
             assert r.status_code == 404
             assert _error_code(r) == "not_found"
         assert await _me(client, bob["access_token"]) == 200
