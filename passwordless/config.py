@@ -148,7 +148,12 @@ class EmailSettings:
         env="EMAIL_FILE_DIR", example="/var/lib/passwordless/outbox",
     )
     from_address: str = setting(
-        "passwordless <noreply@localhost>", Text(), "The From header.", env="EMAIL_FROM", key="from"
+        "passwordless <noreply@localhost>",
+        Text(
+            'an address such as "Example <auth@example.com>" (the name may be any text, the address ASCII)',
+            r"[^\r\n<>]*<[!-~]+@[!-~]+>|[!-~]+@[!-~]+",
+        ),
+        "The From header.", env="EMAIL_FROM", key="from",
     )
     templates_dir: str = setting(
         "", Text("a folder path"), "Folder of templates that replace the built-in ones.", example="./templates"

@@ -309,7 +309,7 @@ def test_missing_explicit_config_file_is_an_error(three_files: tuple[Path, Path,
             "server.trusted_proxies", '["10.0.0.300"]', "IP address or network", id="network",
         ),
         pytest.param('[server]\nhost = 8080', "server.host", "8080", "a host name or IP address", id="int-for-str"),
-        pytest.param('[email]\nfrom = 42', "email.from", "42", "a string", id="int-for-str-renamed-key"),
+        pytest.param('[email]\nfrom = 42', "email.from", "42", "an address such as", id="int-for-str-renamed-key"),
         pytest.param(
             '[webauthn]\nrp_id = "https://example.com"', "webauthn.rp_id", '"https://example.com"', "a domain name",
             id="domain",
@@ -331,6 +331,7 @@ def test_bad_value_in_file(make_config: MakeConfig, toml: str, key: str, shown: 
         ({"PUBLIC_URL": "ftp://auth.example.com"}, "server.public_url", "an absolute http:// or https:// URL"),
         ({"TRUSTED_PROXIES": "10.0.0.0/8,nonsense"}, "server.trusted_proxies", "IP address or network"),
         ({"ENVIRONMENT": "prod"}, "environment", '"development", "production"'),
+        ({"EMAIL_FROM": "Zoë <zoë@example.com>"}, "email.from", "the address ASCII"),
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )
