@@ -72,8 +72,10 @@ def same(a: bytes, b: bytes) -> bool:
 
 
 def new_id() -> str:
-    """A UUIDv7: time-ordered (milliseconds), with 74 random bits."""
-    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    """A UUIDv7: time-ordered (milliseconds), with 74 random bits. Formatted by hand (every
+    request makes a few; going through uuid.UUID takes twice as long)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -1,11 +1,19 @@
 """What the mail and webhook workers share: lease due rows from a durable queue, work on up to
 `concurrency` of them at once, wake at once when told new work is queued, and on stop let work
-in flight finish for a while, then hand unfinished rows back to the queue."""
+in flight finish for a while, then hand unfinished rows back to the queue.
+
+Sending never waits for the database. The worker leases up to twice `concurrency` rows ahead
+of the free slots, so a slot that frees starts the next row at once; outcomes are recorded
+together, in the same write transaction as the next lease, once the rows leased ahead run
+low (or nothing is left to send). One trip to the writer thread serves many sends."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+from collections import deque
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from passwordless.db import Database
@@ -15,6 +23,11 @@ logger = logging.getLogger(__name__)
 
 IDLE_SECONDS = 30.0  # the longest sleep with nothing due
 STOP_GRACE_SECONDS = 10.0
+
+# How one attempt is recorded, run in the worker's next write transaction; returns the
+# result's metric label ("sent", "retry", "dead").
+Outcome = Callable[[sqlite3.Connection], str]
+RELEASED = "released"  # handed back unsent: no result to count
 
 
 class Queued(Protocol):
@@ -28,26 +41,34 @@ Item = TypeVar("Item", bound=Queued)
 class QueueWorker(Generic[Item]):
     name = "queue"
 
-    def __init__(self, db: Database, clock: Clock, concurrency: int, idle_seconds: float = IDLE_SECONDS) -> None:
-        self.db, self.clock, self.concurrency, self.idle_seconds = db, clock, concurrency, idle_seconds
+    def __init__(
+        self, db: Database, clock: Clock, concurrency: int, lease: float, idle_seconds: float = IDLE_SECONDS
+    ) -> None:
+        self.db, self.clock, self.concurrency, self.lease = db, clock, concurrency, lease
+        self.idle_seconds = idle_seconds
         self._wake = asyncio.Event()
+        self._ahead: deque[tuple[Item, float]] = deque()  # leased, not started: (row, start it before)
         self._in_flight: dict[asyncio.Task[None], str] = {}
+        self._outcomes: list[Outcome] = []
         self._stopping = False
         self._running = False
         self._loop_done = asyncio.Event()
 
-    # What a queue provides.
-    async def claim(self, free: int) -> list[Item]:
+    # What a queue provides. The first three run inside the worker's write transaction.
+    def claim(self, conn: sqlite3.Connection, now: float, limit: int) -> list[Item]:
         raise NotImplementedError
 
-    async def next_due(self) -> float | None:
+    def next_due(self, conn: sqlite3.Connection) -> float | None:
         raise NotImplementedError
 
-    async def release(self, ids: list[str]) -> None:
+    def release(self, conn: sqlite3.Connection, ids: list[str]) -> None:
         raise NotImplementedError
 
-    async def deliver(self, item: Item) -> None:
+    async def deliver(self, item: Item) -> Outcome:
         raise NotImplementedError
+
+    def recorded(self, results: list[str]) -> None:
+        """Outcomes are committed (metrics)."""
 
     async def close(self) -> None:
         return None
@@ -65,28 +86,64 @@ class QueueWorker(Generic[Item]):
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            delay = self.idle_seconds
-            try:
-                free = self.concurrency - len(self._in_flight)
-                if free > 0:
-                    for item in await self.claim(free):
-                        task = asyncio.create_task(self._guarded(item))
-                        self._in_flight[task] = item.id
-                        task.add_done_callback(self._finished)
-                if len(self._in_flight) < self.concurrency:
-                    due = await self.next_due()
-                    if due is not None:
-                        delay = min(self.idle_seconds, max(0.0, due - self.clock()))
-            except Exception:
-                logger.exception("queue_worker_failed", extra={"queue": self.name})
+            delay = await self._round() if self._outcomes or self._wanted() > 0 else self.idle_seconds
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
             except asyncio.TimeoutError:
                 pass
 
+    def _wanted(self) -> int:
+        return 3 * self.concurrency - len(self._in_flight) - len(self._ahead)
+
+    async def _round(self) -> float:
+        """Record the finished outcomes and lease more rows in one transaction; start what the
+        slots can take. Returns how long to sleep unless woken."""
+        outcomes, self._outcomes = self._outcomes, []
+        try:
+            results, items, due = await self.db.write(self._record_and_claim, outcomes, self._wanted())
+        except Exception:
+            self._outcomes[:0] = outcomes  # kept for the next round: a sent row must not be sent again
+            logger.exception("queue_worker_failed", extra={"queue": self.name})
+            return self.idle_seconds
+        self.recorded([r for r in results if r != RELEASED])
+        start_by = self.clock() + self.lease / 2
+        self._ahead.extend((item, start_by) for item in items)
+        self._start_ahead()
+        return self.idle_seconds if due is None else min(self.idle_seconds, max(0.0, due - self.clock()))
+
+    def _record_and_claim(
+        self, conn: sqlite3.Connection, outcomes: list[Outcome], wanted: int
+    ) -> tuple[list[str], list[Item], float | None]:
+        results = [outcome(conn) for outcome in outcomes]
+        items = self.claim(conn, self.clock(), wanted) if wanted > 0 and not self._stopping else []
+        due = self.next_due(conn) if len(items) < wanted else None  # the queue is drained: when to look again
+        return results, items, due
+
+    def _start_ahead(self) -> None:
+        """Fill the free slots from the rows leased ahead. A row whose lease is half gone (the
+        slots were stuck on a slow server) is handed back rather than sent late: another
+        worker may retake it once the lease expires."""
+        now = self.clock()
+        while self._ahead and len(self._in_flight) < self.concurrency and not self._stopping:
+            item, start_by = self._ahead.popleft()
+            if now > start_by:
+                self._outcomes.append(self._released(item.id))
+                continue
+            task = asyncio.create_task(self._guarded(item))
+            self._in_flight[task] = item.id
+            task.add_done_callback(self._finished)
+
+    def _released(self, item_id: str) -> Outcome:
+        def outcome(conn: sqlite3.Connection) -> str:
+            self.release(conn, [item_id])
+            return RELEASED
+
+        return outcome
+
     async def _guarded(self, item: Item) -> None:
         try:
-            await self.deliver(item)
+            outcome = await self.deliver(item)  # not appended in one expression: the list is swapped meanwhile
+            self._outcomes.append(outcome)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in one delivery must not stop the others; the lease retakes it
@@ -94,20 +151,34 @@ class QueueWorker(Generic[Item]):
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
-        self._wake.set()  # a slot is free
+        self._start_ahead()  # the next leased row goes out now, not after a database round
+        if len(self._ahead) < self.concurrency:
+            self._wake.set()  # record the outcomes so far and lease more; until then, one round per many sends
 
     async def stop(self) -> None:
-        """Stop claiming; let work in flight finish, then release what is left to the queue."""
+        """Stop leasing; let work in flight finish, record it, and hand the rest back."""
         self._stopping = True
         self._wake.set()
         if self._running:
-            await self._loop_done.wait()  # a claim under way hands its rows to _in_flight first
+            await self._loop_done.wait()  # a lease under way hands its rows to _ahead first
+        unsent = [item.id for item, _ in self._ahead]
+        self._ahead.clear()
         tasks = list(self._in_flight)
         if tasks:
             _, unfinished = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
-            ids = [self._in_flight[t] for t in unfinished if t in self._in_flight]
+            unsent += [self._in_flight[t] for t in unfinished if t in self._in_flight]
             for task in unfinished:
                 task.cancel()
-            if ids:
-                await self.release(ids)
+        outcomes, self._outcomes = self._outcomes, []
+        if outcomes or unsent:
+            results, _, _ = await self.db.write(self._record_and_release, outcomes, unsent)
+            self.recorded([r for r in results if r != RELEASED])
         await self.close()
+
+    def _record_and_release(
+        self, conn: sqlite3.Connection, outcomes: list[Outcome], unsent: list[str]
+    ) -> tuple[list[str], list[Item], None]:
+        results = [outcome(conn) for outcome in outcomes]
+        if unsent:
+            self.release(conn, unsent)
+        return results, [], None

@@ -87,3 +87,16 @@ def test_each_message_has_its_own_id_and_boundary() -> None:
     assert ids[0] != ids[1]
     boundaries = [re.search(rb'boundary="([^"]+)"', data)[1] for data in (first, second)]  # type: ignore[index]
     assert boundaries[0] != boundaries[1]
+
+
+def test_plain_ascii_bodies_travel_readable_and_others_encoded() -> None:
+    readable = build_message("auth@example.com", queued())
+    assert b"Content-Transfer-Encoding: 7bit" in readable and b"token=abc" in readable
+    for body in ("no line break at the end", "blank lines at the end\n\n", ".\n..\n"):
+        assert parse(build_message("auth@example.com", queued(text=body))).get_body(  # type: ignore[union-attr]
+            preferencelist=("plain",)
+        ).get_content() == body
+    for body in ("Grüße\n", "line " + "x" * 1200 + "\n", "a boundary-like =_ text\n"):
+        data = build_message("auth@example.com", queued(text=body))
+        assert b"Content-Transfer-Encoding: base64" in data
+        assert parse(data).get_body(preferencelist=("plain",)).get_content() == body  # type: ignore[union-attr]

@@ -708,7 +708,7 @@ class GatedDatabase:
 
     async def write(self, fn: Any, *args: Any) -> Any:
         result = await self.db.write(fn, *args)
-        if fn is queue.claim and self.armed and result:
+        if getattr(fn, "__name__", "") == "_record_and_claim" and self.armed and result[1]:  # rows leased
             self.armed = False
             self.claimed.set()
             await self.gate.wait()

@@ -6,6 +6,7 @@ a sign-in."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import urllib.error
@@ -17,7 +18,7 @@ from passwordless.db import Database
 from passwordless.deps import Clock
 from passwordless.mail.worker import backoff
 from passwordless.metrics import Metrics
-from passwordless.queue_worker import QueueWorker
+from passwordless.queue_worker import Outcome, QueueWorker
 from passwordless.webhooks import store
 from passwordless.webhooks.signing import signature
 from passwordless.webhooks.store import Delivery
@@ -46,28 +47,31 @@ class WebhookWorker(QueueWorker[Delivery]):
     name = "webhook"
 
     def __init__(self, db: Database, config: Config, clock: Clock, metrics: Metrics) -> None:
-        super().__init__(db, clock, concurrency=4, idle_seconds=POLL_SECONDS)
+        super().__init__(db, clock, 4, config.email.lease, idle_seconds=POLL_SECONDS)
         self.config, self.metrics = config, metrics
         self.secrets = {store.hook_key(hook): hook.secret for hook in config.webhooks}
         self._opener = urllib.request.build_opener(_NoRedirects)
 
-    async def claim(self, free: int) -> list[Delivery]:
-        return await self.db.write(store.claim, self.clock(), self.config.email.lease, free)
+    def claim(self, conn: sqlite3.Connection, now: float, limit: int) -> list[Delivery]:
+        return store.claim(conn, now, self.config.email.lease, limit)
 
-    async def next_due(self) -> float | None:
-        return await self.db.read(store.next_due)
+    def next_due(self, conn: sqlite3.Connection) -> float | None:
+        return store.next_due(conn)
 
-    async def release(self, ids: list[str]) -> None:
-        await self.db.write(store.release, ids)
+    def release(self, conn: sqlite3.Connection, ids: list[str]) -> None:
+        store.release(conn, ids)
 
-    async def deliver(self, delivery: Delivery) -> None:
+    def recorded(self, results: list[str]) -> None:
+        for result in results:
+            self.metrics.webhook_deliveries.labels(result).inc()
+
+    async def deliver(self, delivery: Delivery) -> Outcome:
         try:
             await asyncio.to_thread(self._post, delivery)
         except Refused as exc:
             final = exc.final or delivery.attempts >= self.config.email.max_attempts
-            await self._record(delivery, "dead" if final else "retry", str(exc))
-        else:
-            await self._record(delivery, "sent", "")
+            return functools.partial(self._outcome, delivery=delivery, result="dead" if final else "retry", error=str(exc))
+        return functools.partial(self._outcome, delivery=delivery, result="sent", error="")
 
     def _post(self, delivery: Delivery) -> None:
         if delivery.hook_key not in self.secrets:
@@ -92,11 +96,7 @@ class WebhookWorker(QueueWorker[Delivery]):
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise Refused(f"{type(exc).__name__}: {exc}", final=False) from None
 
-    async def _record(self, delivery: Delivery, result: str, error: str) -> None:
-        await self.db.write(self._outcome, delivery, result, error)
-        self.metrics.webhook_deliveries.labels(result).inc()
-
-    def _outcome(self, conn: sqlite3.Connection, delivery: Delivery, result: str, error: str) -> None:
+    def _outcome(self, conn: sqlite3.Connection, delivery: Delivery, result: str, error: str) -> str:
         now = self.clock()
         if result == "sent":
             store.mark_sent(conn, delivery.id, now)
@@ -108,3 +108,4 @@ class WebhookWorker(QueueWorker[Delivery]):
             details = {"webhook_id": delivery.id, "url": delivery.url, "error": error[:200]}
             audit.record(conn, audit.AuditEvent("webhook_dead", False, details=details), now)
             logger.warning("webhook_dead", extra={"webhook_id": delivery.id, "error": error[:200]})
+        return result
