@@ -8,7 +8,6 @@ import logging
 import os
 import secrets
 import time
-import uuid
 from pathlib import Path
 
 logger = logging.getLogger(__name__)

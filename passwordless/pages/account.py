@@ -10,7 +10,7 @@ from starlette.responses import RedirectResponse, Response
 
 from passwordless.errors import ApiError
 from passwordless.magic_link.rules import browser_name
-from passwordless.pages.render import alert, page, text
+from passwordless.pages.render import page, text
 from passwordless.pages.signin import form_fields
 from passwordless.passkeys import service as passkeys
 from passwordless.sessions import service as sessions
