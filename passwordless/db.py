@@ -18,7 +18,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -37,11 +36,40 @@ class DatabaseClosed(Exception):
 
 
 class _Job:
-    __slots__ = ("unit", "future")
+    """A unit of work and the future its caller awaits. The future belongs to the caller's event
+    loop: database threads settle it through `_deliver`, never directly."""
 
-    def __init__(self, unit: Unit) -> None:
+    __slots__ = ("unit", "loop", "future")
+
+    def __init__(self, unit: Unit, loop: asyncio.AbstractEventLoop) -> None:
         self.unit = unit
-        self.future: Future[Any] = Future()
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+
+Outcome = tuple[_Job, bool, Any]  # the job, whether it succeeded, its result or exception
+
+
+def _deliver(outcomes: list[Outcome]) -> None:
+    """Hand outcomes to their event loops: one wake-up per loop for a whole committed group."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, mine in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, mine)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    for job, ok, value in outcomes:
+        if job.future.done():  # the caller was cancelled: the work was done, its outcome is unread
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
 
 
 Jobs = queue.SimpleQueue[_Job | None]
@@ -97,12 +125,12 @@ class _Reader(threading.Thread):
                 try:
                     self.conn.execute("BEGIN")
                     try:
-                        job.future.set_result(job.unit(self.conn))
+                        outcome: Outcome = (job, True, job.unit(self.conn))
                     finally:
                         self.conn.execute("COMMIT")
                 except BaseException as exc:  # handed to the awaiting task
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                    outcome = (job, False, exc)
+                _deliver([outcome])
         finally:
             self.conn.close()
 
@@ -144,7 +172,7 @@ class _Writer(threading.Thread):
         or a unit made SQLite abandon it) run each job again alone, so only the guilty one fails:
         a unit may therefore run twice, its first run leaving no trace."""
         conn = self.conn
-        outcomes: list[tuple[_Job, bool, Any]] = []
+        outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in group:
@@ -160,10 +188,9 @@ class _Writer(threading.Thread):
                 for job in group:
                     self._commit_group([job])
             else:
-                group[0].future.set_exception(exc.cause if isinstance(exc, _Abandoned) else exc)
+                _deliver([(group[0], False, exc.cause if isinstance(exc, _Abandoned) else exc)])
             return
-        for job, ok, value in outcomes:
-            job.future.set_result(value) if ok else job.future.set_exception(value)
+        _deliver(outcomes)
 
     def _run_unit(self, job: _Job) -> tuple[bool, Any]:
         conn = self.conn
@@ -190,6 +217,7 @@ class Database:
         self._readers = [
             _Reader(f"db-reader-{i}", connect(path, read_only=True), self._read_jobs) for i in range(readers)
         ]
+        self._inline = connect(path, read_only=True)  # used only on the event loop's thread: see lookup
         self._closed = False
         for thread in [self._writer, *self._readers]:
             thread.start()
@@ -211,18 +239,30 @@ class Database:
         """Run `fn(conn, …)` on a read-only connection, in one consistent snapshot."""
         return await self._submit(self._read_jobs, lambda conn: fn(conn, *args, **kwargs))
 
+    def lookup(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn(conn, …)` right here, on the event loop's thread, in one read snapshot: for a
+        few lookups by key, such as finding the session behind each authenticated request,
+        where a hop to a reader thread costs several times the lookup itself. In WAL mode a
+        reader never waits for the writer. Anything that may scan goes to `read`."""
+        if self._closed:
+            raise DatabaseClosed("the database is closed")
+        conn = self._inline
+        conn.execute("BEGIN")
+        try:
+            return fn(conn, *args, **kwargs)
+        finally:
+            conn.execute("COMMIT")
+
     def writer_alive(self) -> bool:
         return not self._closed and self._writer.is_alive()
 
     async def _submit(self, jobs: Jobs, unit: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise DatabaseClosed("the database is closed")
-        job = _Job(unit)
+        job = _Job(unit, asyncio.get_running_loop())
         jobs.put(job)
-        done = asyncio.wrap_future(job.future)
         # If the awaiting task is cancelled the job still runs; its outcome is then unread.
-        done.add_done_callback(lambda f: f.cancelled() or f.exception())
-        result: T = await asyncio.shield(done)
+        result: T = await job.future
         return result
 
     async def close(self) -> None:
@@ -241,6 +281,7 @@ class Database:
     def _join(self) -> None:
         for thread in [self._writer, *self._readers]:
             thread.join()
+        self._inline.close()
         # With every reader gone the checkpoint can move the whole WAL into the main file.
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:

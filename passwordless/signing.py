@@ -4,6 +4,8 @@ exp, so a token of another kind, another algorithm or another issuer is never ac
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from collections.abc import Sequence
@@ -63,6 +65,10 @@ def generate_key(algorithm: str, now: float) -> SigningKey:
 
 
 class Signer:
+    """Signs and verifies access tokens with PyJWT's algorithm objects, the token's three
+    segments handled here: jwt.encode and jwt.decode re-parse the header, re-check the key's
+    form and merge options on every call, which cost more than the signature itself."""
+
     def __init__(
         self, *, algorithm: str, secret: str, issuer: str, audience: str, access_ttl: float
     ) -> None:
@@ -70,13 +76,17 @@ class Signer:
         self.issuer = issuer
         self.audience = audience
         self.access_ttl = int(access_ttl)
+        self._algorithm = jwt.get_algorithm_by_name(algorithm)
         self._signing: tuple[str, Any] = ("", None)
+        self._signing_header = ""
         self._verifying: dict[str, Any] = {}
+        self._headers: dict[str, Any] = {}  # header segments seen to name a key of ours → that key
         self._jwks: list[dict[str, Any]] = []
         if algorithm == "HS256":
             kid = "hs256-" + hashlib.sha256(secret.encode()).hexdigest()[:16]
-            self._signing = (kid, secret.encode())
-            self._verifying = {kid: secret.encode()}
+            key = self._algorithm.prepare_key(secret.encode())
+            self._sign_with(kid, key)
+            self._verifying = {kid: key}
 
     def use_keys(self, keys: Sequence[SigningKey]) -> None:
         """Sign with the newest unretired key; verify with every published one."""
@@ -85,15 +95,20 @@ class Signer:
         if not current:
             raise ValueError(f"no current {self.algorithm} signing key")
         newest = max(current, key=lambda k: (k.created_at, k.kid))
-        self._signing = (newest.kid, serialization.load_pem_private_key(newest.private_pem.encode(), None))
+        self._sign_with(newest.kid, serialization.load_pem_private_key(newest.private_pem.encode(), None))
         self._verifying = {k.kid: jwt.PyJWK(k.public_jwk, self.algorithm).key for k in mine}
+        self._headers = {}
         self._jwks = [k.public_jwk for k in mine]
+
+    def _sign_with(self, kid: str, key: Any) -> None:
+        header = {"alg": self.algorithm, "kid": kid, "typ": TOKEN_TYPE}
+        self._signing = (kid, key)
+        self._signing_header = _b64(json.dumps(header, separators=(",", ":")).encode())
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": list(self._jwks)}
 
     def issue(self, *, user_id: str, session_id: str, email: str, amr: Sequence[str], now: float) -> str:
-        kid, key = self._signing
         claims = {
             "iss": self.issuer,
             "aud": self.audience,
@@ -105,28 +120,69 @@ class Signer:
             "exp": int(now) + self.access_ttl,
             "jti": new_id(),
         }
-        return jwt.encode(claims, key, algorithm=self.algorithm, headers={"typ": TOKEN_TYPE, "kid": kid})
+        signing_input = f"{self._signing_header}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}"
+        signature = self._algorithm.sign(signing_input.encode(), self._signing[1])
+        return f"{signing_input}.{_b64(signature)}"
 
     def verify(self, token: str, now: float) -> AccessClaims:
+        signing_input, _, signature = token.rpartition(".")
+        header, _, payload = signing_input.partition(".")
         try:
-            header = jwt.get_unverified_header(token)
-            key = self._verifying.get(header.get("kid", ""))
-            if key is None or header.get("typ") != TOKEN_TYPE:
-                raise InvalidAccessToken("unknown key or not an access token")
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[self.algorithm],
-                audience=self.audience,
-                issuer=self.issuer,
-                options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_iat": False},
-            )
-        except jwt.PyJWTError as exc:
+            key = self._key_for(header)
+            if not self._algorithm.verify(signing_input.encode(), key, _unb64(signature)):
+                raise InvalidAccessToken("bad signature")
+            claims = json.loads(_unb64(payload))
+        except (ValueError, TypeError) as exc:  # bad base64, JSON or signature encoding
             raise InvalidAccessToken(str(exc)) from None
-        if not isinstance(claims["exp"], int) or claims["exp"] <= now:
+        return self._checked(claims, now)
+
+    def _key_for(self, header: str) -> Any:
+        """The key a header segment names, if it is one of ours for our algorithm and says the
+        token is an access token. Tokens of one key share one header segment, so the answer
+        is kept (a bounded number: anyone may send variations)."""
+        key = self._headers.get(header)
+        if key is not None:
+            return key
+        fields = json.loads(_unb64(header))
+        if not isinstance(fields, dict) or fields.get("alg") != self.algorithm or fields.get("typ") != TOKEN_TYPE:
+            raise InvalidAccessToken("not an access token of this server's algorithm")
+        kid = fields.get("kid")
+        key = self._verifying.get(kid) if isinstance(kid, str) else None
+        if key is None or fields.get("crit") is not None:
+            raise InvalidAccessToken("unknown key")
+        if len(self._headers) >= 16:
+            self._headers.clear()
+        self._headers[header] = key
+        return key
+
+    def _checked(self, claims: object, now: float) -> AccessClaims:
+        if not isinstance(claims, dict) or any(name not in claims for name in REQUIRED_CLAIMS):
+            raise InvalidAccessToken("missing claims")
+        audience = claims["aud"]
+        if claims["iss"] != self.issuer or not (
+            audience == self.audience or (isinstance(audience, list) and self.audience in audience)
+        ):
+            raise InvalidAccessToken("another issuer or audience")
+        expires_at = claims["exp"]
+        if not isinstance(expires_at, int) or isinstance(expires_at, bool) or expires_at <= now:
             raise InvalidAccessToken("expired")
+        not_before = claims.get("nbf")
+        if not_before is not None and (not isinstance(not_before, (int, float)) or not_before > now):
+            raise InvalidAccessToken("not valid yet")
         amr = claims.get("amr", [])
         return AccessClaims(
             str(claims["sub"]), str(claims["sid"]), str(claims.get("email", "")),
-            tuple(str(a) for a in amr) if isinstance(amr, list) else (), claims["exp"],
+            tuple(str(a) for a in amr) if isinstance(amr, list) else (), expires_at,
         )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    """Strict base64url without padding: any other character is refused, not skipped."""
+    if not text.isascii() or "=" in text or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    standard = text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)
+    return binascii.a2b_base64(standard, strict_mode=True)

@@ -162,6 +162,17 @@ FORGERIES: dict[str, Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], 
     "refresh token as bearer": lambda h, c, s: str(s["refresh_token"]),
     "signature bytes altered": lambda h, c, s: _flip_signature(str(s["access_token"])),
     "signature removed": lambda h, c, s: str(s["access_token"]).rpartition(".")[0] + ".",
+    "missing jti": lambda h, c, s: _hs256(h, _without(c, "jti"), KEY),
+    "exp true": lambda h, c, s: _hs256(h, {**c, "exp": True}, KEY),
+    "nbf in the future": lambda h, c, s: _hs256(h, {**c, "nbf": c["exp"] + 3600}, KEY),
+    "claims a list": lambda h, c, s: _b64(json.dumps(h).encode()) + "." + _b64(b"[1]") + "." + _b64(
+        hmac.new(KEY, (_b64(json.dumps(h).encode()) + "." + _b64(b"[1]")).encode(), hashlib.sha256).digest()
+    ),
+    "header not JSON": lambda h, c, s: "bm90IGpzb24." + str(s["access_token"]).split(".", 1)[1],
+    "padding in the signature": lambda h, c, s: str(s["access_token"]) + "=",
+    "a fourth segment": lambda h, c, s: str(s["access_token"]) + ".e30",
+    "non-alphabet characters": lambda h, c, s: str(s["access_token"]).replace(".", ".*", 1),
+    "crit header": lambda h, c, s: _hs256({**h, "crit": ["exp"]}, c, KEY),
 }
 
 

@@ -119,7 +119,7 @@ async def _principal(deps: Deps, session_id: str, via: str) -> Principal:
         session = store.active(conn, session_id, now)
         return users.by_id(conn, session.user_id) if session else None
 
-    user = await deps.db.read(look_up)
+    user = deps.db.lookup(look_up)  # on every authenticated request: by key, no thread hop
     if user is None:
         raise ApiError(401, "invalid_token", "This session has ended; sign in again.")
     return Principal(user, session_id, via)
@@ -130,7 +130,7 @@ def cookie_value(deps: Deps, session_id: str) -> str:
 
 
 async def me(deps: Deps, principal: Principal) -> Me:
-    count = await deps.db.read(passkeys.count_for_user, principal.user.id)
+    count = deps.db.lookup(passkeys.count_for_user, principal.user.id)
     return Me(principal.user, count)
 
 
