@@ -240,18 +240,14 @@ class Database:
         return await self._submit(self._read_jobs, lambda conn: fn(conn, *args, **kwargs))
 
     def lookup(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run `fn(conn, …)` right here, on the event loop's thread, in one read snapshot: for a
-        few lookups by key, such as finding the session behind each authenticated request,
-        where a hop to a reader thread costs several times the lookup itself. In WAL mode a
-        reader never waits for the writer. Anything that may scan goes to `read`."""
+        """Run `fn(conn, …)` right here, on the event loop's thread: for a lookup by key, such as
+        finding the session behind each authenticated request, where a hop to a reader thread
+        costs several times the lookup itself. In WAL mode a reader never waits for the writer.
+        Each statement sees the latest commit (no transaction spans them: statements that must
+        agree belong in one statement, or in `read`). Anything that may scan goes to `read`."""
         if self._closed:
             raise DatabaseClosed("the database is closed")
-        conn = self._inline
-        conn.execute("BEGIN")
-        try:
-            return fn(conn, *args, **kwargs)
-        finally:
-            conn.execute("COMMIT")
+        return fn(self._inline, *args, **kwargs)
 
     def writer_alive(self) -> bool:
         return not self._closed and self._writer.is_alive()
@@ -270,7 +266,7 @@ class Database:
         if self._closed:
             return
         try:
-            await self._submit(self._write_jobs, _optimize)
+            await self._submit(self._write_jobs, _nothing)  # runs after every write queued before it
         finally:
             self._closed = True
             self._write_jobs.put(_STOP)
@@ -291,8 +287,10 @@ class Database:
             conn.close()
 
 
-def _optimize(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA optimize")
+def _nothing(conn: sqlite3.Connection) -> None:
+    """No PRAGMA optimize here: run when the tables were nearly empty (the first stops), its
+    statistics told the planner the queue held one row, and it then scanned the whole queue
+    on every claim once the queue had grown. The planner's defaults suit these tables."""
 
 
 def delete_where(

@@ -3,11 +3,13 @@ request id of the request it belongs to. Callers put context in `extra`, never a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 import sys
+import time
 from contextvars import ContextVar
-from datetime import datetime, timezone
 from typing import TextIO
 
 # The id of the request being served; a ContextVar is per task, so concurrent requests never mix.
@@ -30,8 +32,13 @@ def _extras(record: logging.LogRecord) -> dict[str, object]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    second = int(record.created)
+    return f"{_second(second)}.{int((record.created - second) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,9 +59,12 @@ def _one_line(value: object) -> str:
     """A value as it may stand in a text log line: quoted and escaped if it holds a space, a
     quote or a control character, so a request can never start a forged line."""
     text = str(value)
-    if text and all(c.isprintable() and c not in ' "=' for c in text):
+    if _PLAIN.fullmatch(text) or (text and all(c.isprintable() and c not in ' "=' for c in text)):
         return text
     return json.dumps(text)
+
+
+_PLAIN = re.compile(r"[!#-<>-~]+")  # printable ASCII but space, '"' and '=': the common case, checked at once
 
 
 class TextFormatter(logging.Formatter):
@@ -75,6 +85,10 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+    # No formatter here prints the caller's file and line, thread or process: not looking them
+    # up for every record saves a stack walk per access-log line (the logging HOWTO's advice).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True

@@ -8,8 +8,10 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
+from typing import Any
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,15 +26,16 @@ access_logger = logging.getLogger("passwordless.access")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _HTML_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    b"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
-_SECURITY_HEADERS = {
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
-}
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+_HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 
 
 class RequestContext:
@@ -45,9 +48,10 @@ class RequestContext:
         metrics: Metrics,
     ) -> None:
         self.app = app
-        self.hsts = hsts
+        self.defaults = _SECURITY_HEADERS + ((_HSTS,) if hsts else ())
         self.trusted_proxies = trusted_proxies
         self.metrics = metrics
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # labels → (counter, histogram)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +66,7 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                self._add_headers(MutableHeaders(scope=message), rid)
+                message["headers"] = self._with_headers(message.get("headers", ()), rid)
             await send(message)
 
         try:
@@ -79,21 +83,28 @@ class RequestContext:
             self._count(scope, status, elapsed)
             request_id.reset(token)
 
-    def _add_headers(self, headers: MutableHeaders, rid: str) -> None:
-        for name, value in _SECURITY_HEADERS.items():
-            headers.setdefault(name, value)
-        headers["x-request-id"] = rid
-        if self.hsts:
-            headers.setdefault("strict-transport-security", "max-age=63072000; includeSubDomains")
-        if headers.get("content-type", "").startswith("text/html"):
-            headers.setdefault("content-security-policy", _HTML_CSP)
+    def _with_headers(self, headers: Iterable[tuple[bytes, bytes]], rid: str) -> list[tuple[bytes, bytes]]:
+        """The response's headers plus ours: the security defaults where the route set none,
+        the request id, and the page policy on HTML."""
+        result = [(name, value) for name, value in headers if name.lower() != b"x-request-id"]
+        present = {name.lower(): value for name, value in result}
+        result.extend(header for header in self.defaults if header[0] not in present)
+        result.append((b"x-request-id", rid.encode("latin-1")))
+        if present.get(b"content-type", b"").startswith(b"text/html") and b"content-security-policy" not in present:
+            result.append((b"content-security-policy", _HTML_CSP))
+        return result
 
     def _count(self, scope: Scope, status: int, elapsed: float) -> None:
         # The route template ("/auth/sessions/{id}") the router matched, so labels stay bounded.
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         labels = (scope["method"] if scope["method"] in _METHODS else "other", route, str(status or 500))
-        self.metrics.http_requests.labels(*labels).inc()
-        self.metrics.http_duration.labels(*labels).observe(elapsed)
+        series = self._series.get(labels)
+        if series is None:  # labels() takes a lock and builds a key: once per series, not per request
+            series = self._series[labels] = (
+                self.metrics.http_requests.labels(*labels), self.metrics.http_duration.labels(*labels)
+            )
+        series[0].inc()
+        series[1].observe(elapsed)
 
     def _log_access(self, scope: Scope, status: int, elapsed: float) -> None:
         # The path only: a query string can carry a sign-in token.

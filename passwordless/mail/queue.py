@@ -33,24 +33,30 @@ class QueuedEmail:
 def claim(conn: sqlite3.Connection, now: float, lease: float, limit: int) -> list[QueuedEmail]:
     """Lease due emails in one transaction, so two workers never take the same row; a lease
     left behind by a crash expires and the row is taken again (those first)."""
-    # Two index searches, then an update by id: one statement with an OR, or with both
-    # searches as a subquery, sorts or copies the whole due part of the queue on every call.
-    # The caller's write transaction (BEGIN IMMEDIATE) keeps other processes out meanwhile.
+    # Two index searches, then an update of each row by its key: a single statement (with an
+    # OR, or the searches as a subquery) sorted or copied the whole due part of the queue on
+    # every call, and with statistics from a near-empty queue even `id IN (…)` scanned it.
+    # INDEXED BY keeps the searches on the index whatever the statistics say. The caller's
+    # write transaction (BEGIN IMMEDIATE) keeps other processes out meanwhile.
     ids = [r[0] for r in conn.execute(
-        "SELECT id FROM email_queue WHERE status = 'sending' AND lease_expires_at <= ? LIMIT ?", (now, limit)
+        "SELECT id FROM email_queue INDEXED BY email_queue_due WHERE status = 'sending' AND lease_expires_at <= ?"
+        " LIMIT ?",
+        (now, limit),
     )]
     if len(ids) < limit:
         ids += [r[0] for r in conn.execute(
-            "SELECT id FROM email_queue WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+            "SELECT id FROM email_queue INDEXED BY email_queue_due"
+            " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
             (now, limit - len(ids)),
         )]
-    if not ids:
-        return []
-    rows = conn.execute(
-        "UPDATE email_queue SET status = 'sending', attempts = attempts + 1, last_attempt_at = ?, lease_expires_at = ?"
-        f" WHERE id IN ({', '.join('?' * len(ids))}) RETURNING id, to_address, subject, body_text, body_html, attempts",
-        (int(now), now + lease, *ids),
-    ).fetchall()
+    rows = [
+        conn.execute(
+            "UPDATE email_queue SET status = 'sending', attempts = attempts + 1, last_attempt_at = ?, lease_expires_at = ?"
+            " WHERE id = ? RETURNING id, to_address, subject, body_text, body_html, attempts",
+            (int(now), now + lease, row_id),
+        ).fetchone()
+        for row_id in ids
+    ]
     return [QueuedEmail(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5]) for r in rows]
 
 

@@ -115,11 +115,7 @@ async def authenticate_cookie(deps: Deps, cookie: str) -> Principal:
 async def _principal(deps: Deps, session_id: str, via: str) -> Principal:
     now = deps.clock()
 
-    def look_up(conn: sqlite3.Connection) -> User | None:
-        session = store.active(conn, session_id, now)
-        return users.by_id(conn, session.user_id) if session else None
-
-    user = deps.db.lookup(look_up)  # on every authenticated request: by key, no thread hop
+    user = deps.db.lookup(store.active_user, session_id, now)  # on every authenticated request: by key, no thread hop
     if user is None:
         raise ApiError(401, "invalid_token", "This session has ended; sign in again.")
     return Principal(user, session_id, via)

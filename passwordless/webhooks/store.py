@@ -51,24 +51,30 @@ def enqueue(
 def claim(conn: sqlite3.Connection, now: float, lease: float, limit: int) -> list[Delivery]:
     """Lease due rows: those a crash left behind with an expired lease first, then the
     longest due."""
-    # Two index searches, then an update by id: one statement with an OR, or with both
-    # searches as a subquery, sorts or copies the whole due part of the queue on every call.
-    # The caller's write transaction (BEGIN IMMEDIATE) keeps other processes out meanwhile.
+    # Two index searches, then an update of each row by its key: a single statement (with an
+    # OR, or the searches as a subquery) sorted or copied the whole due part of the queue on
+    # every call, and with statistics from a near-empty queue even `id IN (…)` scanned it.
+    # INDEXED BY keeps the searches on the index whatever the statistics say. The caller's
+    # write transaction (BEGIN IMMEDIATE) keeps other processes out meanwhile.
     ids = [r[0] for r in conn.execute(
-        "SELECT id FROM webhook_queue WHERE status = 'sending' AND lease_expires_at <= ? LIMIT ?", (now, limit)
+        "SELECT id FROM webhook_queue INDEXED BY webhook_queue_due WHERE status = 'sending' AND lease_expires_at <= ?"
+        " LIMIT ?",
+        (now, limit),
     )]
     if len(ids) < limit:
         ids += [r[0] for r in conn.execute(
-            "SELECT id FROM webhook_queue WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+            "SELECT id FROM webhook_queue INDEXED BY webhook_queue_due"
+            " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
             (now, limit - len(ids)),
         )]
-    if not ids:
-        return []
-    rows = conn.execute(
-        "UPDATE webhook_queue SET status = 'sending', attempts = attempts + 1, last_attempt_at = ?, lease_expires_at = ?"
-        f" WHERE id IN ({', '.join('?' * len(ids))}) RETURNING id, url, payload, attempts, hook_key",
-        (int(now), now + lease, *ids),
-    ).fetchall()
+    rows = [
+        conn.execute(
+            "UPDATE webhook_queue SET status = 'sending', attempts = attempts + 1, last_attempt_at = ?, lease_expires_at = ?"
+            " WHERE id = ? RETURNING id, url, payload, attempts, hook_key",
+            (int(now), now + lease, row_id),
+        ).fetchone()
+        for row_id in ids
+    ]
     return [Delivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
