@@ -66,8 +66,9 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
             yield
         logger.info("stopped")
 
+    # The router tries each route in turn: the API that every signed-in request hits first.
     routes: list[BaseRoute] = [
-        *health.routes, *magic_link.routes, *sessions.routes, *passkeys.routes, *pages.routes, *admin.routes,
+        *sessions.routes, *magic_link.routes, *passkeys.routes, *health.routes, *pages.routes, *admin.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(

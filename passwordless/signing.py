@@ -21,6 +21,7 @@ from passwordless.crypto import new_id
 
 TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "exp", "iat", "jti"]
+VERIFIED_TOKENS_KEPT = 10_000  # about 5 MB at most
 
 
 class InvalidAccessToken(Exception):
@@ -81,6 +82,7 @@ class Signer:
         self._signing_header = ""
         self._verifying: dict[str, Any] = {}
         self._headers: dict[str, Any] = {}  # header segments seen to name a key of ours → that key
+        self._verified: dict[str, AccessClaims] = {}
         self._jwks: list[dict[str, Any]] = []
         if algorithm == "HS256":
             kid = "hs256-" + hashlib.sha256(secret.encode()).hexdigest()[:16]
@@ -97,7 +99,7 @@ class Signer:
         newest = max(current, key=lambda k: (k.created_at, k.kid))
         self._sign_with(newest.kid, serialization.load_pem_private_key(newest.private_pem.encode(), None))
         self._verifying = {k.kid: jwt.PyJWK(k.public_jwk, self.algorithm).key for k in mine}
-        self._headers = {}
+        self._headers, self._verified = {}, {}
         self._jwks = [k.public_jwk for k in mine]
 
     def _sign_with(self, kid: str, key: Any) -> None:
@@ -125,6 +127,20 @@ class Signer:
         return f"{signing_input}.{_b64(signature)}"
 
     def verify(self, token: str, now: float) -> AccessClaims:
+        """The claims of a valid, current access token. A client sends the same token with each
+        request until it expires, so tokens whose signature checked out are remembered (a
+        bounded number, forgotten when the keys change); expiry is checked on every use."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify_signature_and_claims(token, now)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[token] = claims
+        elif claims.expires_at <= now:
+            raise InvalidAccessToken("expired")
+        return claims
+
+    def _verify_signature_and_claims(self, token: str, now: float) -> AccessClaims:
         signing_input, _, signature = token.rpartition(".")
         header, _, payload = signing_input.partition(".")
         try:

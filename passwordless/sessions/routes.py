@@ -72,9 +72,9 @@ async def jwks(request: Request) -> Response:
 
 
 routes = [
+    Route("/auth/me", me, methods=["GET"]),
     Route("/auth/refresh", refresh, methods=["POST"]),
     Route("/auth/logout", logout, methods=["POST"]),
-    Route("/auth/me", me, methods=["GET"]),
     Route("/auth/sessions", list_sessions, methods=["GET"]),
     Route("/auth/sessions/{id}", end_session, methods=["DELETE"]),
     Route("/.well-known/jwks.json", jwks, methods=["GET"]),
