@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,7 +57,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming_request_id(scope) or uuid.uuid4().hex
+        rid = _incoming_request_id(scope) or os.urandom(16).hex()
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 0

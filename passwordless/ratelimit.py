@@ -3,6 +3,7 @@ The per-email limit is counted from stored sign-in tickets instead, so it surviv
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from passwordless.config_kinds import Rate
@@ -30,6 +31,7 @@ class RateLimiter:
         self._next_free = {k: v for k, v in self._next_free.items() if v > now}
 
 
+@functools.lru_cache(maxsize=4096)  # parsed on every limited request; clients come back
 def client_key(ip: str) -> str:
     """IPv4 addresses count alone; IPv6 clients are grouped by /64 (one subscriber's network)."""
     try:
