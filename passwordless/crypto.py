@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -45,9 +47,35 @@ def load_or_create_dev_secret(data_dir: Path) -> str:
     return secret
 
 
+class _RandomPool(threading.local):
+    """Bytes from the kernel's CSPRNG (os.urandom), fetched 4 KB at a time and each handed out
+    once. A sign-in draws several random values; one getrandom call apiece let another
+    thread take the interpreter lock each time, and the event loop then waited for it back.
+    One pool per thread (no lock), emptied in a forked child so no byte is used twice."""
+
+    def __init__(self) -> None:
+        self.empty()
+
+    def empty(self) -> None:
+        self.buffer, self.offset = b"", 0
+
+
+_pool = _RandomPool()
+os.register_at_fork(after_in_child=_pool.empty)  # the forking thread's pool; others do not exist there
+
+
+def random_bytes(n: int) -> bytes:
+    pool = _pool
+    if pool.offset + n > len(pool.buffer):
+        pool.buffer, pool.offset = os.urandom(max(4096, n)), 0
+    chunk = pool.buffer[pool.offset : pool.offset + n]
+    pool.offset += n
+    return chunk
+
+
 def new_token() -> str:
     """An unguessable bearer secret (link token, refresh token): 256 random bits."""
-    return secrets.token_urlsafe(32)
+    return base64.urlsafe_b64encode(random_bytes(32)).rstrip(b"=").decode("ascii")
 
 
 def token_hash(token: str) -> bytes:
@@ -56,8 +84,14 @@ def token_hash(token: str) -> bytes:
 
 
 def new_code() -> str:
-    """A six-digit one-time code."""
-    return f"{secrets.randbelow(1_000_000):06d}"
+    """A six-digit one-time code, uniform: 32-bit draws at or above the last whole multiple of
+    a million are drawn again."""
+    while (value := int.from_bytes(random_bytes(4), "big")) >= _CODE_LIMIT:
+        pass
+    return f"{value % 1_000_000:06d}"
+
+
+_CODE_LIMIT = (2**32 // 1_000_000) * 1_000_000
 
 
 def code_hash(secret: str, ticket_id: str, code: str) -> bytes:
@@ -73,7 +107,7 @@ def same(a: bytes, b: bytes) -> bool:
 def new_id() -> str:
     """A UUIDv7: time-ordered (milliseconds), with 74 random bits. Formatted by hand (every
     request makes a few; going through uuid.UUID takes twice as long)."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(random_bytes(10), "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     h = f"{value:032x}"

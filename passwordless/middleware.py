@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable
@@ -16,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from passwordless.crypto import random_bytes
 from passwordless.errors import ApiError
 from passwordless.logs import request_id
 from passwordless.metrics import Metrics
@@ -57,7 +57,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming_request_id(scope) or os.urandom(16).hex()
+        rid = _incoming_request_id(scope) or random_bytes(16).hex()
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import sqlite3
 from typing import Any
 
@@ -19,7 +18,7 @@ from webauthn.helpers.structs import (
 )
 
 from passwordless import audit
-from passwordless.crypto import new_id
+from passwordless.crypto import new_id, random_bytes
 from passwordless.deps import Client, Deps
 from passwordless.errors import ApiError, invalid_request
 from passwordless.limits import check_ip_limit
@@ -57,7 +56,7 @@ async def registration_options(deps: Deps, principal: Principal) -> dict[str, An
         return handle, store.for_user(conn, user.id)
 
     handle, existing = await deps.db.read(prepare)
-    challenge = secrets.token_bytes(32)
+    challenge = random_bytes(32)
     options = generate_registration_options(
         rp_id=config.rp_id, rp_name=config.rp_name, user_name=user.email, user_id=handle,
         user_display_name=user.email, challenge=challenge, timeout=int(config.challenge_ttl * 1000),
@@ -119,7 +118,7 @@ async def login_options(deps: Deps, email: str | None) -> dict[str, Any]:
         user = await deps.db.read(users.by_email, address)
         mine = await deps.db.read(store.for_user, user.id) if user else []
         allowed = [p.credential_id for p in mine] or [_decoy_id(deps.secret, address)]
-    challenge = secrets.token_bytes(32)
+    challenge = random_bytes(32)
     options = generate_authentication_options(
         rp_id=config.rp_id, challenge=challenge, timeout=int(config.challenge_ttl * 1000),
         allow_credentials=[PublicKeyCredentialDescriptor(id=c) for c in allowed],
