@@ -28,14 +28,34 @@ class Rendered:
     html: str
 
 
+class _Compiled:
+    """A checked template split once into text and placeholder names: filling it is a join,
+    not a regular-expression pass per email."""
+
+    def __init__(self, template: Template) -> None:
+        self.parts: list[tuple[str, bool]] = []  # (text, is a placeholder name)
+        end = 0
+        for match in template.pattern.finditer(template.template):
+            self.parts.append((template.template[end : match.start()], False))
+            if match.group("escaped") is not None:
+                self.parts.append(("$", False))
+            else:
+                self.parts.append((match.group("named") or match.group("braced"), True))
+            end = match.end()
+        self.parts.append((template.template[end:], False))
+
+    def fill(self, values: Mapping[str, str]) -> str:
+        return "".join(values[text] if is_name else text for text, is_name in self.parts)
+
+
 class Templates:
     def __init__(self, override_dir: str = "") -> None:
-        self._templates: dict[tuple[str, str], Template] = {}
+        self._templates: dict[tuple[str, str], _Compiled] = {}
         for kind, names in KINDS.items():
             for part in PARTS:
                 template = Template(_read(kind, part, override_dir))
                 self._check(template, kind, part, names)
-                self._templates[(kind, part)] = template
+                self._templates[(kind, part)] = _Compiled(template)
 
     @staticmethod
     def _check(template: Template, kind: str, part: str, names: tuple[str, ...]) -> None:
@@ -46,11 +66,11 @@ class Templates:
 
     def render(self, kind: str, values: Mapping[str, str]) -> Rendered:
         escaped = {k: html.escape(v) for k, v in values.items()}
-        subject = self._templates[(kind, "subject.txt")].substitute(values).strip()
+        subject = self._templates[(kind, "subject.txt")].fill(values).strip()
         return Rendered(
             subject=" ".join(subject.split()),  # never a header line break
-            text=self._templates[(kind, "txt")].substitute(values),
-            html=self._templates[(kind, "html")].substitute(escaped),
+            text=self._templates[(kind, "txt")].fill(values),
+            html=self._templates[(kind, "html")].fill(escaped),
         )
 
 
