@@ -67,7 +67,8 @@ class Connection:
     ) -> tuple[int, bytes]:
         try:
             return await asyncio.wait_for(self._request(method, path, body, headers or {}), TIMEOUT)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ValueError) as exc:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
+                ValueError) as exc:
             self.close()  # the next request opens a fresh connection
             raise HttpError(f"{type(exc).__name__}: {exc}") from None
 
@@ -162,6 +163,7 @@ async def timed_run(workers: list[Worker], seconds: float) -> dict[str, Any]:
     """Every worker runs ceremonies back to back until the time is up (the one in flight then
     finishes and counts); the rate is over the time until the last one finished."""
     tally = Tally()
+    cpu = time.process_time()
     started = time.perf_counter()
     end = started + seconds
 
@@ -186,6 +188,8 @@ async def timed_run(workers: list[Worker], seconds: float) -> dict[str, Any]:
         "statuses": tally.statuses,
         "socket_errors": tally.socket_errors,
         "first_error": tally.first_error,
+        # This client shares the cores with the server: how much of one core it took.
+        "client_cpu": (time.process_time() - cpu) / elapsed,
     }
 
 

@@ -70,14 +70,16 @@ PUBLIC_URL = "https://auth.bench.test"  # production refuses http; the server st
 ORIGIN = PUBLIC_URL  # webauthn.origins defaults to [public_url]
 MAGIC_LINK_TTL = 15 * 60  # the config's default, used for prepared tickets too
 REFRESH_TTL = 30 * 24 * 3600
-HUGE_RATE = "1000000000/1m"  # far out of the way, but the limiter still runs (enabled = true)
+# Rate limits with the default windows and counts no run comes near: the limiter's code still runs.
+HUGE_RATE_PER_IP = "1000000000/1m"
+HUGE_RATE_PER_EMAIL = "1000000000/15m"
 
 READY_TIMEOUT = 60.0  # seconds a server may take to answer /readiness 200
 STOP_TIMEOUT = 15.0  # seconds a process may take to stop before it is killed
 DRAIN_TIMEOUT = 180.0  # seconds the email queue may take to empty between runs
 P99_TARGET_MS = 25.0
 IDLE_RSS_TARGET_MB = 70.0
-SOAK_SAMPLE_SECONDS = 10.0
+SOAK_SAMPLE_SECONDS = 10
 
 HTTP_FLOWS = ("bare", "magic_link", "verify", "code_verify", "refresh", "me")
 ALL_FLOWS = (*HTTP_FLOWS, "passkey", "email", "startup")
@@ -284,9 +286,9 @@ security = "none"
 
 [rate_limit]
 enabled = true
-magic_link_per_email = "{HUGE_RATE.replace('1m', '15m')}"
-magic_link_per_ip = "{HUGE_RATE}"
-verify_per_ip = "{HUGE_RATE}"
+magic_link_per_email = "{HUGE_RATE_PER_EMAIL}"
+magic_link_per_ip = "{HUGE_RATE_PER_IP}"
+verify_per_ip = "{HUGE_RATE_PER_IP}"
 """
     )
     return path
@@ -390,13 +392,13 @@ WRK_LINE = re.compile(r"^WRKRESULT (.*)$", re.MULTILINE)
 
 
 def wrk(
-    children: Children, args: argparse.Namespace, port: int, path: str, seconds: float, mode: str,
+    children: Children, args: argparse.Namespace, port: int, path: str, seconds: int, mode: str,
     bodies: Path | None = None, headers: dict[str, str] | None = None,
 ) -> Run:
     env = {**os.environ, "BENCH_MODE": mode, "BENCH_THREADS": str(args.threads), "BENCH_TAG": prepare.unique_tag("ml")}
     if bodies is not None:
         env["BENCH_BODIES"] = str(bodies)
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout", "5s",
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "5s",
                "-s", str(FLOW_LUA)]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
@@ -408,7 +410,7 @@ def wrk(
         children.stop(process)
     match = WRK_LINE.search(out.decode())
     if not match:
-        raise BenchError(f"wrk gave no result (exit {process.returncode}): {err.decode()[-500:]}")
+        raise BenchError(f"wrk gave no result (exit {process.returncode}): {(out + err).decode()[-500:]}")
     r = {k: int(v) for k, v in (item.split("=") for item in match.group(1).split())}
     detail = {name: r[name] for name in ("connect", "read", "write", "timeout") if r[name]}
     if r["status"]:
@@ -544,6 +546,7 @@ def run_http_flow(
         result.failure = failure
         print(f"  {flow.name}: NOT run: {failure}", flush=True)
         return result
+    drains: list[tuple[int, float]] = []  # (emails a run left queued, seconds to deliver them)
     with tempfile.TemporaryDirectory(prefix="bench-bodies-") as tmp:
         estimate = ceiling  # req/s: generous until the warm-up has shown the real rate
         for index in range(args.repeat + 1):
@@ -552,7 +555,7 @@ def run_http_flow(
                 if server is not None:
                     waiting, took = drain_mail(server)
                     if waiting and flow.name == "magic_link" and index > 0:
-                        result.notes.append(f"{waiting} emails queued by the previous run delivered in {took:.1f} s")
+                        drains.append((waiting, took))
                 bodies = None
                 if flow.prepare is not None and server is not None:
                     count = int(estimate * seconds * (1.5 if attempt == 0 else 4.5)) + 500
@@ -562,7 +565,10 @@ def run_http_flow(
                 run = wrk(children, args, port, flow.path, seconds, flow.mode if flow.prepare is None else "bodies",
                           bodies, headers)
                 if server is not None:
-                    run.detail.update(non_2xx(before, status_counts(server)))
+                    seen = non_2xx(before, status_counts(server))
+                    run.detail.update(seen)
+                    # wrk counts only statuses >= 400 as errors; the server's own count catches the rest.
+                    run.errors += sum(n for key, n in seen.items() if int(key.rsplit(" ", 1)[1]) < 400)
                 if bodies is not None:
                     bodies.unlink()
                 if not run.exhausted:
@@ -582,12 +588,34 @@ def run_http_flow(
     if server is not None and flow.name == "magic_link":
         waiting, took = drain_mail(server)
         if waiting:
-            result.notes.append(f"{waiting} emails left queued after the last run delivered in {took:.1f} s")
+            drains.append((waiting, took))
+    if drains:
+        result.notes.append(
+            "emails still queued when each run ended (then delivered before the next): "
+            + ", ".join(f"{n} in {t:.1f} s" for n, t in drains)
+            + f"; the server's worker sends about {sum(n for n, _ in drains) / sum(t for _, t in drains):.0f} msg/s"
+            " when no request comes in"
+        )
     return result
+
+
+def add_passkey_run(result: FlowResult, r: dict[str, Any], repeat: int, client_cpu: list[float]) -> None:
+    run = Run(r["ceremonies"], r["seconds"], r["p50_ms"], r["p99_ms"], r["errors"],
+              {**r["statuses"], **({"socket": r["socket_errors"]} if r["socket_errors"] else {})})
+    label = "warm-up" if r["warmup"] else f"run {len(result.runs) + 1}/{repeat}"
+    errors = f", {run.errors} errors {run.detail} (first: {r['first_error']})" if run.errors else ""
+    print(f"  passkey {label}: {run.rate:.0f} ceremonies/s, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms"
+          f"{errors}", flush=True)
+    if r["warmup"]:
+        result.warmup = run
+    else:
+        result.runs.append(run)
+        client_cpu.append(r["client_cpu"])
 
 
 def run_passkey(children: Children, args: argparse.Namespace, server: Server, workers: int) -> FlowResult:
     result = FlowResult("passkey", unit="ceremonies/s")
+    client_cpu: list[float] = []
     drain_mail(server)
     with tempfile.TemporaryDirectory(prefix="bench-passkey-") as tmp:
         made = prepare.make_tickets(server.db, server.secret, MAGIC_LINK_TTL, workers, prepare.unique_tag("pk"))
@@ -599,30 +627,29 @@ def run_passkey(children: Children, args: argparse.Namespace, server: Server, wo
             "--duration", str(args.duration), "--repeat", str(args.repeat),
         ]
         before = status_counts(server)
-        process = children.start(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        errors = Path(tmp) / "stderr.txt"
+        with errors.open("wb") as stderr:  # a file, not a pipe: a pipe left unread could fill and block it
+            process = children.start(command, stdout=subprocess.PIPE, stderr=stderr)
+        # Read its result lines as they come; a watchdog kills it should it ever hang.
+        watchdog = threading.Timer(args.warmup + args.duration * args.repeat + 120, process.kill)
+        watchdog.start()
         try:
-            out, err = process.communicate(timeout=args.warmup + args.duration * args.repeat + 120)
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.startswith(b"PASSKEYRESULT "):
+                    add_passkey_run(result, json.loads(line.split(b" ", 1)[1]), args.repeat, client_cpu)
+            err = errors.read_bytes()
         finally:
+            watchdog.cancel()
             children.stop(process)
         detail = non_2xx(before, status_counts(server))
-    lines = [json.loads(line.split(" ", 1)[1]) for line in out.decode().splitlines() if line.startswith("PASSKEYRESULT ")]
-    if not lines:
+    if not result.runs:
         result.failure = f"passkey_load.py gave no result (exit {process.returncode}): {err.decode()[-500:]}"
         print(f"  passkey: NOT run: {result.failure}", flush=True)
         return result
-    for i, r in enumerate(lines):
-        run = Run(r["ceremonies"], r["seconds"], r["p50_ms"], r["p99_ms"], r["errors"],
-                  {**r["statuses"], **({"socket": r["socket_errors"]} if r["socket_errors"] else {})})
-        label = "warm-up" if r["warmup"] else f"run {i}/{args.repeat}"
-        errors = f", {run.errors} errors {run.detail} (first: {r['first_error']})" if run.errors else ""
-        print(f"  passkey {label}: {run.rate:.0f} ceremonies/s, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms"
-              f"{errors}", flush=True)
-        if r["warmup"]:
-            result.warmup = run
-        else:
-            result.runs.append(run)
     if detail and result.runs:
         result.runs[-1].detail.update({f"server: {k}": v for k, v in detail.items()})
+    result.notes.append(f"the load client itself used {statistics.median(client_cpu):.0%} of one core (median)")
     return result
 
 
@@ -690,7 +717,7 @@ def measure_startup(children: Children, command: Path, label: str, folder: Path,
 
 @dataclass
 class Soak:
-    seconds: float
+    seconds: int
     samples: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, RSS MB)
     requests: int = 0
     errors: int = 0
@@ -705,7 +732,7 @@ def run_soak(children: Children, args: argparse.Namespace, server: Server) -> So
     soak.samples.append((0.0, rss_mb(server.process.pid)))
     turn = 0
     while (elapsed := time.perf_counter() - started) < args.soak:
-        stretch = min(SOAK_SAMPLE_SECONDS, args.soak - elapsed)
+        stretch = int(min(SOAK_SAMPLE_SECONDS, args.soak - elapsed))
         if stretch < 1:
             break
         if turn % 2 == 0:
@@ -726,6 +753,26 @@ def run_soak(children: Children, args: argparse.Namespace, server: Server) -> So
 # --- the report ---------------------------------------------------------------------------------
 
 
+def busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot, from /proc/stat (idle and iowait excluded)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    """CPU seconds of this process and of every child it has waited for (all of them, once
+    they are stopped: serve, the baseline, the sink, wrk, the passkey client)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """The share of all cores busy over `seconds` (nothing of ours runs yet)."""
+    before = busy_seconds()
+    time.sleep(seconds)
+    return (busy_seconds() - before) / seconds / (os.cpu_count() or 1)
+
+
 def git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -733,7 +780,7 @@ def git(*args: str) -> str:
         return "?"
 
 
-def machine(load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> list[str]:
+def machine(found: Findings) -> list[str]:
     cpu = "?"
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -758,8 +805,11 @@ def machine(load_before: tuple[float, float, float], load_after: tuple[float, fl
         f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, uvicorn {version('uvicorn')},"
         f" starlette {version('starlette')}; {installed('uvloop')}, {installed('httptools')}",
         f"- wrk: {subprocess.run(['wrk', '-v'], capture_output=True, text=True).stdout.split(' [')[0].strip()}",
-        f"- load average (1, 5, 15 min): before {' '.join(f'{x:.2f}' for x in load_before)},"
-        f" after {' '.join(f'{x:.2f}' for x in load_after)}",
+        f"- load average (1, 5, 15 min): before {' '.join(f'{x:.2f}' for x in found.load_before)},"
+        f" after {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"- other work on the machine: {found.busy_before:.0%} of the cores busy just before the run; during it,"
+        f" processes not started by the benchmark used {found.foreign_share:.0%} of the cores"
+        + (" — the figures may be low and noisy" if max(found.busy_before, found.foreign_share) > 0.05 else ""),
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- git commit: {git('rev-parse', '--short=12', 'HEAD')}{dirty}",
     ]
@@ -863,11 +913,12 @@ def write_results(text: str) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed run (default 5)")
+    # wrk takes whole seconds only.
+    parser.add_argument("--duration", type=int, default=5, help="seconds per timed run (default 5)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per flow; medians are reported (default 3)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per flow (default 2)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per flow (default 2)")
     parser.add_argument("--only", default="", help=f"a comma list of: {', '.join(ALL_FLOWS)} (default: all)")
-    parser.add_argument("--soak", type=float, default=0, help="seconds of mixed load, RSS every 10 s (default 0: off)")
+    parser.add_argument("--soak", type=int, default=0, help="seconds of mixed load, RSS every 10 s (default 0: off)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections, passkey workers (default 32)")
     parser.add_argument("--email-messages", type=int, default=2000)
@@ -880,8 +931,8 @@ def parse_args() -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown flow(s) {', '.join(unknown)}; expected: {', '.join(ALL_FLOWS)}")
     args.flows = [f for f in ALL_FLOWS if f in only]
-    if args.repeat < 1 or args.duration < 1 or args.warmup < 0.5 or args.connections < args.threads:
-        parser.error("expected --repeat >= 1, --duration >= 1, --warmup >= 0.5, --connections >= --threads")
+    if args.repeat < 1 or args.duration < 1 or args.warmup < 1 or args.connections < args.threads:
+        parser.error("expected --repeat >= 1, --duration >= 1, --warmup >= 1, --connections >= --threads")
     return args
 
 
@@ -895,118 +946,174 @@ def signals_as_interrupt() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def bench(args: argparse.Namespace, children: Children, tmp: Path) -> str:
-    flows = args.flows
-    load_before = os.getloadavg()
-    started_at = time.perf_counter()
-    sink, sink_port = start_sink(children)
-    startups: list[Startup] = []
-    results: list[FlowResult] = []
-    notes: list[str] = []
+@dataclass
+class Findings:
+    """Everything one run measured, for the report."""
+
+    flows: list[str]
+    load_before: tuple[float, float, float]
+    busy_before: float
+    foreign_share: float = 0.0  # of all cores, used during the run by processes the run did not start
+    results: list[FlowResult] = field(default_factory=list)
+    startups: list[Startup] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     idle_mb: float | None = None
     load_mb: float | None = None
     soak: Soak | None = None
+    seconds: float = 0.0
 
-    # Start-up first, while nothing else runs.
+
+def measure_startups(children: Children, args: argparse.Namespace, tmp: Path, sink_port: int, found: Findings) -> None:
+    print("start-up to readiness", flush=True)
+    found.startups.append(measure_startup(
+        children, SERVE, "venv (.venv/bin/passwordless)", tmp / "startup-venv", sink_port, args.startup_repeat))
+    if BINARY.exists():
+        found.startups.append(measure_startup(
+            children, BINARY, "executable (dist/passwordless)", tmp / "startup-binary", sink_port, args.startup_repeat))
+        found.startups[-1].size_mb = BINARY.stat().st_size / 2**20
+        built = datetime.fromtimestamp(BINARY.stat().st_mtime, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        found.notes.append(f"dist/passwordless was built {built}: it may predate the working tree")
+    else:
+        found.startups.append(Startup("executable (dist/passwordless)", failure="not built — scripts/build-binary"))
+    for s in found.startups:
+        print(f"  {s.label}: {s.failure or ', '.join(f'{x:.2f} s' for x in s.seconds)}", flush=True)
+
+
+def guarded(name: str, measure: Callable[[], FlowResult]) -> FlowResult:
+    """One flow; a flow that cannot finish is reported as such, and the others still run."""
+    try:
+        return measure()
+    except (OSError, BenchError, subprocess.TimeoutExpired, http.client.HTTPException) as exc:
+        print(f"  {name}: failed: {type(exc).__name__}: {exc}", flush=True)
+        return FlowResult(name, failure=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+
+HTTP_FLOW_SPECS = [
+    HttpFlow("bare", "/", "get", 200),
+    HttpFlow("magic_link", "/auth/magic-link", "magic_link", 202),
+    HttpFlow("verify", "/auth/magic-link/verify", "bodies", 200, ticket_bodies("verify")),
+    HttpFlow("code_verify", "/auth/code/verify", "bodies", 200, ticket_bodies("code")),
+    HttpFlow("refresh", "/auth/refresh", "bodies", 200, refresh_bodies),
+    HttpFlow("me", "/auth/me", "get", 200),
+]
+
+
+def measure(args: argparse.Namespace, children: Children, tmp: Path) -> Findings:
+    flows: list[str] = args.flows
+    found = Findings(flows, os.getloadavg(), cpu_busy())
+    started_at, busy_at_start, own_at_start = time.perf_counter(), busy_seconds(), own_seconds()
+    sink, sink_port = start_sink(children)
     if "startup" in flows:
-        print("start-up to readiness", flush=True)
-        startups.append(measure_startup(children, SERVE, "venv (.venv/bin/passwordless)", tmp / "startup-venv",
-                                        sink_port, args.startup_repeat))
-        if BINARY.exists():
-            size = BINARY.stat().st_size / 2**20
-            built = datetime.fromtimestamp(BINARY.stat().st_mtime, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-            startups.append(measure_startup(children, BINARY, "executable (dist/passwordless)",
-                                            tmp / "startup-binary", sink_port, args.startup_repeat))
-            startups[-1].size_mb = size
-            notes.append(f"dist/passwordless was built {built}: it may predate the working tree")
-        else:
-            startups.append(Startup("executable (dist/passwordless)", failure="not built — scripts/build-binary"))
-        for s in startups:
-            print(f"  {s.label}: {s.failure or ', '.join(f'{x:.2f} s' for x in s.seconds)}", flush=True)
+        measure_startups(children, args, tmp, sink_port, found)  # first, while nothing else runs
 
     server: Server | None = None
-    bare_port = 0
-    needs_server = any(f in flows for f in ("magic_link", "verify", "code_verify", "refresh", "me", "passkey")) or (
-        args.soak > 0
-    )
-    if needs_server:
+    if any(f in flows for f in (*HTTP_FLOWS[1:], "passkey")) or args.soak > 0:
         server, _ = start_serve(children, SERVE, tmp / "serve", sink_port)
         call(server.port, "GET", "/health")  # the one warm-up request
         time.sleep(0.5)
-        idle_mb = rss_mb(server.process.pid)
-        print(f"serve on 127.0.0.1:{server.port} (pid {server.process.pid}), idle RSS {idle_mb:.1f} MB", flush=True)
+        found.idle_mb = rss_mb(server.process.pid)
+        print(f"serve on 127.0.0.1:{server.port} (pid {server.process.pid}), idle RSS {found.idle_mb:.1f} MB",
+              flush=True)
+    bare_port = 0
     if "bare" in flows:
         bare_port = free_port()
         bare = children.start([sys.executable, str(BENCH / "bare_app.py"), "--port", str(bare_port)])
         wait_ready(bare, bare_port, "/", None)
 
-    http_flows = [
-        HttpFlow("bare", "/", "get", 200),
-        HttpFlow("magic_link", "/auth/magic-link", "magic_link", 202),
-        HttpFlow("verify", "/auth/magic-link/verify", "bodies", 200, ticket_bodies("verify")),
-        HttpFlow("code_verify", "/auth/code/verify", "bodies", 200, ticket_bodies("code")),
-        HttpFlow("refresh", "/auth/refresh", "bodies", 200, refresh_bodies),
-        HttpFlow("me", "/auth/me", "get", 200),
-    ]
+    def serve_alive(after: str) -> bool:
+        """Whether serve still runs; if it died, say so once, with the end of its log."""
+        if server is None or server.process.poll() is None:
+            return server is not None
+        if not any(n.startswith("serve exited") for n in found.notes):
+            found.notes.append(f"serve exited with {server.process.returncode} during {after}{tail(server.log, 5)}")
+        return False
+
     ceiling = 5000.0  # req/s assumed before bare has shown this machine's ceiling
     with RssSampler(server.process.pid if server else os.getpid()) as sampler:
-        for flow in http_flows:
-            if flow.name not in flows:
+        for flow in HTTP_FLOW_SPECS:
+            if flow.name not in flows or (flow.name != "bare" and not serve_alive("an earlier flow")):
                 continue
             print(flow.name, flush=True)
-            port = bare_port if flow.name == "bare" else server.port if server else 0
-            result = run_http_flow(children, args, flow, port, None if flow.name == "bare" else server, ceiling)
+            port, target = (bare_port, None) if flow.name == "bare" else (server.port if server else 0, server)
+            result = guarded(flow.name, lambda: run_http_flow(children, args, flow, port, target, ceiling))
             if flow.name == "bare" and result.runs:
-                ceiling = max(r.rate for r in [*result.runs, *([result.warmup] if result.warmup else [])]) * 1.5
-            results.append(result)
-        if "passkey" in flows and server is not None:
+                ceiling = 1.5 * max(r.rate for r in [*result.runs, *([result.warmup] if result.warmup else [])])
+            found.results.append(result)
+            serve_alive(flow.name)
+        if "passkey" in flows and server is not None and serve_alive("an earlier flow"):
             print("passkey", flush=True)
-            results.append(run_passkey(children, args, server, args.connections))
+            found.results.append(guarded("passkey", lambda: run_passkey(children, args, server, args.connections)))
+            serve_alive("passkey")
         if server is not None:
-            load_mb = sampler.max_mb
-        if args.soak > 0 and server is not None:
-            print(f"soak for {args.soak:.0f} s", flush=True)
-            soak = run_soak(children, args, server)
+            found.load_mb = sampler.max_mb
+        if args.soak > 0 and server is not None and serve_alive("an earlier flow"):
+            print(f"soak for {args.soak} s", flush=True)
+            found.soak = run_soak(children, args, server)
+            serve_alive("the soak")
 
     if "email" in flows:
         print("email: queue vs raw aiosmtplib", flush=True)
-        if server is not None:
-            drain_mail(server)
-        results.append(run_email(args))
+        if server is not None and server.process.poll() is None:
+            drain_mail(server)  # serve's own worker stays idle while the email paths are timed
+        found.results.append(run_email(args))
 
     if server is not None:
-        statuses = mail_statuses(server.db)
-        delivered = sink_count(sink)
-        notes.append(f"serve's email queue at the end: {statuses}; the sink received {delivered}")
+        found.notes.append(
+            f"serve's email queue at the end: {mail_statuses(server.db)}; the sink received {sink_count(sink)}"
+        )
+        alive = server.process.poll() is None
         code = children.stop(server.process)
-        if code != 0:
-            notes.append(f"serve exited with {'a kill' if code is None else code} on SIGINT, not 0")
-        notes += log_findings(server.log)
+        if alive and code != 0:
+            found.notes.append(f"serve exited with {'a kill' if code is None else code} on SIGINT, not 0")
+        found.notes += log_findings(server.log)
     children.stop_all()
+    found.seconds = time.perf_counter() - started_at
+    # Every process of ours is stopped and waited for, so own_seconds() holds all our CPU time.
+    foreign = (busy_seconds() - busy_at_start) - (own_seconds() - own_at_start)
+    found.foreign_share = max(0.0, foreign / found.seconds / (os.cpu_count() or 1))
+    return found
 
-    description = machine(load_before, os.getloadavg())
-    rows = flow_rows(results)
-    parts = [
-        f"`{' '.join(['.venv/bin/python bench/run.py', *sys.argv[1:]])}`",
-        "",
-        f"wrk -t{args.threads} -c{args.connections} on 127.0.0.1, {args.warmup:g} s warm-up, {args.repeat} x "
-        f"{args.duration:g} s runs, medians; passkey: {args.connections} workers (bench/passkey_load.py), the whole "
-        "ceremony (options + verify); email: bench/email_delivery.py's queue vs raw aiosmtplib. "
-        "\"vs bare\" is the rate over the same run's bare Starlette req/s (email: queue/raw). "
-        f"Whole run: {time.perf_counter() - started_at:.0f} s.",
-        "",
+
+def report(args: argparse.Namespace, found: Findings) -> str:
+    """The tables, how they were measured, notes and the machine, as Markdown."""
+    flows = found.flows
+    rows = flow_rows(found.results)
+    any_http = any(f in flows for f in HTTP_FLOWS)
+    method = [
+        (any_http, f"- HTTP flows: wrk -t{args.threads} -c{args.connections} on 127.0.0.1, a {args.warmup} s warm-up,"
+         f" then {args.repeat} x {args.duration} s runs; rate, p50 and p99 are medians over the runs. Errors count"
+         " every non-2xx answer and socket error, warm-up included."),
+        ("passkey" in flows, f"- passkey: {args.connections} workers (bench/passkey_load.py), each with its own user,"
+         " passkey and keep-alive connection; a ceremony is login/options + login/verify (usernameless); p50/p99"
+         " are of the whole ceremony."),
+        ("email" in flows, "- email: bench/email_delivery.py's queue (MailWorker draining SQLite) against raw"
+         f" aiosmtplib, both to a local sink, {args.email_messages} messages, concurrency {args.email_concurrency}."),
+        (bool(rows), "- vs bare: the flow's rate over the same run's bare Starlette req/s (email: queue/raw)."),
+        (any_http or "passkey" in flows, f"- With {args.connections} connections each waiting for its answer, mean"
+         f" latency = {args.connections} / rate: a p99 under {P99_TARGET_MS:.0f} ms needs well over"
+         f" {args.connections / P99_TARGET_MS * 1000:,.0f} req/s."),
+        (True, f"- Whole run: {found.seconds:.0f} s."),
     ]
+    parts = [f"`{' '.join(['.venv/bin/python bench/run.py', *sys.argv[1:]])}`", ""]
+    parts += [line for keep, line in method if keep] + [""]
     if rows:
         parts += [table(["flow", "rate", "p50 ms", "p99 ms", "errors", "vs bare", "target", "met"], rows), ""]
-    memory = memory_rows(idle_mb, load_mb, startups, soak)
+    memory = memory_rows(found.idle_mb, found.load_mb, found.startups, found.soak)
     if memory:
         parts += [table(["measure", "value", "target", "met"], memory), ""]
-    flow_notes = [f"- {r.name}: {n}" for r in results for n in r.notes]
-    if flow_notes or notes:
-        parts += ["Notes:", "", *flow_notes, *[f"- {n}" for n in notes], ""]
-    if soak is not None and soak.samples:
-        parts += ["Soak RSS samples (s: MB): " + ", ".join(f"{s:.0f}: {mb:.1f}" for s, mb in soak.samples), ""]
-    parts += ["Machine:", "", *description]
+    notes = [f"- {r.name}: {n}" for r in found.results for n in r.notes]
+    notes += [
+        f"- {r.name} per run: " + ", ".join(f"{run.rate:,.0f}" for run in r.runs) + f" {r.unit}"
+        + ("" if r.unit == "msg/s" else "; p99 " + ", ".join(f"{run.p99_ms:.1f}" for run in r.runs) + " ms")
+        for r in found.results if r.runs
+    ]
+    notes += [f"- {n}" for n in found.notes]
+    if notes:
+        parts += ["Notes:", "", *notes, ""]
+    if found.soak is not None and found.soak.samples:
+        samples = ", ".join(f"{t:.0f}: {mb:.1f}" for t, mb in found.soak.samples)
+        parts += [f"Soak RSS samples (seconds: MB): {samples}", ""]
+    parts += ["Machine:", "", *machine(found)]
     return "\n".join(parts)
 
 
@@ -1041,7 +1148,7 @@ def main() -> int:
     try:
         with signals_as_interrupt(), tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
             try:
-                report = bench(args, children, Path(tmp))
+                text = report(args, measure(args, children, Path(tmp)))
             finally:
                 children.stop_all()
     except KeyboardInterrupt:
@@ -1051,9 +1158,9 @@ def main() -> int:
         print(f"bench: could not run: {exc}", file=sys.stderr)
         return 1
     print()
-    print(report)
+    print(text)
     if not args.no_results:
-        write_results(report)
+        write_results(text)
         print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
     return 0
 
