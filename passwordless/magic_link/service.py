@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -72,7 +73,7 @@ def _email_limit(deps: Deps, conn: sqlite3.Connection, email: str, now: float) -
 
 def _render(deps: Deps, email: str, token: str, code: str, client: Client, now: float) -> Rendered:
     ttl = deps.config.auth.magic_link_ttl
-    expires = datetime.fromtimestamp(now + ttl, tz=timezone.utc).strftime("%H:%M UTC on %d %b %Y")
+    expires = _minute_text(int((now + ttl) // 60))
     return deps.templates.render(
         "magic_link",
         {
@@ -86,6 +87,12 @@ def _render(deps: Deps, email: str, token: str, code: str, client: Client, now: 
             "email": email,
         },
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _minute_text(minute: int) -> str:
+    """"14:32 UTC on 22 Nov 2026": the same for every email asked for in one minute."""
+    return datetime.fromtimestamp(minute * 60, tz=timezone.utc).strftime("%H:%M UTC on %d %b %Y")
 
 
 async def link_is_live(deps: Deps, token: str) -> bool:
