@@ -1,6 +1,7 @@
 """One SQLite file. A writer thread owns the only writing connection and runs each write
 transaction whole — one thread hop per transaction, not one per statement. Reader threads
-hold read-only connections; each read runs in its own snapshot.
+hold read-only connections; each read runs in its own snapshot. A lookup by key (the session
+behind a request) runs on the event loop's own read-only connection: no hop at all.
 
 Group commit: when several write transactions are queued, the writer runs them back to back
 inside one BEGIN IMMEDIATE … COMMIT, each in its own SAVEPOINT, so one that fails rolls back
