@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from passwordless.crypto import new_id
@@ -24,20 +24,22 @@ class AuditEvent:
 
 
 def record(conn: sqlite3.Connection, event: AuditEvent, now: float) -> None:
+    record_many(conn, [event], now)
+
+
+def record_many(conn: sqlite3.Connection, events: Sequence[AuditEvent], now: float) -> None:
+    """Insert audit rows, all in one statement."""
+    rows = [
+        (
+            new_id(), int(now), e.event_type, e.user_id, e.email, e.ip, e.user_agent, int(e.success),
+            json.dumps(dict(e.details), separators=(",", ":")),
+        )
+        for e in events
+    ]
     conn.execute(
         "INSERT INTO audit_logs (id, created_at, event_type, user_id, email, ip, user_agent, success, details)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            new_id(),
-            int(now),
-            event.event_type,
-            event.user_id,
-            event.email,
-            event.ip,
-            event.user_agent,
-            int(event.success),
-            json.dumps(dict(event.details), separators=(",", ":")),
-        ),
+        f" VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?, ?, ?)'] * len(rows))}",
+        [value for row in rows for value in row],
     )
 
 

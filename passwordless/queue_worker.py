@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sqlite3
 from collections import deque
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from passwordless.db import Database
@@ -24,18 +24,21 @@ logger = logging.getLogger(__name__)
 IDLE_SECONDS = 30.0  # the longest sleep with nothing due
 STOP_GRACE_SECONDS = 10.0
 
-# How one attempt is recorded, run in the worker's next write transaction; returns the
-# result's metric label ("sent", "retry", "dead").
-Outcome = Callable[[sqlite3.Connection], str]
-RELEASED = "released"  # handed back unsent: no result to count
-
-
 class Queued(Protocol):
     @property
     def id(self) -> str: ...
 
 
 Item = TypeVar("Item", bound=Queued)
+
+
+@dataclass(frozen=True)
+class Attempt(Generic[Item]):
+    """What one delivery attempt came to; recorded in the worker's next round."""
+
+    item: Item
+    result: str  # "sent", "retry" or "dead"
+    error: str = ""
 
 
 class QueueWorker(Generic[Item]):
@@ -49,12 +52,13 @@ class QueueWorker(Generic[Item]):
         self._wake = asyncio.Event()
         self._ahead: deque[tuple[Item, float]] = deque()  # leased, not started: (row, start it before)
         self._in_flight: dict[asyncio.Task[None], str] = {}
-        self._outcomes: list[Outcome] = []
+        self._results: list[Attempt[Item]] = []
+        self._released: list[str] = []  # leased rows handed back unsent
         self._stopping = False
         self._running = False
         self._loop_done = asyncio.Event()
 
-    # What a queue provides. The first three run inside the worker's write transaction.
+    # What a queue provides. All but deliver run inside the worker's write transaction.
     def claim(self, conn: sqlite3.Connection, now: float, limit: int) -> list[Item]:
         raise NotImplementedError
 
@@ -64,11 +68,16 @@ class QueueWorker(Generic[Item]):
     def release(self, conn: sqlite3.Connection, ids: list[str]) -> None:
         raise NotImplementedError
 
-    async def deliver(self, item: Item) -> Outcome:
+    async def deliver(self, item: Item) -> Attempt[Item]:
         raise NotImplementedError
 
-    def recorded(self, results: list[str]) -> None:
-        """Outcomes are committed (metrics)."""
+    def record(self, conn: sqlite3.Connection, results: list[Attempt[Item]]) -> list[str]:
+        """Store the attempts' results, together (few statements: each one lets the event loop
+        take the interpreter lock from the writer); returns their metric labels."""
+        raise NotImplementedError
+
+    def recorded(self, labels: list[str]) -> None:
+        """The results are committed (metrics)."""
 
     async def close(self) -> None:
         return None
@@ -86,7 +95,7 @@ class QueueWorker(Generic[Item]):
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            delay = await self._round() if self._outcomes or self._wanted() > 0 else self.idle_seconds
+            delay = await self._round() if self._results or self._released or self._wanted() > 0 else self.idle_seconds
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
             except asyncio.TimeoutError:
@@ -98,26 +107,30 @@ class QueueWorker(Generic[Item]):
     async def _round(self) -> float:
         """Record the finished outcomes and lease more rows in one transaction; start what the
         slots can take. Returns how long to sleep unless woken."""
-        outcomes, self._outcomes = self._outcomes, []
+        results, self._results = self._results, []
+        released, self._released = self._released, []
         try:
-            results, items, due = await self.db.write(self._record_and_claim, outcomes, self._wanted())
+            labels, items, due = await self.db.write(self._record_and_claim, results, released, self._wanted())
         except Exception:
-            self._outcomes[:0] = outcomes  # kept for the next round: a sent row must not be sent again
+            self._results[:0] = results  # kept for the next round: a sent row must not be sent again
+            self._released[:0] = released
             logger.exception("queue_worker_failed", extra={"queue": self.name})
             return self.idle_seconds
-        self.recorded([r for r in results if r != RELEASED])
+        self.recorded(labels)
         start_by = self.clock() + self.lease / 2
         self._ahead.extend((item, start_by) for item in items)
         self._start_ahead()
         return self.idle_seconds if due is None else min(self.idle_seconds, max(0.0, due - self.clock()))
 
     def _record_and_claim(
-        self, conn: sqlite3.Connection, outcomes: list[Outcome], wanted: int
+        self, conn: sqlite3.Connection, results: list[Attempt[Item]], released: list[str], wanted: int
     ) -> tuple[list[str], list[Item], float | None]:
-        results = [outcome(conn) for outcome in outcomes]
+        labels = self.record(conn, results) if results else []
+        if released:
+            self.release(conn, released)
         items = self.claim(conn, self.clock(), wanted) if wanted > 0 and not self._stopping else []
         due = self.next_due(conn) if len(items) < wanted else None  # the queue is drained: when to look again
-        return results, items, due
+        return labels, items, due
 
     def _start_ahead(self) -> None:
         """Fill the free slots from the rows leased ahead. A row whose lease is half gone (the
@@ -127,23 +140,16 @@ class QueueWorker(Generic[Item]):
         while self._ahead and len(self._in_flight) < self.concurrency and not self._stopping:
             item, start_by = self._ahead.popleft()
             if now > start_by:
-                self._outcomes.append(self._released(item.id))
+                self._released.append(item.id)
                 continue
             task = asyncio.create_task(self._guarded(item))
             self._in_flight[task] = item.id
             task.add_done_callback(self._finished)
 
-    def _released(self, item_id: str) -> Outcome:
-        def outcome(conn: sqlite3.Connection) -> str:
-            self.release(conn, [item_id])
-            return RELEASED
-
-        return outcome
-
     async def _guarded(self, item: Item) -> None:
         try:
-            outcome = await self.deliver(item)  # not appended in one expression: the list is swapped meanwhile
-            self._outcomes.append(outcome)
+            result = await self.deliver(item)  # not appended in one expression: the list is swapped meanwhile
+            self._results.append(result)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in one delivery must not stop the others; the lease retakes it
@@ -169,16 +175,9 @@ class QueueWorker(Generic[Item]):
             unsent += [self._in_flight[t] for t in unfinished if t in self._in_flight]
             for task in unfinished:
                 task.cancel()
-        outcomes, self._outcomes = self._outcomes, []
-        if outcomes or unsent:
-            results, _, _ = await self.db.write(self._record_and_release, outcomes, unsent)
-            self.recorded([r for r in results if r != RELEASED])
+        results, self._results = self._results, []
+        unsent += self._released
+        if results or unsent:
+            labels, _, _ = await self.db.write(self._record_and_claim, results, unsent, 0)
+            self.recorded(labels)
         await self.close()
-
-    def _record_and_release(
-        self, conn: sqlite3.Connection, outcomes: list[Outcome], unsent: list[str]
-    ) -> tuple[list[str], list[Item], None]:
-        results = [outcome(conn) for outcome in outcomes]
-        if unsent:
-            self.release(conn, unsent)
-        return results, [], None

@@ -640,7 +640,7 @@ def test_prune_deletes_only_finished_rows_older_than_the_cutoff_in_batches(make_
                 (status, int(finished or created), email_id),
             )
             if status == "sent":
-                queue.mark_sent(conn, email_id, finished or created)
+                queue.mark_sent(conn, [email_id], finished or created)
             return email_id
 
         old = [add("sent", cutoff - 900, cutoff - 800) for _ in range(3)] + [

@@ -17,7 +17,7 @@ from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, Transport
 from passwordless.metrics import Metrics
-from passwordless.queue_worker import Outcome, QueueWorker
+from passwordless.queue_worker import Attempt, QueueWorker
 
 logger = logging.getLogger(__name__)
 
@@ -45,53 +45,41 @@ class MailWorker(QueueWorker[QueuedEmail]):
     def release(self, conn: sqlite3.Connection, ids: list[str]) -> None:
         queue.release(conn, ids)
 
-    def recorded(self, results: list[str]) -> None:
-        for result in results:
-            self.metrics.email_deliveries.labels(result).inc()
+    def recorded(self, labels: list[str]) -> None:
+        for label in labels:
+            self.metrics.email_deliveries.labels(label).inc()
 
     async def close(self) -> None:
         await self.transport.close()
 
-    async def deliver(self, email: QueuedEmail) -> Outcome:
+    async def deliver(self, email: QueuedEmail) -> Attempt[QueuedEmail]:
         try:
             await self.transport.send(email)
         except PermanentFailure as exc:
-            return self._dead(email, str(exc))
+            return Attempt(email, "dead", str(exc))
         except (TemporaryFailure, OSError, asyncio.TimeoutError) as exc:
-            if email.attempts >= self.settings.max_attempts:
-                return self._dead(email, str(exc))
-            return self._retry(email, str(exc))
+            return Attempt(email, "dead" if email.attempts >= self.settings.max_attempts else "retry", str(exc))
         except Exception as exc:  # a transport bug must not lose the email: try again later
             logger.exception("email_send_crashed", extra={"email_id": email.id})
-            return self._retry(email, f"{type(exc).__name__}: {exc}")
-        return self._sent(email)
+            return Attempt(email, "retry", f"{type(exc).__name__}: {exc}")
+        return Attempt(email, "sent")
 
-    def _sent(self, email: QueuedEmail) -> Outcome:
-        def record(conn: sqlite3.Connection) -> str:
-            now = self.clock()
-            queue.mark_sent(conn, email.id, now)
-            event = audit.AuditEvent("email_sent", True, email=email.to, details={"email_id": email.id})
-            audit.record(conn, event, now)
-            return "sent"
-
-        return record
-
-    def _retry(self, email: QueuedEmail, error: str) -> Outcome:
-        def record(conn: sqlite3.Connection) -> str:
-            delay = backoff(email.attempts, self.settings.retry_initial, self.settings.retry_max)
-            queue.mark_retry(conn, email.id, error, self.clock() + delay)
-            logger.info("email_retry", extra={"email_id": email.id, "attempts": email.attempts, "error": error[:200]})
-            return "retry"
-
-        return record
-
-    def _dead(self, email: QueuedEmail, error: str) -> Outcome:
-        def record(conn: sqlite3.Connection) -> str:
-            now = self.clock()
-            queue.mark_dead(conn, email.id, error)
-            details = {"email_id": email.id, "error": error[:200], "attempts": email.attempts}
-            audit.record(conn, audit.AuditEvent("email_dead", False, email=email.to, details=details), now)
-            logger.warning("email_dead", extra={"email_id": email.id, "error": error[:200]})
-            return "dead"
-
-        return record
+    def record(self, conn: sqlite3.Connection, attempts: list[Attempt[QueuedEmail]]) -> list[str]:
+        now = self.clock()
+        sent = [a.item for a in attempts if a.result == "sent"]
+        if sent:  # the common case, in two statements however many were sent
+            queue.mark_sent(conn, [e.id for e in sent], now)
+            events = [audit.AuditEvent("email_sent", True, email=e.to, details={"email_id": e.id}) for e in sent]
+            audit.record_many(conn, events, now)
+        for attempt in attempts:
+            email, error = attempt.item, attempt.error
+            if attempt.result == "retry":
+                delay = backoff(email.attempts, self.settings.retry_initial, self.settings.retry_max)
+                queue.mark_retry(conn, email.id, error, now + delay)
+                logger.info("email_retry", extra={"email_id": email.id, "attempts": email.attempts, "error": error[:200]})
+            elif attempt.result == "dead":
+                queue.mark_dead(conn, email.id, error)
+                details = {"email_id": email.id, "error": error[:200], "attempts": email.attempts}
+                audit.record(conn, audit.AuditEvent("email_dead", False, email=email.to, details=details), now)
+                logger.warning("email_dead", extra={"email_id": email.id, "error": error[:200]})
+        return [a.result for a in attempts]

@@ -6,7 +6,6 @@ a sign-in."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sqlite3
 import urllib.error
@@ -18,7 +17,7 @@ from passwordless.db import Database
 from passwordless.deps import Clock
 from passwordless.mail.worker import backoff
 from passwordless.metrics import Metrics
-from passwordless.queue_worker import Outcome, QueueWorker
+from passwordless.queue_worker import Attempt, QueueWorker
 from passwordless.webhooks import store
 from passwordless.webhooks.signing import signature
 from passwordless.webhooks.store import Delivery
@@ -61,17 +60,22 @@ class WebhookWorker(QueueWorker[Delivery]):
     def release(self, conn: sqlite3.Connection, ids: list[str]) -> None:
         store.release(conn, ids)
 
-    def recorded(self, results: list[str]) -> None:
-        for result in results:
-            self.metrics.webhook_deliveries.labels(result).inc()
+    def recorded(self, labels: list[str]) -> None:
+        for label in labels:
+            self.metrics.webhook_deliveries.labels(label).inc()
 
-    async def deliver(self, delivery: Delivery) -> Outcome:
+    async def deliver(self, delivery: Delivery) -> Attempt[Delivery]:
         try:
             await asyncio.to_thread(self._post, delivery)
         except Refused as exc:
             final = exc.final or delivery.attempts >= self.config.email.max_attempts
-            return functools.partial(self._outcome, delivery=delivery, result="dead" if final else "retry", error=str(exc))
-        return functools.partial(self._outcome, delivery=delivery, result="sent", error="")
+            return Attempt(delivery, "dead" if final else "retry", str(exc))
+        return Attempt(delivery, "sent")
+
+    def record(self, conn: sqlite3.Connection, attempts: list[Attempt[Delivery]]) -> list[str]:
+        for attempt in attempts:
+            self._outcome(conn, attempt.item, attempt.result, attempt.error)
+        return [attempt.result for attempt in attempts]
 
     def _post(self, delivery: Delivery) -> None:
         if delivery.hook_key not in self.secrets:
@@ -96,7 +100,7 @@ class WebhookWorker(QueueWorker[Delivery]):
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise Refused(f"{type(exc).__name__}: {exc}", final=False) from None
 
-    def _outcome(self, conn: sqlite3.Connection, delivery: Delivery, result: str, error: str) -> str:
+    def _outcome(self, conn: sqlite3.Connection, delivery: Delivery, result: str, error: str) -> None:
         now = self.clock()
         if result == "sent":
             store.mark_sent(conn, delivery.id, now)
@@ -108,4 +112,3 @@ class WebhookWorker(QueueWorker[Delivery]):
             details = {"webhook_id": delivery.id, "url": delivery.url, "error": error[:200]}
             audit.record(conn, audit.AuditEvent("webhook_dead", False, details=details), now)
             logger.warning("webhook_dead", extra={"webhook_id": delivery.id, "error": error[:200]})
-        return result
