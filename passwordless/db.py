@@ -4,8 +4,9 @@ hold read-only connections; each read runs in its own snapshot. A lookup by key 
 behind a request) runs on the event loop's own read-only connection: no hop at all.
 
 Group commit: when several write transactions are queued, the writer runs them back to back
-inside one BEGIN IMMEDIATE … COMMIT, each in its own SAVEPOINT, so one that fails rolls back
-alone. No caller hears "done" before the COMMIT that made its work durable.
+inside one BEGIN IMMEDIATE … COMMIT; if one fails, the group runs again with each in its own
+SAVEPOINT, so only that one rolls back. No caller hears "done" before the COMMIT that made
+its work durable.
 
 Store functions are plain functions taking a `sqlite3.Connection`; a service composes them
 into one unit and hands it to `write` or `read`. A unit must not BEGIN or COMMIT itself.
@@ -169,9 +170,29 @@ class _Writer(threading.Thread):
         return group, False
 
     def _commit_group(self, group: list[_Job]) -> None:
-        """Run the group in one transaction. If the transaction as a whole fails (COMMIT fails,
-        or a unit made SQLite abandon it) run each job again alone, so only the guilty one fails:
-        a unit may therefore run twice, its first run leaving no trace."""
+        """Run the group in one transaction, each unit straight on the connection. Under load
+        every statement costs this thread a turn at the interpreter lock behind the event loop,
+        and a SAVEPOINT around each unit would be two more. If any unit raises, or the
+        transaction fails, nothing of the group is kept and it runs again the careful way
+        (_commit_isolated): a unit may therefore run twice, its first run leaving no trace."""
+        conn = self.conn
+        values: list[Any] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in group:
+                values.append(job.unit(conn))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._commit_isolated(group)
+            return
+        _deliver([(job, True, value) for job, value in zip(group, values)])
+
+    def _commit_isolated(self, group: list[_Job]) -> None:
+        """Run the group in one transaction, each unit in its own SAVEPOINT, so one that raises
+        rolls back alone. If the transaction as a whole fails (COMMIT fails, or a unit made
+        SQLite abandon it) run each job again alone, so only the guilty one fails."""
         conn = self.conn
         outcomes: list[Outcome] = []
         try:
@@ -187,7 +208,7 @@ class _Writer(threading.Thread):
                 conn.execute("ROLLBACK")
             if len(group) > 1:
                 for job in group:
-                    self._commit_group([job])
+                    self._commit_isolated([job])
             else:
                 _deliver([(group[0], False, exc.cause if isinstance(exc, _Abandoned) else exc)])
             return
