@@ -181,6 +181,8 @@ class _Writer(threading.Thread):
             conn.execute("BEGIN IMMEDIATE")
             for job in group:
                 values.append(job.unit(conn))
+                if not conn.in_transaction:  # SQLite abandoned it: later units must not run outside it
+                    raise _Abandoned(sqlite3.OperationalError("the transaction was rolled back"))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
