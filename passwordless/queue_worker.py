@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 from collections import deque
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from passwordless import queue_table
+from passwordless.config import EmailSettings
 from passwordless.db import Database
 from passwordless.deps import Clock
 
@@ -27,6 +30,9 @@ STOP_GRACE_SECONDS = 10.0
 class Queued(Protocol):
     @property
     def id(self) -> str: ...
+
+    @property
+    def attempts(self) -> int: ...  # including the one under way
 
 
 Item = TypeVar("Item", bound=Queued)
@@ -41,13 +47,25 @@ class Attempt(Generic[Item]):
     error: str = ""
 
 
+def backoff(attempts: int, initial: float, ceiling: float) -> float:
+    """Exponential, capped, with jitter: between half and all of initial × 2^(attempts-1)."""
+    longest = min(ceiling, initial * 2 ** (attempts - 1))
+    return random.uniform(longest / 2, longest)
+
+
 class QueueWorker(Generic[Item]):
+    """Leases, retries (email.retry_initial … retry_max, at most email.max_attempts) and gives
+    up the same way for every queue; a queue names its table and says how to claim, send
+    and record."""
+
     name = "queue"
+    table = ""  # the queue's table, as queue_table knows it
 
     def __init__(
-        self, db: Database, clock: Clock, concurrency: int, lease: float, idle_seconds: float = IDLE_SECONDS
+        self, db: Database, clock: Clock, settings: EmailSettings, concurrency: int, idle_seconds: float = IDLE_SECONDS
     ) -> None:
-        self.db, self.clock, self.concurrency, self.lease = db, clock, concurrency, lease
+        self.db, self.clock, self.settings, self.concurrency = db, clock, settings, concurrency
+        self.lease = settings.lease
         self.idle_seconds = idle_seconds
         self._wake = asyncio.Event()
         self._ahead: deque[tuple[Item, float]] = deque()  # leased, not started: (row, start it before)
@@ -62,12 +80,6 @@ class QueueWorker(Generic[Item]):
     def claim(self, conn: sqlite3.Connection, now: float, limit: int) -> list[Item]:
         raise NotImplementedError
 
-    def next_due(self, conn: sqlite3.Connection) -> float | None:
-        raise NotImplementedError
-
-    def release(self, conn: sqlite3.Connection, ids: list[str]) -> None:
-        raise NotImplementedError
-
     async def deliver(self, item: Item) -> Attempt[Item]:
         raise NotImplementedError
 
@@ -78,6 +90,25 @@ class QueueWorker(Generic[Item]):
 
     def recorded(self, labels: list[str]) -> None:
         """The results are committed (metrics)."""
+
+    # What every queue shares.
+    def failed(self, item: Item, error: str, final: bool = False) -> Attempt[Item]:
+        """A failed attempt: tried again later, or dead if final or out of attempts."""
+        dead = final or item.attempts >= self.settings.max_attempts
+        return Attempt(item, "dead" if dead else "retry", error)
+
+    def retry_later(self, conn: sqlite3.Connection, attempt: Attempt[Item], now: float) -> None:
+        delay = backoff(attempt.item.attempts, self.settings.retry_initial, self.settings.retry_max)
+        queue_table.mark_retry(conn, self.table, attempt.item.id, attempt.error, now + delay)
+
+    def give_up(self, conn: sqlite3.Connection, attempt: Attempt[Item]) -> None:
+        queue_table.mark_dead(conn, self.table, attempt.item.id, attempt.error)
+
+    def next_due(self, conn: sqlite3.Connection) -> float | None:
+        return queue_table.next_due(conn, self.table)
+
+    def release(self, conn: sqlite3.Connection, ids: list[str]) -> None:
+        queue_table.release(conn, self.table, ids)
 
     async def close(self) -> None:
         return None

@@ -23,7 +23,7 @@ def layer(module: str) -> str:
         return "routes"
     if name.endswith((".service", ".worker", ".events")) or name in ("deps", "mail.transport", "limits", "queue_worker"):
         return "service"
-    if name.endswith(".store") or name in ("migrate", "audit", "mail.queue"):
+    if name.endswith(".store") or name in ("migrate", "audit", "mail.queue", "queue_table"):
         return "store"
     if name == "db":
         return "db"

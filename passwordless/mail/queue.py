@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from passwordless import queue_table
 from passwordless.crypto import new_id
 from passwordless.db import delete_where
 
@@ -31,34 +32,10 @@ class QueuedEmail:
 
 
 def claim(conn: sqlite3.Connection, now: float, lease: float, limit: int) -> list[QueuedEmail]:
-    """Lease due emails in one transaction, so two workers never take the same row; a lease
-    left behind by a crash expires and the row is taken again (those first)."""
-    # Two index searches, then one update by key: a single statement (with an OR, or the
-    # searches as a subquery) sorted or copied the whole due part of the queue on every call.
-    # INDEXED BY (the primary key's index is SQLite's sqlite_autoindex_<table>_1) keeps every
-    # step on an index whatever the statistics say: from a near-empty queue they made even
-    # `id IN (…)` scan it. One statement, not one per row: each statement lets the event loop
-    # take the interpreter lock from the writer thread. The caller's write transaction
-    # (BEGIN IMMEDIATE) keeps other processes out meanwhile.
-    ids = [r[0] for r in conn.execute(
-        "SELECT id FROM email_queue INDEXED BY email_queue_due WHERE status = 'sending' AND lease_expires_at <= ?"
-        " LIMIT ?",
-        (now, limit),
-    )]
-    if len(ids) < limit:
-        ids += [r[0] for r in conn.execute(
-            "SELECT id FROM email_queue INDEXED BY email_queue_due"
-            " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-            (now, limit - len(ids)),
-        )]
-    if not ids:
-        return []
-    rows = conn.execute(
-        "UPDATE email_queue INDEXED BY sqlite_autoindex_email_queue_1 SET status = 'sending', attempts = attempts + 1,"
-        f" last_attempt_at = ?, lease_expires_at = ? WHERE id IN ({', '.join('?' * len(ids))})"
-        " RETURNING id, to_address, subject, body_text, body_html, attempts",
-        (int(now), now + lease, *ids),
-    ).fetchall()
+    """Lease due emails (queue_table.lease): two workers never take the same row, and a lease
+    left behind by a crash expires and the row is taken again."""
+    columns = "id, to_address, subject, body_text, body_html, attempts"
+    rows = queue_table.lease(conn, "email_queue", columns, now, lease, limit)
     return [QueuedEmail(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5]) for r in rows]
 
 
@@ -69,39 +46,6 @@ def mark_sent(conn: sqlite3.Connection, email_ids: list[str], now: float) -> Non
         " lease_expires_at = NULL, last_error = NULL, body_text = NULL, body_html = NULL"
         f" WHERE id IN ({', '.join('?' * len(email_ids))})",
         (int(now), *email_ids),
-    )
-
-
-def mark_retry(conn: sqlite3.Connection, email_id: str, error: str, next_attempt_at: float) -> None:
-    conn.execute(
-        "UPDATE email_queue SET status = 'pending', last_error = ?, next_attempt_at = ?, lease_expires_at = NULL"
-        " WHERE id = ?",
-        (error[:500], next_attempt_at, email_id),  # a fraction of a second matters for short backoffs
-    )
-
-
-def mark_dead(conn: sqlite3.Connection, email_id: str, error: str) -> None:
-    """Dead: kept whole (an operator may retry it) until pruned after email.keep_sent."""
-    conn.execute(
-        "UPDATE email_queue SET status = 'dead', last_error = ?, lease_expires_at = NULL WHERE id = ?",
-        (error[:500], email_id),
-    )
-
-
-def next_due(conn: sqlite3.Connection) -> float | None:
-    row = conn.execute(
-        "SELECT min(CASE status WHEN 'pending' THEN next_attempt_at ELSE lease_expires_at END)"
-        " FROM email_queue WHERE status IN ('pending', 'sending')"
-    ).fetchone()
-    return float(row[0]) if row[0] is not None else None
-
-
-def release(conn: sqlite3.Connection, email_ids: list[str]) -> None:
-    """Hand leased rows back (a send stopped by shutdown): due again at once, attempt not counted."""
-    conn.executemany(
-        "UPDATE email_queue SET status = 'pending', attempts = max(attempts - 1, 0), lease_expires_at = NULL"
-        " WHERE id = ? AND status = 'sending'",
-        [(email_id,) for email_id in email_ids],
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import sqlite3
 
 from passwordless import audit
@@ -21,29 +20,18 @@ from passwordless.queue_worker import Attempt, QueueWorker
 
 logger = logging.getLogger(__name__)
 
-def backoff(attempts: int, initial: float, ceiling: float) -> float:
-    """Exponential, capped, with jitter: between half and all of initial × 2^(attempts-1)."""
-    longest = min(ceiling, initial * 2 ** (attempts - 1))
-    return random.uniform(longest / 2, longest)
-
-
 class MailWorker(QueueWorker[QueuedEmail]):
     name = "email"
+    table = "email_queue"
 
     def __init__(
         self, db: Database, settings: EmailSettings, transport: Transport, clock: Clock, metrics: Metrics
     ) -> None:
-        super().__init__(db, clock, settings.concurrency, settings.lease)
-        self.settings, self.transport, self.metrics = settings, transport, metrics
+        super().__init__(db, clock, settings, settings.concurrency)
+        self.transport, self.metrics = transport, metrics
 
     def claim(self, conn: sqlite3.Connection, now: float, limit: int) -> list[QueuedEmail]:
-        return queue.claim(conn, now, self.settings.lease, limit)
-
-    def next_due(self, conn: sqlite3.Connection) -> float | None:
-        return queue.next_due(conn)
-
-    def release(self, conn: sqlite3.Connection, ids: list[str]) -> None:
-        queue.release(conn, ids)
+        return queue.claim(conn, now, self.lease, limit)
 
     def recorded(self, labels: list[str]) -> None:
         for label in labels:
@@ -56,9 +44,9 @@ class MailWorker(QueueWorker[QueuedEmail]):
         try:
             await self.transport.send(email)
         except PermanentFailure as exc:
-            return Attempt(email, "dead", str(exc))
+            return self.failed(email, str(exc), final=True)
         except (TemporaryFailure, OSError, asyncio.TimeoutError) as exc:
-            return Attempt(email, "dead" if email.attempts >= self.settings.max_attempts else "retry", str(exc))
+            return self.failed(email, str(exc))
         except Exception as exc:  # a transport bug must not lose the email: try again later
             logger.exception("email_send_crashed", extra={"email_id": email.id})
             return Attempt(email, "retry", f"{type(exc).__name__}: {exc}")
@@ -74,11 +62,10 @@ class MailWorker(QueueWorker[QueuedEmail]):
         for attempt in attempts:
             email, error = attempt.item, attempt.error
             if attempt.result == "retry":
-                delay = backoff(email.attempts, self.settings.retry_initial, self.settings.retry_max)
-                queue.mark_retry(conn, email.id, error, now + delay)
+                self.retry_later(conn, attempt, now)
                 logger.info("email_retry", extra={"email_id": email.id, "attempts": email.attempts, "error": error[:200]})
             elif attempt.result == "dead":
-                queue.mark_dead(conn, email.id, error)
+                self.give_up(conn, attempt)  # kept whole (an operator may retry it) until pruned
                 details = {"email_id": email.id, "error": error[:200], "attempts": email.attempts}
                 audit.record(conn, audit.AuditEvent("email_dead", False, email=email.to, details=details), now)
                 logger.warning("email_dead", extra={"email_id": email.id, "error": error[:200]})

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from passwordless import queue_table
 from passwordless.config import WebhookSettings
 from passwordless.db import delete_where
 
@@ -49,34 +50,8 @@ def enqueue(
 
 
 def claim(conn: sqlite3.Connection, now: float, lease: float, limit: int) -> list[Delivery]:
-    """Lease due rows: those a crash left behind with an expired lease first, then the
-    longest due."""
-    # Two index searches, then one update by key: a single statement (with an OR, or the
-    # searches as a subquery) sorted or copied the whole due part of the queue on every call.
-    # INDEXED BY (the primary key's index is SQLite's sqlite_autoindex_<table>_1) keeps every
-    # step on an index whatever the statistics say: from a near-empty queue they made even
-    # `id IN (…)` scan it. One statement, not one per row: each statement lets the event loop
-    # take the interpreter lock from the writer thread. The caller's write transaction
-    # (BEGIN IMMEDIATE) keeps other processes out meanwhile.
-    ids = [r[0] for r in conn.execute(
-        "SELECT id FROM webhook_queue INDEXED BY webhook_queue_due WHERE status = 'sending' AND lease_expires_at <= ?"
-        " LIMIT ?",
-        (now, limit),
-    )]
-    if len(ids) < limit:
-        ids += [r[0] for r in conn.execute(
-            "SELECT id FROM webhook_queue INDEXED BY webhook_queue_due"
-            " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-            (now, limit - len(ids)),
-        )]
-    if not ids:
-        return []
-    rows = conn.execute(
-        "UPDATE webhook_queue INDEXED BY sqlite_autoindex_webhook_queue_1 SET status = 'sending', attempts = attempts + 1,"
-        f" last_attempt_at = ?, lease_expires_at = ? WHERE id IN ({', '.join('?' * len(ids))})"
-        " RETURNING id, url, payload, attempts, hook_key",
-        (int(now), now + lease, *ids),
-    ).fetchall()
+    """Lease due deliveries (queue_table.lease)."""
+    rows = queue_table.lease(conn, "webhook_queue", "id, url, payload, attempts, hook_key", now, lease, limit)
     return [Delivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
@@ -86,37 +61,6 @@ def mark_sent(conn: sqlite3.Connection, delivery_id: str, now: float) -> None:
         " WHERE id = ?",
         (int(now), delivery_id),
     )
-
-
-def mark_retry(conn: sqlite3.Connection, delivery_id: str, error: str, next_attempt_at: float) -> None:
-    conn.execute(
-        "UPDATE webhook_queue SET status = 'pending', last_error = ?, next_attempt_at = ?, lease_expires_at = NULL"
-        " WHERE id = ?",
-        (error[:500], next_attempt_at, delivery_id),
-    )
-
-
-def mark_dead(conn: sqlite3.Connection, delivery_id: str, error: str) -> None:
-    conn.execute(
-        "UPDATE webhook_queue SET status = 'dead', last_error = ?, lease_expires_at = NULL WHERE id = ?",
-        (error[:500], delivery_id),
-    )
-
-
-def release(conn: sqlite3.Connection, delivery_ids: list[str]) -> None:
-    conn.executemany(
-        "UPDATE webhook_queue SET status = 'pending', attempts = max(attempts - 1, 0), lease_expires_at = NULL"
-        " WHERE id = ? AND status = 'sending'",
-        [(i,) for i in delivery_ids],
-    )
-
-
-def next_due(conn: sqlite3.Connection) -> float | None:
-    row = conn.execute(
-        "SELECT min(CASE status WHEN 'pending' THEN next_attempt_at ELSE lease_expires_at END)"
-        " FROM webhook_queue WHERE status IN ('pending', 'sending')"
-    ).fetchone()
-    return float(row[0]) if row[0] is not None else None
 
 
 def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:

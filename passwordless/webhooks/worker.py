@@ -15,7 +15,6 @@ from passwordless import __version__, audit
 from passwordless.config import Config
 from passwordless.db import Database
 from passwordless.deps import Clock
-from passwordless.mail.worker import backoff
 from passwordless.metrics import Metrics
 from passwordless.queue_worker import Attempt, QueueWorker
 from passwordless.webhooks import store
@@ -44,21 +43,16 @@ class Refused(Exception):
 
 class WebhookWorker(QueueWorker[Delivery]):
     name = "webhook"
+    table = "webhook_queue"
 
     def __init__(self, db: Database, config: Config, clock: Clock, metrics: Metrics) -> None:
-        super().__init__(db, clock, 4, config.email.lease, idle_seconds=POLL_SECONDS)
+        super().__init__(db, clock, config.email, 4, idle_seconds=POLL_SECONDS)
         self.config, self.metrics = config, metrics
         self.secrets = {store.hook_key(hook): hook.secret for hook in config.webhooks}
         self._opener = urllib.request.build_opener(_NoRedirects)
 
     def claim(self, conn: sqlite3.Connection, now: float, limit: int) -> list[Delivery]:
-        return store.claim(conn, now, self.config.email.lease, limit)
-
-    def next_due(self, conn: sqlite3.Connection) -> float | None:
-        return store.next_due(conn)
-
-    def release(self, conn: sqlite3.Connection, ids: list[str]) -> None:
-        store.release(conn, ids)
+        return store.claim(conn, now, self.lease, limit)
 
     def recorded(self, labels: list[str]) -> None:
         for label in labels:
@@ -68,13 +62,22 @@ class WebhookWorker(QueueWorker[Delivery]):
         try:
             await asyncio.to_thread(self._post, delivery)
         except Refused as exc:
-            final = exc.final or delivery.attempts >= self.config.email.max_attempts
-            return Attempt(delivery, "dead" if final else "retry", str(exc))
+            return self.failed(delivery, str(exc), final=exc.final)
         return Attempt(delivery, "sent")
 
     def record(self, conn: sqlite3.Connection, attempts: list[Attempt[Delivery]]) -> list[str]:
+        now = self.clock()
         for attempt in attempts:
-            self._outcome(conn, attempt.item, attempt.result, attempt.error)
+            delivery, error = attempt.item, attempt.error
+            if attempt.result == "sent":
+                store.mark_sent(conn, delivery.id, now)
+            elif attempt.result == "retry":
+                self.retry_later(conn, attempt, now)
+            else:
+                self.give_up(conn, attempt)
+                details = {"webhook_id": delivery.id, "url": delivery.url, "error": error[:200]}
+                audit.record(conn, audit.AuditEvent("webhook_dead", False, details=details), now)
+                logger.warning("webhook_dead", extra={"webhook_id": delivery.id, "error": error[:200]})
         return [attempt.result for attempt in attempts]
 
     def _post(self, delivery: Delivery) -> None:
@@ -99,16 +102,3 @@ class WebhookWorker(QueueWorker[Delivery]):
             raise Refused(f"HTTP {exc.code}", final=exc.code == 410) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise Refused(f"{type(exc).__name__}: {exc}", final=False) from None
-
-    def _outcome(self, conn: sqlite3.Connection, delivery: Delivery, result: str, error: str) -> None:
-        now = self.clock()
-        if result == "sent":
-            store.mark_sent(conn, delivery.id, now)
-        elif result == "retry":
-            delay = backoff(delivery.attempts, self.config.email.retry_initial, self.config.email.retry_max)
-            store.mark_retry(conn, delivery.id, error, now + delay)
-        else:
-            store.mark_dead(conn, delivery.id, error)
-            details = {"webhook_id": delivery.id, "url": delivery.url, "error": error[:200]}
-            audit.record(conn, audit.AuditEvent("webhook_dead", False, details=details), now)
-            logger.warning("webhook_dead", extra={"webhook_id": delivery.id, "error": error[:200]})

@@ -1,0 +1,72 @@
+"""What the durable queues (tables email_queue and webhook_queue) share: leasing due rows,
+handing them back, trying again later, giving up, and when to look again. Each table has id,
+status ('pending' → 'sending' → 'sent' | 'dead'), attempts, last_error, last_attempt_at,
+next_attempt_at and lease_expires_at, and an index <table>_due on (status, next_attempt_at).
+`table` and `columns` are the stores' own constants, never input."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+
+def lease(conn: sqlite3.Connection, table: str, columns: str, now: float, lease_for: float, limit: int) -> list[Any]:
+    """Lease due rows and return `columns` of each: those a crash left behind with an expired
+    lease first, then the longest due. The caller's write transaction (BEGIN IMMEDIATE)
+    keeps other processes out meanwhile, so two workers never take the same row."""
+    # Two index searches, then one update by key: a single statement (with an OR, or the
+    # searches as a subquery) sorted or copied the whole due part of the queue on every call.
+    # INDEXED BY (the primary key's index is SQLite's sqlite_autoindex_<table>_1) keeps every
+    # step on an index whatever the statistics say: from a near-empty queue they made even
+    # `id IN (…)` scan it. One statement, not one per row: each statement lets the event loop
+    # take the interpreter lock from the writer thread.
+    ids = [r[0] for r in conn.execute(
+        f"SELECT id FROM {table} INDEXED BY {table}_due WHERE status = 'sending' AND lease_expires_at <= ? LIMIT ?",
+        (now, limit),
+    )]
+    if len(ids) < limit:
+        ids += [r[0] for r in conn.execute(
+            f"SELECT id FROM {table} INDEXED BY {table}_due"
+            " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+            (now, limit - len(ids)),
+        )]
+    if not ids:
+        return []
+    return conn.execute(
+        f"UPDATE {table} INDEXED BY sqlite_autoindex_{table}_1 SET status = 'sending', attempts = attempts + 1,"
+        f" last_attempt_at = ?, lease_expires_at = ? WHERE id IN ({', '.join('?' * len(ids))}) RETURNING {columns}",
+        (int(now), now + lease_for, *ids),
+    ).fetchall()
+
+
+def release(conn: sqlite3.Connection, table: str, ids: list[str]) -> None:
+    """Hand leased rows back (a send stopped by shutdown): due again at once, attempt not counted."""
+    conn.executemany(
+        f"UPDATE {table} SET status = 'pending', attempts = max(attempts - 1, 0), lease_expires_at = NULL"
+        " WHERE id = ? AND status = 'sending'",
+        [(row_id,) for row_id in ids],
+    )
+
+
+def mark_retry(conn: sqlite3.Connection, table: str, row_id: str, error: str, next_attempt_at: float) -> None:
+    conn.execute(
+        f"UPDATE {table} SET status = 'pending', last_error = ?, next_attempt_at = ?, lease_expires_at = NULL"
+        " WHERE id = ?",
+        (error[:500], next_attempt_at, row_id),  # a fraction of a second matters for short backoffs
+    )
+
+
+def mark_dead(conn: sqlite3.Connection, table: str, row_id: str, error: str) -> None:
+    conn.execute(
+        f"UPDATE {table} SET status = 'dead', last_error = ?, lease_expires_at = NULL WHERE id = ?",
+        (error[:500], row_id),
+    )
+
+
+def next_due(conn: sqlite3.Connection, table: str) -> float | None:
+    """When the next row falls due, or a lease runs out; None for an empty queue."""
+    row = conn.execute(
+        f"SELECT min(CASE status WHEN 'pending' THEN next_attempt_at ELSE lease_expires_at END)"
+        f" FROM {table} WHERE status IN ('pending', 'sending')"
+    ).fetchone()
+    return float(row[0]) if row[0] is not None else None
