@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -75,7 +76,20 @@ def random_bytes(n: int) -> bytes:
 
 def new_token() -> str:
     """An unguessable bearer secret (link token, refresh token): 256 random bits."""
-    return base64.urlsafe_b64encode(random_bytes(32)).rstrip(b"=").decode("ascii")
+    return b64url(random_bytes(32))
+
+
+def b64url(data: bytes) -> str:
+    """base64url without padding (tokens, JWT segments)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def from_b64url(text: str) -> bytes:
+    """Strict base64url without padding: any other character is refused (ValueError), not skipped."""
+    if not text.isascii() or "=" in text or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    standard = text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)
+    return binascii.a2b_base64(standard, strict_mode=True)
 
 
 def token_hash(token: str) -> bytes:

@@ -4,8 +4,6 @@ exp, so a token of another kind, another algorithm or another issuer is never ac
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Sequence
@@ -17,7 +15,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from passwordless.crypto import new_id
+from passwordless.crypto import b64url, from_b64url, new_id
 
 TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "exp", "iat", "jti"]
@@ -105,7 +103,7 @@ class Signer:
     def _sign_with(self, kid: str, key: Any) -> None:
         header = {"alg": self.algorithm, "kid": kid, "typ": TOKEN_TYPE}
         self._signing = (kid, key)
-        self._signing_header = _b64(json.dumps(header, separators=(",", ":")).encode())
+        self._signing_header = b64url(json.dumps(header, separators=(",", ":")).encode())
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": list(self._jwks)}
@@ -122,9 +120,9 @@ class Signer:
             "exp": int(now) + self.access_ttl,
             "jti": new_id(),
         }
-        signing_input = f"{self._signing_header}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}"
+        signing_input = f"{self._signing_header}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"
         signature = self._algorithm.sign(signing_input.encode(), self._signing[1])
-        return f"{signing_input}.{_b64(signature)}"
+        return f"{signing_input}.{b64url(signature)}"
 
     def verify(self, token: str, now: float) -> AccessClaims:
         """The claims of a valid, current access token. A client sends the same token with each
@@ -145,9 +143,9 @@ class Signer:
         header, _, payload = signing_input.partition(".")
         try:
             key = self._key_for(header)
-            if not self._algorithm.verify(signing_input.encode(), key, _unb64(signature)):
+            if not self._algorithm.verify(signing_input.encode(), key, from_b64url(signature)):
                 raise InvalidAccessToken("bad signature")
-            claims = json.loads(_unb64(payload))
+            claims = json.loads(from_b64url(payload))
         except (ValueError, TypeError) as exc:  # bad base64, JSON or signature encoding
             raise InvalidAccessToken(str(exc)) from None
         return self._checked(claims, now)
@@ -159,7 +157,7 @@ class Signer:
         key = self._headers.get(header)
         if key is not None:
             return key
-        fields = json.loads(_unb64(header))
+        fields = json.loads(from_b64url(header))
         if not isinstance(fields, dict) or fields.get("alg") != self.algorithm or fields.get("typ") != TOKEN_TYPE:
             raise InvalidAccessToken("not an access token of this server's algorithm")
         kid = fields.get("kid")
@@ -190,15 +188,3 @@ class Signer:
             str(claims["sub"]), str(claims["sid"]), str(claims.get("email", "")),
             tuple(str(a) for a in amr) if isinstance(amr, list) else (), expires_at,
         )
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    """Strict base64url without padding: any other character is refused, not skipped."""
-    if not text.isascii() or "=" in text or len(text) % 4 == 1:
-        raise ValueError("not base64url")
-    standard = text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4)
-    return binascii.a2b_base64(standard, strict_mode=True)
