@@ -1,15 +1,23 @@
-"""One SQLite file. A writer thread owns the only writing connection and runs each write
-transaction whole — one thread hop per transaction, not one per statement. Reader threads
-hold read-only connections; each read runs in its own snapshot. A lookup by key (the session
-behind a request) runs on the event loop's own read-only connection: no hop at all.
+"""One SQLite file, written on the event loop's own thread.
 
-Group commit: when several write transactions are queued, the writer runs them back to back
-inside one BEGIN IMMEDIATE … COMMIT; if one fails, the group runs again with each in its own
-SAVEPOINT, so only that one rolls back. No caller hears "done" before the COMMIT that made
-its work durable.
+Writes: each `write` is one transaction. The ones asked for while the loop is busy are
+committed together (group commit) in one BEGIN IMMEDIATE … COMMIT on the loop's writing
+connection, right on the loop's thread: no thread hop and no wait for the interpreter lock,
+which under load cost more than the SQL itself. That connection never waits for a lock: when
+another process (a migration, an operator's sqlite3 shell) holds the write lock, or a unit of
+the group fails, the group goes to the writer thread instead. There each unit may wait the
+full busy timeout, and a failing unit is rolled back alone (in its own SAVEPOINT) without
+failing the others. No caller hears "done" before the COMMIT that made its work durable.
+
+Checkpoints (copying the WAL into the main file, with an fsync) would stall the loop, so the
+loop's connection never runs them: the writer thread does, in the background.
+
+Reads: reader threads hold read-only connections; each read runs in its own snapshot. A
+lookup by key (the session behind a request) runs on the loop's own read-only connection.
 
 Store functions are plain functions taking a `sqlite3.Connection`; a service composes them
-into one unit and hands it to `write` or `read`. A unit must not BEGIN or COMMIT itself.
+into one unit and hands it to `write` or `read`. A unit must not BEGIN or COMMIT itself, and
+must not block: it runs on the event loop.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ P = ParamSpec("P")
 
 BUSY_TIMEOUT_MS = 5000
 MAX_GROUP = 64  # write transactions committed together at most
+CHECKPOINT_SECONDS = 0.5  # while the loop commits, the writer thread checkpoints this often at most
 _STOP = None
+_CHECKPOINT = "checkpoint"
 
 Unit = Callable[[sqlite3.Connection], Any]
 
@@ -75,6 +85,7 @@ def _settle(outcomes: list[Outcome]) -> None:
 
 
 Jobs = queue.SimpleQueue[_Job | None]
+Groups = queue.SimpleQueue[list[_Job] | str | None]  # groups of write jobs, _CHECKPOINT or _STOP
 
 
 def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
@@ -138,11 +149,13 @@ class _Reader(threading.Thread):
 
 
 class _Writer(threading.Thread):
-    """Runs write jobs in order, committing whatever is queued together (up to MAX_GROUP)."""
+    """Runs the write groups the loop could not commit itself, in order, merging whatever is
+    queued (up to MAX_GROUP jobs), and checkpoints the WAL when asked."""
 
-    def __init__(self, conn: sqlite3.Connection, jobs: Jobs) -> None:
+    def __init__(self, conn: sqlite3.Connection, groups: Groups) -> None:
         super().__init__(name="db-writer", daemon=True)
-        self.conn, self.jobs = conn, jobs
+        self.conn, self.groups = conn, groups
+        self.checkpoint_asked = False  # set by the loop, cleared here: one checkpoint queued at most
 
     def run(self) -> None:
         try:
@@ -155,26 +168,37 @@ class _Writer(threading.Thread):
             self.conn.close()
 
     def _next_group(self) -> tuple[list[_Job], bool]:
-        first = self.jobs.get()
-        if first is _STOP:
-            return [], True
-        group = [first]
-        while len(group) < MAX_GROUP:
-            try:
-                job = self.jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is _STOP:
+        group: list[_Job] = []
+        item = self.groups.get()
+        while True:
+            if item is _STOP:
                 return group, True
-            group.append(job)
-        return group, False
+            if item == _CHECKPOINT:
+                self._checkpoint()
+            elif isinstance(item, list):
+                group += item
+            if len(group) >= MAX_GROUP:
+                return group, False
+            try:
+                item = self.groups.get_nowait()
+            except queue.Empty:
+                return group, False
+
+    def _checkpoint(self) -> None:
+        """PASSIVE: copy what it can without waiting for, or blocking, readers and writers."""
+        self.checkpoint_asked = False
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:  # another connection is checkpointing: the next time will do
+            pass
 
     def _commit_group(self, group: list[_Job]) -> None:
         """Run the group in one transaction, each unit straight on the connection. Under load
         every statement costs this thread a turn at the interpreter lock behind the event loop,
         and a SAVEPOINT around each unit would be two more. If any unit raises, or the
         transaction fails, nothing of the group is kept and it runs again the careful way
-        (_commit_isolated): a unit may therefore run twice, its first run leaving no trace."""
+        (_commit_isolated): a unit may therefore run more than once, only its last run leaving
+        a trace."""
         conn = self.conn
         values: list[Any] = []
         try:
@@ -231,37 +255,111 @@ class _Writer(threading.Thread):
 
 
 class Database:
-    """The writer and the readers of one SQLite file. Open with `Database.open(path)`."""
+    """The writers and the readers of one SQLite file. Open with `Database.open(path)`."""
 
     def __init__(self, path: Path, readers: int = 2) -> None:
         self.path = path
-        self._write_jobs: Jobs = queue.SimpleQueue()
+        self._groups: Groups = queue.SimpleQueue()
         self._read_jobs: Jobs = queue.SimpleQueue()
-        self._writer = _Writer(connect(path), self._write_jobs)
+        self._writer = _Writer(connect(path), self._groups)
         self._readers = [
             _Reader(f"db-reader-{i}", connect(path, read_only=True), self._read_jobs) for i in range(readers)
         ]
-        self._inline = connect(path, read_only=True)  # used only on the event loop's thread: see lookup
+        # Used only on the home loop's thread: see write and lookup.
+        self._loop_writer = connect(path)
+        self._loop_writer.execute("PRAGMA busy_timeout=0")  # never wait on the loop: hand over instead
+        self._loop_writer.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread checkpoints
+        self._inline = connect(path, read_only=True)
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._pending: list[_Job] = []
+        self._handed_over = 0  # groups the home loop gave the writer thread, not yet committed
+        self._last_checkpoint = time.monotonic()
         self._closed = False
         for thread in [self._writer, *self._readers]:
             thread.start()
 
     @classmethod
     async def open(cls, path: Path, readers: int = 2) -> Database:
-        return await asyncio.to_thread(cls, path, readers)
+        database = await asyncio.to_thread(cls, path, readers)
+        database._home = asyncio.get_running_loop()
+        return database
 
     async def write(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run `fn(conn, …)` as one write transaction: its changes commit together, or none do
-        if it raises. Once queued it runs to completion even if the awaiting task is cancelled."""
-        return await self._submit(self._write_jobs, lambda conn: fn(conn, *args, **kwargs))
+        if it raises. Once asked for it runs to completion even if the awaiting task is cancelled.
+        On the loop that opened the database it runs on the loop's thread; from any other loop
+        it runs on the writer thread."""
+        if self._closed:
+            raise DatabaseClosed("the database is closed")
+        loop = asyncio.get_running_loop()
+        job = _Job(lambda conn: fn(conn, *args, **kwargs), loop)
+        if loop is not self._home:
+            self._groups.put([job])
+        else:
+            if not self._pending:
+                loop.call_soon(self._flush)  # after every request handler already running has asked
+            self._pending.append(job)
+        # If the awaiting task is cancelled the job still runs; its outcome is then unread.
+        result: T = await job.future
+        return result
+
+    def _flush(self) -> None:
+        """Commit the writes asked for on the home loop since the last flush, as one group."""
+        group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        if not group:  # close() flushed them already
+            return
+        if self._closed:
+            _settle([(job, False, DatabaseClosed("the database is closed")) for job in group])
+            return
+        if self._handed_over:  # first-come, first-committed: follow the groups handed over
+            self._hand_over(group)
+            return
+        conn = self._loop_writer
+        values: list[Any] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in group:
+                values.append(job.unit(conn))
+                if not conn.in_transaction:  # SQLite abandoned it: later units must not run outside it
+                    raise _Abandoned(sqlite3.OperationalError("the transaction was rolled back"))
+            conn.execute("COMMIT")
+        except BaseException:  # another process holds the lock, or a unit failed: the thread sorts it out
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._hand_over(group)
+            return
+        _settle([(job, True, value) for job, value in zip(group, values)])
+        now = time.monotonic()
+        if now - self._last_checkpoint >= CHECKPOINT_SECONDS and not self._writer.checkpoint_asked:
+            self._last_checkpoint = now
+            self._writer.checkpoint_asked = True
+            self._groups.put(_CHECKPOINT)
+
+    def _hand_over(self, group: list[_Job]) -> None:
+        """Give a group to the writer thread; the loop's next writes follow it there until the
+        thread has committed every group handed over, so writes commit in the order asked."""
+        self._handed_over += 1
+        marker = _Job(_nothing, group[0].loop)
+        marker.future.add_done_callback(self._handed_over_done)
+        self._groups.put([*group, marker])
+
+    def _handed_over_done(self, future: asyncio.Future[Any]) -> None:
+        self._handed_over -= 1
 
     async def read(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run `fn(conn, …)` on a read-only connection, in one consistent snapshot."""
-        return await self._submit(self._read_jobs, lambda conn: fn(conn, *args, **kwargs))
+        if self._closed:
+            raise DatabaseClosed("the database is closed")
+        job = _Job(lambda conn: fn(conn, *args, **kwargs), asyncio.get_running_loop())
+        self._read_jobs.put(job)
+        result: T = await job.future
+        return result
 
     def lookup(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(conn, …)` right here, on the event loop's thread: for a lookup by key, such as
@@ -276,24 +374,20 @@ class Database:
     def writer_alive(self) -> bool:
         return not self._closed and self._writer.is_alive()
 
-    async def _submit(self, jobs: Jobs, unit: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise DatabaseClosed("the database is closed")
-        job = _Job(unit, asyncio.get_running_loop())
-        jobs.put(job)
-        # If the awaiting task is cancelled the job still runs; its outcome is then unread.
-        result: T = await job.future
-        return result
-
     async def close(self) -> None:
-        """Finish queued work, checkpoint the WAL into the main file and close every connection."""
+        """Finish the writes asked for, checkpoint the WAL into the main file and close every
+        connection."""
         if self._closed:
             return
         try:
-            await self._submit(self._write_jobs, _nothing)  # runs after every write queued before it
+            while self._pending and asyncio.get_running_loop() is self._home:
+                self._flush()
+            done = _Job(_nothing, asyncio.get_running_loop())
+            self._groups.put([done])  # runs after every group handed to the thread before it
+            await done.future
         finally:
             self._closed = True
-            self._write_jobs.put(_STOP)
+            self._groups.put(_STOP)
             for _ in self._readers:
                 self._read_jobs.put(_STOP)
             await asyncio.to_thread(self._join)
@@ -301,6 +395,7 @@ class Database:
     def _join(self) -> None:
         for thread in [self._writer, *self._readers]:
             thread.join()
+        self._loop_writer.close()
         self._inline.close()
         # With every reader gone the checkpoint can move the whole WAL into the main file.
         conn = sqlite3.connect(self.path, isolation_level=None)
@@ -312,9 +407,10 @@ class Database:
 
 
 def _nothing(conn: sqlite3.Connection) -> None:
-    """No PRAGMA optimize here: run when the tables were nearly empty (the first stops), its
-    statistics told the planner the queue held one row, and it then scanned the whole queue
-    on every claim once the queue had grown. The planner's defaults suit these tables."""
+    """Marks a place in the writer thread's queue: it commits once everything before it has.
+    (No PRAGMA optimize at close either: run when the tables were nearly empty, its statistics
+    told the planner the queue held one row, and it then scanned the whole queue on every claim
+    once the queue had grown. The planner's defaults suit these tables.)"""
 
 
 def delete_where(

@@ -1,5 +1,7 @@
-"""The Database against a real SQLite file: pragmas, atomic write units, serialised writes,
-snapshot reads, foreign keys, online backups while writing, close() and cancellation."""
+"""The Database against a real SQLite file: pragmas, atomic write units, serialised writes
+(grouped on the event loop, or on the writer thread while another process holds the lock),
+snapshot reads, foreign keys, online backups while writing, checkpoints, close() and
+cancellation."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +24,7 @@ from passwordless.db import Database, DatabaseClosed
 pytestmark = pytest.mark.anyio
 
 Unit = Callable[[sqlite3.Connection], None]
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -63,26 +67,50 @@ def count_pair(conn: sqlite3.Connection) -> tuple[int, int]:
     return a, b
 
 
-class HeldWriter:
-    """Keeps the writer busy so that the writes queued meanwhile run as one group."""
+class OtherProcessLock:
+    """Holds the database's write lock from another connection, as a migration or an operator's
+    sqlite3 shell would: writes asked for meanwhile go to the writer thread, which waits for the
+    lock and then commits them as one group."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.started = threading.Event()
-        self.release = threading.Event()
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
     async def __aenter__(self) -> None:
-        def hold(conn: sqlite3.Connection) -> None:
-            self.started.set()
-            assert self.release.wait(10)
-
-        self.task = asyncio.ensure_future(self.db.write(hold))
-        assert await asyncio.to_thread(self.started.wait, 10)
+        self.conn.execute("BEGIN IMMEDIATE")
 
     async def __aexit__(self, *exc: object) -> None:
-        await asyncio.sleep(0.01)  # every write started inside the block is queued
-        self.release.set()
-        await asyncio.wait_for(self.task, 5)
+        await asyncio.sleep(0.05)  # every write asked for inside the block has been handed over
+        self.conn.execute("COMMIT")
+        self.conn.close()
+
+
+class OnTheLoop:
+    """No other process: writes asked for together are committed together on the event loop."""
+
+    async def __aenter__(self) -> None:
+        pass
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+Grouping = Callable[[Database], "OtherProcessLock | OnTheLoop"]
+
+
+@pytest.fixture(params=["on the loop", "behind another process's lock"])
+def grouped(request: pytest.FixtureRequest) -> Grouping:
+    if request.param == "on the loop":
+        return lambda db: OnTheLoop()
+    return lambda db: OtherProcessLock(db.path)
+
+
+async def from_another_loop(db: Database, unit: Callable[[sqlite3.Connection], T]) -> T:
+    """Run a write from a second event loop, on another thread: it goes to the writer thread."""
+
+    async def write() -> T:
+        return await db.write(unit)
+
+    return await asyncio.to_thread(asyncio.run, write())
 
 
 # --- pragmas and read-only readers -----------------------------------------------------------
@@ -95,7 +123,10 @@ async def test_writer_pragmas(db: Database) -> None:
             for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
         )
 
-    assert await db.write(pragmas) == ("wal", 1, 1, 5000)
+    # On the loop a write never waits for a lock (busy_timeout 0): it is handed to the writer
+    # thread, whose connection waits up to 5 s.
+    assert await db.write(pragmas) == ("wal", 1, 1, 0)
+    assert await from_another_loop(db, pragmas) == ("wal", 1, 1, 5000)
 
 
 async def test_reader_pragmas(db: Database) -> None:
@@ -137,7 +168,7 @@ async def test_failing_write_unit_commits_nothing_and_raises_the_same_exception(
     assert await db.read(count_pair) == (1, 1)
 
 
-async def test_failing_unit_among_queued_writes_rolls_back_alone(db: Database) -> None:
+async def test_failing_unit_among_queued_writes_rolls_back_alone(db: Database, grouped: Grouping) -> None:
     await db.write(create_pair_tables)
 
     def insert_or_fail(conn: sqlite3.Connection, n: int) -> int:
@@ -146,7 +177,7 @@ async def test_failing_unit_among_queued_writes_rolls_back_alone(db: Database) -
             raise ValueError(n)
         return n
 
-    async with HeldWriter(db):
+    async with grouped(db):
         writes = [asyncio.ensure_future(db.write(insert_or_fail, n)) for n in range(10)]
     results = await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), 5)
 
@@ -183,10 +214,12 @@ def duplicate_item(conn: sqlite3.Connection) -> None:
 
 
 @pytest.mark.parametrize("bad_unit", [orphan_child, duplicate_item])
-async def test_no_caller_is_told_success_for_work_that_was_rolled_back(db: Database, bad_unit: Unit) -> None:
+async def test_no_caller_is_told_success_for_work_that_was_rolled_back(
+    db: Database, bad_unit: Unit, grouped: Grouping
+) -> None:
     await db.write(create_parent_child)
 
-    async with HeldWriter(db):
+    async with grouped(db):
         first = asyncio.ensure_future(db.write(insert_item, 1))
         bad = asyncio.ensure_future(db.write(bad_unit))
         last = asyncio.ensure_future(db.write(insert_item, 2))
@@ -200,11 +233,13 @@ async def test_no_caller_is_told_success_for_work_that_was_rolled_back(db: Datab
 
 
 @pytest.mark.parametrize("bad_unit", [orphan_child, duplicate_item])
-async def test_a_bad_unit_does_not_fail_the_writes_queued_with_it(db: Database, bad_unit: Unit) -> None:
+async def test_a_bad_unit_does_not_fail_the_writes_queued_with_it(
+    db: Database, bad_unit: Unit, grouped: Grouping
+) -> None:
     """write() promises: its changes commit unless fn raises — whatever other callers do."""
     await db.write(create_parent_child)
 
-    async with HeldWriter(db):
+    async with grouped(db):
         first = asyncio.ensure_future(db.write(insert_item, 1))
         bad = asyncio.ensure_future(db.write(bad_unit))
         last = asyncio.ensure_future(db.write(insert_item, 2))
@@ -418,11 +453,57 @@ async def test_close_finishes_queued_writes(tmp_path: Path) -> None:
 async def test_cancelled_task_does_not_lose_its_queued_write(db: Database) -> None:
     await db.write(create_pair_tables)
 
-    async with HeldWriter(db):
+    async with OtherProcessLock(db.path):
         task = asyncio.ensure_future(db.write(insert_pair, 1))
-        await asyncio.sleep(0.01)  # the write is queued behind the held writer
+        await asyncio.sleep(0.01)  # the write waits for the lock on the writer thread
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     assert await asyncio.wait_for(db.write(count_pair), 5) == (1, 1)
+
+
+# --- the event loop never waits for SQLite ----------------------------------------------------
+
+
+async def test_the_loop_runs_on_while_another_process_holds_the_write_lock(db: Database) -> None:
+    """A write that cannot take the lock waits on the writer thread, not on the event loop, and
+    commits once the lock is free."""
+    await db.write(create_pair_tables)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.ensure_future(tick())
+    holder = sqlite3.connect(db.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(db.write(insert_pair, 1))
+        await asyncio.sleep(0.5)
+        assert not write.done()
+        assert ticks >= 20, f"the loop ran only {ticks} times in 0.5 s"
+        holder.execute("COMMIT")
+        await asyncio.wait_for(write, 5)
+    finally:
+        holder.close()
+        ticker.cancel()
+    assert await db.read(count_pair) == (1, 1)
+
+
+async def test_the_wal_stays_small_while_writes_go_on(db: Database) -> None:
+    """The loop's connection never checkpoints (it would stall the loop): the writer thread
+    does, so the WAL is reused instead of growing with every write."""
+    await db.write(lambda conn: conn.execute("CREATE TABLE blob (b BLOB NOT NULL)"))
+    blob = b"x" * 200_000
+    writes = 60
+    for _ in range(writes):
+        await db.write(lambda conn: conn.execute("INSERT INTO blob VALUES (?)", (blob,)))
+        await asyncio.sleep(0.05)
+
+    wal = Path(f"{db.path}-wal").stat().st_size
+    assert wal < writes * len(blob) / 3, f"the WAL holds {wal} bytes after {writes * len(blob)} written"
+    assert await db.read(scalar, "SELECT count(*) FROM blob") == writes
