@@ -142,13 +142,19 @@ async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignI
     try:
         challenge = ceremony.challenge_of(credential)
         raw_id = ceremony.raw_id_of(credential)
-        found, _ = await deps.db.write(store.spend_challenge, _challenge_hash(challenge), "authentication", now)
+
+        def spend_and_find(conn: sqlite3.Connection) -> tuple[bool, Passkey | None, bytes | None]:
+            """Spend the challenge and find the credential and its user's handle: one transaction."""
+            found, _ = store.spend_challenge(conn, _challenge_hash(challenge), "authentication", now)
+            passkey = store.by_credential_id(conn, raw_id) if found else None
+            return found, passkey, users.webauthn_handle(conn, passkey.user_id) if passkey else None
+
+        found, passkey, handle = await deps.db.write(spend_and_find)
         if not found:
             raise RejectedCredential("unknown, used or expired challenge")
-        passkey = await deps.db.read(store.by_credential_id, raw_id)
         if passkey is None:
             raise RejectedCredential("unknown credential")
-        await _check_user_handle(deps, credential, passkey)
+        _check_user_handle(credential, handle)
         verified = ceremony.verify_authentication(
             credential, challenge, config.rp_id, list(config.origins), passkey.public_key, passkey.sign_count,
             config.user_verification == "required",
@@ -178,12 +184,12 @@ async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignI
     return result
 
 
-async def _check_user_handle(deps: Deps, credential: dict[str, Any], passkey: Passkey) -> None:
+def _check_user_handle(credential: dict[str, Any], handle: bytes | None) -> None:
+    """A user handle, when the authenticator sends one, must be that of the credential's user."""
     response = credential.get("response")
     given = response.get("userHandle") if isinstance(response, dict) else None
     if given in (None, ""):
         return
-    handle = await deps.db.read(users.webauthn_handle, passkey.user_id)
     if handle is None or not hmac.compare_digest(ceremony.b64url_decode(given), handle):
         raise RejectedCredential("the user handle does not belong to this credential")
 
