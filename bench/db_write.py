@@ -1,4 +1,4 @@
-"""How many write transactions per second the Database writer carries.
+"""How many write transactions per second Database.write carries.
 
 Each transaction is the shape of a sign-in request: three INSERTs (ticket, queued email, audit
 row) committed together. Compared, in the same run, with the same transactions in a plain loop on
@@ -131,7 +131,7 @@ def main() -> None:
     print(f"{'design':<44}{'tx/s':>10}{'vs plain':>12}")
     for name, rate in [
         ("plain loop, one COMMIT per transaction", ceiling),
-        ("Database.write: one hop per transaction", writer),
+        ("Database.write: grouped on the loop", writer),
         ("asyncio.Lock + one hop per statement", hops),
     ]:
         print(f"{name:<44}{rate:>10.0f}{rate / ceiling:>11.0%}")

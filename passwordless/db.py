@@ -1,16 +1,16 @@
 """One SQLite file, written on the event loop's own thread.
 
 Writes: each `write` is one transaction. The ones asked for while the loop is busy are
-committed together (group commit) in one BEGIN IMMEDIATE … COMMIT on the loop's writing
+committed together (group commit) in one BEGIN IMMEDIATE … COMMIT on the one writing
 connection, right on the loop's thread: no thread hop and no wait for the interpreter lock,
-which under load cost more than the SQL itself. That connection never waits for a lock: when
-another process (a migration, an operator's sqlite3 shell) holds the write lock, or a unit of
-the group fails, the group goes to the writer thread instead. There each unit may wait the
-full busy timeout, and a failing unit is rolled back alone (in its own SAVEPOINT) without
-failing the others. No caller hears "done" before the COMMIT that made its work durable.
+which under load cost more than the SQL itself. The loop never waits for SQLite's lock: when
+another process (a migration, an operator's sqlite3 shell) holds it, or a unit of the group
+fails, the group goes to the writer thread. There it may wait the full busy timeout, and a
+failing unit is rolled back alone (in its own SAVEPOINT) without failing the others. No caller
+hears "done" before the COMMIT that made its work durable.
 
 Checkpoints (copying the WAL into the main file, with an fsync) would stall the loop, so the
-loop's connection never runs them: the writer thread does, in the background.
+writer thread runs them, in the background, at most every CHECKPOINT_SECONDS.
 
 Reads: reader threads hold read-only connections; each read runs in its own snapshot. A
 lookup by key (the session behind a request) runs on the loop's own read-only connection.
@@ -148,24 +148,45 @@ class _Reader(threading.Thread):
             self.conn.close()
 
 
-class _Writer(threading.Thread):
-    """Runs the write groups the loop could not commit itself, in order, merging whatever is
-    queued (up to MAX_GROUP jobs), and checkpoints the WAL when asked."""
+def _commit_together(conn: sqlite3.Connection, group: list[_Job]) -> list[Any]:
+    """Run the group in one transaction, each unit straight on the connection (a SAVEPOINT
+    around each would be two more statements per unit); the units' results. If any unit raises,
+    or the transaction fails, nothing of the group is kept and the exception propagates."""
+    values: list[Any] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for job in group:
+            values.append(job.unit(conn))
+            if not conn.in_transaction:  # SQLite abandoned it: later units must not run outside it
+                raise _Abandoned(sqlite3.OperationalError("the transaction was rolled back"))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return values
 
-    def __init__(self, conn: sqlite3.Connection, groups: Groups) -> None:
+
+class _Writer(threading.Thread):
+    """Commits the write groups the event loop could not commit itself, in order, merging
+    whatever is queued (up to MAX_GROUP jobs); checkpoints the WAL when asked. It shares the
+    one writing connection with the loop: whoever holds `lock` uses it."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock, groups: Groups) -> None:
         super().__init__(name="db-writer", daemon=True)
-        self.conn, self.groups = conn, groups
+        self.conn, self.lock, self.groups = conn, lock, groups
         self.checkpoint_asked = False  # set by the loop, cleared here: one checkpoint queued at most
+        self.last_checkpoint = time.monotonic()
 
     def run(self) -> None:
-        try:
-            stopping = False
-            while not stopping:
-                group, stopping = self._next_group()
-                if group:
-                    self._commit_group(group)
-        finally:
-            self.conn.close()
+        stopping = False
+        while not stopping:
+            group, stopping = self._next_group()
+            if group:
+                with self.lock:
+                    self._commit_waiting(group)
+                    if time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
+                        self._checkpoint()
 
     def _next_group(self) -> tuple[list[_Job], bool]:
         group: list[_Job] = []
@@ -174,7 +195,8 @@ class _Writer(threading.Thread):
             if item is _STOP:
                 return group, True
             if item == _CHECKPOINT:
-                self._checkpoint()
+                with self.lock:
+                    self._checkpoint()
             elif isinstance(item, list):
                 group += item
             if len(group) >= MAX_GROUP:
@@ -186,34 +208,26 @@ class _Writer(threading.Thread):
 
     def _checkpoint(self) -> None:
         """PASSIVE: copy what it can without waiting for, or blocking, readers and writers."""
-        self.checkpoint_asked = False
+        self.checkpoint_asked, self.last_checkpoint = False, time.monotonic()
         try:
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:  # another connection is checkpointing: the next time will do
             pass
 
-    def _commit_group(self, group: list[_Job]) -> None:
-        """Run the group in one transaction, each unit straight on the connection. Under load
-        every statement costs this thread a turn at the interpreter lock behind the event loop,
-        and a SAVEPOINT around each unit would be two more. If any unit raises, or the
-        transaction fails, nothing of the group is kept and it runs again the careful way
-        (_commit_isolated): a unit may therefore run more than once, only its last run leaving
-        a trace."""
-        conn = self.conn
-        values: list[Any] = []
+    def _commit_waiting(self, group: list[_Job]) -> None:
+        """Commit the group, waiting up to the busy timeout for another process's lock. If any
+        unit raises, or the transaction fails, it runs again the careful way (_commit_isolated):
+        a unit may therefore run more than once, only its last run leaving a trace."""
+        self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in group:
-                values.append(job.unit(conn))
-                if not conn.in_transaction:  # SQLite abandoned it: later units must not run outside it
-                    raise _Abandoned(sqlite3.OperationalError("the transaction was rolled back"))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._commit_isolated(group)
-            return
-        _deliver([(job, True, value) for job, value in zip(group, values)])
+            try:
+                values = _commit_together(self.conn, group)
+            except BaseException:
+                self._commit_isolated(group)
+                return
+            _deliver([(job, True, value) for job, value in zip(group, values)])
+        finally:
+            self.conn.execute("PRAGMA busy_timeout=0")
 
     def _commit_isolated(self, group: list[_Job]) -> None:
         """Run the group in one transaction, each unit in its own SAVEPOINT, so one that raises
@@ -255,25 +269,26 @@ class _Writer(threading.Thread):
 
 
 class Database:
-    """The writers and the readers of one SQLite file. Open with `Database.open(path)`."""
+    """The writer and the readers of one SQLite file. Open with `Database.open(path)`."""
 
     def __init__(self, path: Path, readers: int = 2) -> None:
         self.path = path
+        # The one writing connection. The home loop uses it without waiting for any lock; the
+        # writer thread, when the loop hands it a group, waits up to BUSY_TIMEOUT_MS.
+        self._conn = connect(path)
+        self._conn.execute("PRAGMA busy_timeout=0")
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread checkpoints, off the loop
+        self._lock = threading.Lock()
         self._groups: Groups = queue.SimpleQueue()
+        self._writer = _Writer(self._conn, self._lock, self._groups)
         self._read_jobs: Jobs = queue.SimpleQueue()
-        self._writer = _Writer(connect(path), self._groups)
         self._readers = [
             _Reader(f"db-reader-{i}", connect(path, read_only=True), self._read_jobs) for i in range(readers)
         ]
-        # Used only on the home loop's thread: see write and lookup.
-        self._loop_writer = connect(path)
-        self._loop_writer.execute("PRAGMA busy_timeout=0")  # never wait on the loop: hand over instead
-        self._loop_writer.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread checkpoints
-        self._inline = connect(path, read_only=True)
+        self._inline = connect(path, read_only=True)  # used only on the home loop's thread: see lookup
         self._home: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Job] = []
         self._handed_over = 0  # groups the home loop gave the writer thread, not yet committed
-        self._last_checkpoint = time.monotonic()
         self._closed = False
         for thread in [self._writer, *self._readers]:
             thread.start()
@@ -315,28 +330,21 @@ class Database:
         if self._closed:
             _settle([(job, False, DatabaseClosed("the database is closed")) for job in group])
             return
-        if self._handed_over:  # first-come, first-committed: follow the groups handed over
+        # First come, first committed: while groups handed over are not yet committed, follow them.
+        if self._handed_over or not self._lock.acquire(blocking=False):
             self._hand_over(group)
             return
-        conn = self._loop_writer
-        values: list[Any] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in group:
-                values.append(job.unit(conn))
-                if not conn.in_transaction:  # SQLite abandoned it: later units must not run outside it
-                    raise _Abandoned(sqlite3.OperationalError("the transaction was rolled back"))
-            conn.execute("COMMIT")
+            values = _commit_together(self._conn, group)
         except BaseException:  # another process holds the lock, or a unit failed: the thread sorts it out
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             self._hand_over(group)
             return
+        finally:
+            self._lock.release()
         _settle([(job, True, value) for job, value in zip(group, values)])
-        now = time.monotonic()
-        if now - self._last_checkpoint >= CHECKPOINT_SECONDS and not self._writer.checkpoint_asked:
-            self._last_checkpoint = now
-            self._writer.checkpoint_asked = True
+        writer = self._writer
+        if not writer.checkpoint_asked and time.monotonic() - writer.last_checkpoint >= CHECKPOINT_SECONDS:
+            writer.checkpoint_asked = True
             self._groups.put(_CHECKPOINT)
 
     def _hand_over(self, group: list[_Job]) -> None:
@@ -395,7 +403,7 @@ class Database:
     def _join(self) -> None:
         for thread in [self._writer, *self._readers]:
             thread.join()
-        self._loop_writer.close()
+        self._conn.close()
         self._inline.close()
         # With every reader gone the checkpoint can move the whole WAL into the main file.
         conn = sqlite3.connect(self.path, isolation_level=None)

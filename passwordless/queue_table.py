@@ -18,8 +18,8 @@ def lease(conn: sqlite3.Connection, table: str, columns: str, now: float, lease_
     # searches as a subquery) sorted or copied the whole due part of the queue on every call.
     # INDEXED BY (the primary key's index is SQLite's sqlite_autoindex_<table>_1) keeps every
     # step on an index whatever the statistics say: from a near-empty queue they made even
-    # `id IN (…)` scan it. One statement, not one per row: each statement lets the event loop
-    # take the interpreter lock from the writer thread.
+    # `id IN (…)` scan it. One statement, not one per row: the write transaction, which holds
+    # up every other write, stays short.
     ids = [r[0] for r in conn.execute(
         f"SELECT id FROM {table} INDEXED BY {table}_due WHERE status = 'sending' AND lease_expires_at <= ? LIMIT ?",
         (now, limit),

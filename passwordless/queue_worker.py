@@ -5,7 +5,7 @@ in flight finish for a while, then hand unfinished rows back to the queue.
 Sending never waits for the database. The worker leases up to twice `concurrency` rows ahead
 of the free slots, so a slot that frees starts the next row at once; outcomes are recorded
 together, in the same write transaction as the next lease, once the rows leased ahead run
-low (or nothing is left to send). One trip to the writer thread serves many sends."""
+low (or nothing is left to send). One write transaction serves many sends."""
 
 from __future__ import annotations
 
