@@ -599,7 +599,9 @@ def run_http_flow(
     return result
 
 
-def add_passkey_run(result: FlowResult, r: dict[str, Any], repeat: int, client_cpu: list[float]) -> None:
+def add_passkey_run(
+    result: FlowResult, r: dict[str, Any], repeat: int, client_cpu: list[float], requests: list[dict[str, Any]]
+) -> None:
     run = Run(r["ceremonies"], r["seconds"], r["p50_ms"], r["p99_ms"], r["errors"],
               {**r["statuses"], **({"socket": r["socket_errors"]} if r["socket_errors"] else {})})
     label = "warm-up" if r["warmup"] else f"run {len(result.runs) + 1}/{repeat}"
@@ -611,11 +613,13 @@ def add_passkey_run(result: FlowResult, r: dict[str, Any], repeat: int, client_c
     else:
         result.runs.append(run)
         client_cpu.append(r["client_cpu"])
+        requests.append(r["requests"])
 
 
 def run_passkey(children: Children, args: argparse.Namespace, server: Server, workers: int) -> FlowResult:
     result = FlowResult("passkey", unit="ceremonies/s")
     client_cpu: list[float] = []
+    requests: list[dict[str, Any]] = []
     drain_mail(server)
     with tempfile.TemporaryDirectory(prefix="bench-passkey-") as tmp:
         made = prepare.make_tickets(server.db, server.secret, MAGIC_LINK_TTL, workers, prepare.unique_tag("pk"))
@@ -637,7 +641,7 @@ def run_passkey(children: Children, args: argparse.Namespace, server: Server, wo
             assert process.stdout is not None
             for line in process.stdout:
                 if line.startswith(b"PASSKEYRESULT "):
-                    add_passkey_run(result, json.loads(line.split(b" ", 1)[1]), args.repeat, client_cpu)
+                    add_passkey_run(result, json.loads(line.split(b" ", 1)[1]), args.repeat, client_cpu, requests)
             err = errors.read_bytes()
         finally:
             watchdog.cancel()
@@ -650,6 +654,12 @@ def run_passkey(children: Children, args: argparse.Namespace, server: Server, wo
     if detail and result.runs:
         result.runs[-1].detail.update({f"server: {k}": v for k, v in detail.items()})
     result.notes.append(f"the load client itself used {statistics.median(client_cpu):.0%} of one core (median)")
+    each = "; ".join(
+        f"{name} p50 {statistics.median(r[name]['p50_ms'] for r in requests):.1f} ms,"
+        f" p99 {statistics.median(r[name]['p99_ms'] for r in requests):.1f} ms"
+        for name in ("options", "verify")
+    )
+    result.notes.append(f"each request of the ceremony alone (medians over the runs): {each}")
     return result
 
 
