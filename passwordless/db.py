@@ -170,11 +170,14 @@ def _commit_together(conn: sqlite3.Connection, group: list[_Job]) -> list[Any]:
 class _Writer(threading.Thread):
     """Commits the write groups the event loop could not commit itself, in order, merging
     whatever is queued (up to MAX_GROUP jobs); checkpoints the WAL when asked. It shares the
-    one writing connection with the loop: whoever holds `lock` uses it."""
+    one writing connection with the loop: whoever holds `lock` uses it. Checkpoints use a
+    connection of their own, so writes go on meanwhile."""
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock, groups: Groups) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, lock: threading.Lock, groups: Groups, checkpointer: sqlite3.Connection
+    ) -> None:
         super().__init__(name="db-writer", daemon=True)
-        self.conn, self.lock, self.groups = conn, lock, groups
+        self.conn, self.lock, self.groups, self.checkpointer = conn, lock, groups, checkpointer
         self.checkpoint_asked = False  # set by the loop, cleared here: one checkpoint queued at most
         self.last_checkpoint = time.monotonic()
 
@@ -185,8 +188,8 @@ class _Writer(threading.Thread):
             if group:
                 with self.lock:
                     self._commit_waiting(group)
-                    if time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
-                        self._checkpoint()
+                if time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
+                    self._checkpoint()
 
     def _next_group(self) -> tuple[list[_Job], bool]:
         group: list[_Job] = []
@@ -195,8 +198,7 @@ class _Writer(threading.Thread):
             if item is _STOP:
                 return group, True
             if item == _CHECKPOINT:
-                with self.lock:
-                    self._checkpoint()
+                self._checkpoint()
             elif isinstance(item, list):
                 group += item
             if len(group) >= MAX_GROUP:
@@ -210,7 +212,7 @@ class _Writer(threading.Thread):
         """PASSIVE: copy what it can without waiting for, or blocking, readers and writers."""
         self.checkpoint_asked, self.last_checkpoint = False, time.monotonic()
         try:
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self.checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:  # another connection is checkpointing: the next time will do
             pass
 
@@ -280,7 +282,8 @@ class Database:
         self._conn.execute("PRAGMA wal_autocheckpoint=0")  # the writer thread checkpoints, off the loop
         self._lock = threading.Lock()
         self._groups: Groups = queue.SimpleQueue()
-        self._writer = _Writer(self._conn, self._lock, self._groups)
+        self._checkpointer = connect(path)  # checkpoints only, on the writer thread
+        self._writer = _Writer(self._conn, self._lock, self._groups, self._checkpointer)
         self._read_jobs: Jobs = queue.SimpleQueue()
         self._readers = [
             _Reader(f"db-reader-{i}", connect(path, read_only=True), self._read_jobs) for i in range(readers)
@@ -403,8 +406,8 @@ class Database:
     def _join(self) -> None:
         for thread in [self._writer, *self._readers]:
             thread.join()
-        self._conn.close()
-        self._inline.close()
+        for conn in (self._conn, self._checkpointer, self._inline):
+            conn.close()
         # With every reader gone the checkpoint can move the whole WAL into the main file.
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
