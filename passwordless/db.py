@@ -36,7 +36,11 @@ P = ParamSpec("P")
 
 BUSY_TIMEOUT_MS = 5000
 MAX_GROUP = 64  # write transactions committed together at most
-CHECKPOINT_SECONDS = 0.5  # while the loop commits, the writer thread checkpoints this often at most
+# While the loop commits, the writer thread checkpoints every CHECKPOINT_SECONDS, or after
+# CHECKPOINT_COMMITS commits if that comes first: each commit writes a few pages at least, so
+# the WAL stays near SQLite's own default size (1,000 pages) under any load.
+CHECKPOINT_SECONDS = 0.5
+CHECKPOINT_COMMITS = 250
 _STOP = None
 _CHECKPOINT = "checkpoint"
 
@@ -209,10 +213,16 @@ class _Writer(threading.Thread):
                 return group, False
 
     def _checkpoint(self) -> None:
-        """PASSIVE: copy what it can without waiting for, or blocking, readers and writers."""
+        """Copy the WAL into the main file, then let the next write start the WAL over. The
+        bulk is copied while the loop goes on writing; what it wrote meanwhile is copied with
+        `lock` held, so that no write runs and the checkpoint completes: a WAL that is never
+        wholly copied is never started over, and under steady writes grew without end (to
+        hundreds of MB), making every read and write slower."""
         self.checkpoint_asked, self.last_checkpoint = False, time.monotonic()
         try:
             self.checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with self.lock:
+                self.checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:  # another connection is checkpointing: the next time will do
             pass
 
@@ -292,6 +302,7 @@ class Database:
         self._home: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Job] = []
         self._handed_over = 0  # groups the home loop gave the writer thread, not yet committed
+        self._commits = 0  # by the home loop, since it last asked for a checkpoint
         self._closed = False
         for thread in [self._writer, *self._readers]:
             thread.start()
@@ -345,9 +356,12 @@ class Database:
         finally:
             self._lock.release()
         _settle([(job, True, value) for job, value in zip(group, values)])
+        self._commits += 1
         writer = self._writer
-        if not writer.checkpoint_asked and time.monotonic() - writer.last_checkpoint >= CHECKPOINT_SECONDS:
-            writer.checkpoint_asked = True
+        if writer.checkpoint_asked:
+            return
+        if self._commits >= CHECKPOINT_COMMITS or time.monotonic() - writer.last_checkpoint >= CHECKPOINT_SECONDS:
+            self._commits, writer.checkpoint_asked = 0, True
             self._groups.put(_CHECKPOINT)
 
     def _hand_over(self, group: list[_Job]) -> None:
