@@ -1071,6 +1071,12 @@ def measure(args: argparse.Namespace, children: Children, tmp: Path) -> Findings
         found.notes.append(
             f"serve's email queue at the end: {mail_statuses(server.db)}; the sink received {sink_count(sink)}"
         )
+        # The WAL file keeps the largest size it reached: checkpoints that fall behind show here.
+        wal = Path(f"{server.db}-wal")
+        found.notes.append(
+            f"serve's WAL file at the end: {wal.stat().st_size / 1e6:.1f} MB"
+            f" (database {server.db.stat().st_size / 1e6:.1f} MB)" if wal.exists() else "serve's WAL file: none"
+        )
         alive = server.process.poll() is None
         code = children.stop(server.process)
         if alive and code != 0:
