@@ -210,7 +210,8 @@ def test_emails_leased_by_a_killed_server_are_sent_by_the_next_one(
     start: Start, sinks: Callable[..., tuple[Sink, int]], tmp_path: Path
 ) -> None:
     """Killed mid-send (an SMTP server that accepts connections and never answers), the rows stay
-    'sending' under a lease; the next server takes them again once the lease (1 s) is over."""
+    'sending' under a lease; the next server takes them again once the lease (1 s) is over.
+    (Two are being sent; the worker may have leased the third ahead of a free slot as well.)"""
     smtp_port = free_port()
     silent = socket.socket()
     silent.bind(("127.0.0.1", smtp_port))
@@ -220,12 +221,12 @@ def test_emails_leased_by_a_killed_server_are_sent_by_the_next_one(
         first = start("--config", str(config))
         for i in range(3):
             first.sign_in(f"user{i}@example.com")
-        wait_until(lambda: len([r for r in emails(tmp_path) if r["status"] == "sending"]) == 2, "two leased rows")
+        wait_until(lambda: len([r for r in emails(tmp_path) if r["status"] == "sending"]) >= 2, "two leased rows")
         first.stop(signal.SIGKILL)
     finally:
         silent.close()
     leased = [r for r in emails(tmp_path) if r["status"] == "sending"]
-    assert len(leased) == 2 and all(r["lease_expires_at"] for r in leased)
+    assert len(leased) >= 2 and all(r["lease_expires_at"] for r in leased)
 
     sink, _ = sinks(port=smtp_port)
     second = start("--config", str(config))
