@@ -457,6 +457,7 @@ class FlowResult:
     failure: str = ""  # why there is no figure
     notes: list[str] = field(default_factory=list)
     ratio_override: float | None = None  # email: queue/raw instead of flow/bare
+    bare_beside: list[float] = field(default_factory=list)  # bare req/s just before and just after this flow
 
     @property
     def rate(self) -> float:
@@ -837,6 +838,8 @@ def flow_rows(results: list[FlowResult]) -> list[list[str]]:
             rows.append([r.name, "—", "—", "—", "—", "—", target_text(r.name), f"NOT run: {r.failure[:80]}"])
             continue
         ratio = r.ratio_override if r.ratio_override is not None else (r.rate / bare.rate if bare else None)
+        if r.bare_beside:
+            ratio = r.rate / statistics.mean(r.bare_beside)
         errors = str(r.errors) if not r.errors else f"**{r.errors}** {r.error_detail()}"
         rows.append([
             r.name, f"{r.rate:,.0f} {r.unit}", fmt(r.p50), fmt(r.p99), errors,
@@ -1039,6 +1042,28 @@ def measure(args: argparse.Namespace, children: Children, tmp: Path) -> Findings
         return False
 
     ceiling = 5000.0  # req/s assumed before bare has shown this machine's ceiling
+    last_bare: list[float] = []  # the latest bare check, shared by the flows on either side of it
+
+    between: list[float] = []
+
+    def bare_check() -> list[float]:
+        """One bare run between flows: this machine's speed drifts, so each flow is compared
+        with bare measured just before and just after it."""
+        if not bare_port:
+            return []
+        run = wrk(children, args, bare_port, "/", args.duration, "get")
+        print(f"  bare between flows: {run.rate:.0f} req/s", flush=True)
+        if run.errors:
+            return []
+        between.append(run.rate)
+        return [run.rate]
+
+    def beside_bare(result: FlowResult) -> None:
+        nonlocal last_bare
+        before = last_bare
+        last_bare = bare_check()
+        result.bare_beside = before + last_bare
+
     with RssSampler(server.process.pid if server else os.getpid()) as sampler:
         for flow in HTTP_FLOW_SPECS:
             if flow.name not in flows or (flow.name != "bare" and not serve_alive("an earlier flow")):
@@ -1048,12 +1073,19 @@ def measure(args: argparse.Namespace, children: Children, tmp: Path) -> Findings
             result = guarded(flow.name, lambda: run_http_flow(children, args, flow, port, target, ceiling))
             if flow.name == "bare" and result.runs:
                 ceiling = 1.5 * max(r.rate for r in [*result.runs, *([result.warmup] if result.warmup else [])])
+                last_bare = [result.runs[-1].rate]
+            else:
+                beside_bare(result)
             found.results.append(result)
             serve_alive(flow.name)
         if "passkey" in flows and server is not None and serve_alive("an earlier flow"):
             print("passkey", flush=True)
-            found.results.append(guarded("passkey", lambda: run_passkey(children, args, server, args.connections)))
+            result = guarded("passkey", lambda: run_passkey(children, args, server, args.connections))
+            beside_bare(result)
+            found.results.append(result)
             serve_alive("passkey")
+        if between:
+            found.notes.append("bare between flows: " + ", ".join(f"{rate:,.0f}" for rate in between) + " req/s")
         if server is not None:
             found.load_mb = sampler.max_mb
         if args.soak > 0 and server is not None and serve_alive("an earlier flow"):
@@ -1104,7 +1136,8 @@ def report(args: argparse.Namespace, found: Findings) -> str:
          " are of the whole ceremony."),
         ("email" in flows, "- email: bench/email_delivery.py's queue (MailWorker draining SQLite) against raw"
          f" aiosmtplib, both to a local sink, {args.email_messages} messages, concurrency {args.email_concurrency}."),
-        (bool(rows), "- vs bare: the flow's rate over the same run's bare Starlette req/s (email: queue/raw)."),
+        (bool(rows), "- vs bare: the flow's rate over the mean of the bare Starlette runs made just before and just"
+                     " after it, as this machine's speed drifts during a run (email: queue/raw)."),
         (any_http or "passkey" in flows, f"- With {args.connections} connections each waiting for its answer, mean"
          f" latency = {args.connections} / rate: a p99 under {P99_TARGET_MS:.0f} ms needs well over"
          f" {args.connections / P99_TARGET_MS * 1000:,.0f} req/s."),
