@@ -10,7 +10,8 @@ failing unit is rolled back alone (in its own SAVEPOINT) without failing the oth
 hears "done" before the COMMIT that made its work durable.
 
 Checkpoints (copying the WAL into the main file, with an fsync) would stall the loop, so the
-writer thread runs them, in the background, at most every CHECKPOINT_SECONDS.
+writer thread runs them in the background, often enough and completely enough that the WAL
+starts over instead of growing (see CHECKPOINT_COMMITS and _Writer._checkpoint).
 
 Reads: reader threads hold read-only connections; each read runs in its own snapshot. A
 lookup by key (the session behind a request) runs on the loop's own read-only connection.
@@ -53,7 +54,8 @@ class DatabaseClosed(Exception):
 
 class _Job:
     """A unit of work and the future its caller awaits. The future belongs to the caller's event
-    loop: database threads settle it through `_deliver`, never directly."""
+    loop: database threads settle it through `_deliver`, never directly (the loop's own flush
+    settles it in place)."""
 
     __slots__ = ("unit", "loop", "future")
 
@@ -175,7 +177,7 @@ class _Writer(threading.Thread):
     """Commits the write groups the event loop could not commit itself, in order, merging
     whatever is queued (up to MAX_GROUP jobs); checkpoints the WAL when asked. It shares the
     one writing connection with the loop: whoever holds `lock` uses it. Checkpoints use a
-    connection of their own, so writes go on meanwhile."""
+    connection of their own, so writes go on while most of the WAL is copied."""
 
     def __init__(
         self, conn: sqlite3.Connection, lock: threading.Lock, groups: Groups, checkpointer: sqlite3.Connection
