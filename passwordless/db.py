@@ -38,10 +38,10 @@ P = ParamSpec("P")
 BUSY_TIMEOUT_MS = 5000
 MAX_GROUP = 64  # write transactions committed together at most
 # While the loop commits, the writer thread checkpoints every CHECKPOINT_SECONDS, or after
-# CHECKPOINT_COMMITS commits if that comes first: each commit writes a few pages at least, so
-# the WAL stays near SQLite's own default size (1,000 pages) under any load.
+# CHECKPOINT_COMMITS commits if that comes first (each commit writes a few pages at least).
 CHECKPOINT_SECONDS = 0.5
 CHECKPOINT_COMMITS = 250
+RESET_FRAMES = 4000  # a WAL this long (16 MB of 4 KB pages) is wholly copied and started over
 _STOP = None
 _CHECKPOINT = "checkpoint"
 
@@ -215,16 +215,18 @@ class _Writer(threading.Thread):
                 return group, False
 
     def _checkpoint(self) -> None:
-        """Copy the WAL into the main file, then let the next write start the WAL over. The
-        bulk is copied while the loop goes on writing; what it wrote meanwhile is copied with
-        `lock` held, so that no write runs and the checkpoint completes: a WAL that is never
-        wholly copied is never started over, and under steady writes grew without end (to
-        hundreds of MB), making every read and write slower."""
+        """Copy the WAL into the main file while the loop goes on writing. Such a checkpoint
+        never completes under steady writes (each adds frames while it copies), and a WAL that
+        is never wholly copied never starts over: it grew to hundreds of MB, making every read
+        and write slower. So once the WAL holds RESET_FRAMES, the rest is copied with `lock`
+        held: no write runs, the checkpoint completes and the next write starts the WAL over.
+        Writes wait meanwhile (fsyncs included), so this is done only that rarely."""
         self.checkpoint_asked, self.last_checkpoint = False, time.monotonic()
         try:
-            self.checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            with self.lock:
-                self.checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            _, frames, _ = self.checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames >= RESET_FRAMES:
+                with self.lock:
+                    self.checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:  # another connection is checkpointing: the next time will do
             pass
 
@@ -338,16 +340,17 @@ class Database:
 
     def _flush(self) -> None:
         """Commit the writes asked for on the home loop since the last flush, as one group."""
+        if self._handed_over:  # first come, first committed: _handed_over_done calls again
+            return
         group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
         if self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
-        if not group:  # close() flushed them already
+        if not group:  # close() took them
             return
         if self._closed:
             _settle([(job, False, DatabaseClosed("the database is closed")) for job in group])
             return
-        # First come, first committed: while groups handed over are not yet committed, follow them.
-        if self._handed_over or not self._lock.acquire(blocking=False):
+        if not self._lock.acquire(blocking=False):  # the writer thread holds it (a checkpoint, say)
             self._hand_over(group)
             return
         try:
@@ -367,8 +370,9 @@ class Database:
             self._groups.put(_CHECKPOINT)
 
     def _hand_over(self, group: list[_Job]) -> None:
-        """Give a group to the writer thread; the loop's next writes follow it there until the
-        thread has committed every group handed over, so writes commit in the order asked."""
+        """Give a group to the writer thread. The loop's next writes wait until the thread has
+        committed it, so writes commit in the order asked, then go on committing on the loop
+        (following it to the thread instead made a convoy there under load)."""
         self._handed_over += 1
         marker = _Job(_nothing, group[0].loop)
         marker.future.add_done_callback(self._handed_over_done)
@@ -376,6 +380,8 @@ class Database:
 
     def _handed_over_done(self, future: asyncio.Future[Any]) -> None:
         self._handed_over -= 1
+        if not self._handed_over and self._pending:
+            future.get_loop().call_soon(self._flush)
 
     async def read(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -407,8 +413,9 @@ class Database:
         if self._closed:
             return
         try:
-            while self._pending and asyncio.get_running_loop() is self._home:
-                self._flush()
+            if self._pending and asyncio.get_running_loop() is self._home:
+                pending, self._pending = self._pending, []
+                self._groups.put(pending)  # after every group handed over before them
             done = _Job(_nothing, asyncio.get_running_loop())
             self._groups.put([done])  # runs after every group handed to the thread before it
             await done.future
