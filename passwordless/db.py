@@ -194,7 +194,7 @@ class _Writer(threading.Thread):
             if group:
                 with self.lock:
                     self._commit_waiting(group)
-                if time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
+                if self.checkpoint_due():
                     self._checkpoint()
 
     def _next_group(self) -> tuple[list[_Job], bool]:
@@ -213,6 +213,9 @@ class _Writer(threading.Thread):
                 item = self.groups.get_nowait()
             except queue.Empty:
                 return group, False
+
+    def checkpoint_due(self) -> bool:
+        return time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the main file while the loop goes on writing. Such a checkpoint
@@ -365,7 +368,7 @@ class Database:
         writer = self._writer
         if writer.checkpoint_asked:
             return
-        if self._commits >= CHECKPOINT_COMMITS or time.monotonic() - writer.last_checkpoint >= CHECKPOINT_SECONDS:
+        if self._commits >= CHECKPOINT_COMMITS or writer.checkpoint_due():
             self._commits, writer.checkpoint_asked = 0, True
             self._groups.put(_CHECKPOINT)
 
