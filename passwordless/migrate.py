@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +47,9 @@ class Migration:
 
 
 def default_dir() -> Path:
-    """Where the migrations are: inside the executable when frozen, else beside the package."""
-    bundle = getattr(sys, "_MEIPASS", None)
-    root = Path(bundle) if bundle else Path(__file__).resolve().parent.parent
-    return root / "migrations"
+    """The migrations inside the package: a link to the repository's top-level `migrations/` in a
+    clone, a copy in an installed wheel and in the executable (build.spec puts them there too)."""
+    return Path(__file__).parent / "migrations"
 
 
 def discover(directory: Path) -> tuple[Migration, ...]:

@@ -112,11 +112,13 @@ def _parse_email(block: str) -> Email:
 
 @contextmanager
 def serving(
-    tmp_path: Path, extra_config: str = "", host: str = "localhost", env: dict[str, str] | None = None
+    tmp_path: Path, extra_config: str = "", host: str = "localhost", env: dict[str, str] | None = None,
+    executable: str = EXECUTABLE, email: str = 'transport = "console"\n',
 ) -> Iterator[LiveServer]:
     """Runs the real server (console email, default rate limits, its database in tmp_path) until
     the block ends. `extra_config` is TOML appended to the configuration: whole sections other
-    than [server], [database] and [email], e.g. '[ui]\nproduct_name = "Acme"\n'."""
+    than [server], [database] and [email], e.g. '[ui]\nproduct_name = "Acme"\n'; `email` is the
+    body of [email]; `executable` the `passwordless` command to run (by default the one under test)."""
     port = free_port()
     db = tmp_path / "auth.db"
     config = tmp_path / "config.toml"
@@ -128,12 +130,11 @@ def serving(
         'drain_delay = "200ms"\n'
         "[database]\n"
         f'path = "{db}"\n'
-        "[email]\n"
-        'transport = "console"\n' + extra_config,
+        "[email]\n" + email + extra_config,
         encoding="utf-8",
     )
     process = subprocess.Popen(
-        [EXECUTABLE, "serve", "--config", str(config)],
+        [executable, "serve", "--config", str(config)],
         cwd=tmp_path, env=clean_env(**(env or {})), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     server = LiveServer(process, port, db, host)
