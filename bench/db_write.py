@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from passwordless import migrate
-from passwordless.db import Database, connect
+from passwordless.platform import migrate
+from passwordless.platform.db.engine import Database, connect
 
 
 def _one_sign_in(conn: sqlite3.Connection, i: int) -> None:

@@ -44,16 +44,16 @@ from pathlib import Path
 
 import aiosmtplib
 
-from passwordless import migrate
-from passwordless.config import EmailSettings
-from passwordless.config_load import load_config
-from passwordless.crypto import new_id
-from passwordless.db import Database
+from passwordless.platform import migrate
+from passwordless.config.settings import EmailSettings
+from passwordless.config.load import load_config
+from passwordless.platform.crypto import new_id
+from passwordless.platform.db.engine import Database
 from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import build_message, make_transport
 from passwordless.mail.worker import MailWorker
-from passwordless.metrics import Metrics
+from passwordless.platform.metrics import Metrics
 
 SUBJECT = "Sign in to Example"
 ENQUEUE_TRANSACTIONS = 4  # "a few write transactions"

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from passwordless.crypto import code_hash, new_code, new_id, new_token, token_hash
-from passwordless.db import connect
+from passwordless.platform.crypto import code_hash, new_code, new_id, new_token, token_hash
+from passwordless.platform.db.engine import connect
 from passwordless.magic_link import store as tickets
 from passwordless.sessions import store as sessions
 from passwordless.users import store as users

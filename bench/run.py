@@ -57,7 +57,7 @@ from typing import Any
 import email_delivery  # bench/email_delivery.py, beside this file
 import prepare
 
-from passwordless.config import Config
+from passwordless.config.settings import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"

@@ -20,31 +20,36 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from passwordless import backup, migrate
+from passwordless.platform import backup
+
+from passwordless.platform import migrate
 from passwordless.admin import routes as admin
-from passwordless.config import Config
-from passwordless.crypto import load_or_create_dev_secret
-from passwordless.db import Database
-from passwordless.deps import Clock, Deps
-from passwordless.errors import ApiError
+from passwordless.config.kinds import origin_of
+from passwordless.config.settings import Config
+from passwordless.platform.crypto import load_or_create_dev_secret
+from passwordless.platform.db.engine import Database
+from passwordless.deps import Deps
+from passwordless.platform.clock import Clock
+from passwordless.platform.errors import ApiError
 from passwordless.health import routes as health
 from passwordless.keys import service as keys
-from passwordless.lifecycle import Lifecycle
+from passwordless.platform.lifecycle import Lifecycle
 from passwordless.magic_link import routes as magic_link
 from passwordless.mail.render import Templates
 from passwordless.housekeeping import service as housekeeping
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
-from passwordless.queue_worker import QueueWorker
+from passwordless.platform.queues.worker import QueueWorker
 from passwordless.webhooks.worker import WebhookWorker
-from passwordless.metrics import Metrics
+from passwordless.platform.metrics import Metrics
 from passwordless.pages import routes as pages
 from passwordless.passkeys import routes as passkeys
-from passwordless.middleware import BodyLimit, Cors, RequestContext
-from passwordless.ratelimit import RateLimiter
+from passwordless.passkeys import store as passkey_store
+from passwordless.web.middleware import BodyLimit, Cors, RequestContext
+from passwordless.platform.ratelimit import RateLimiter
 from passwordless.sessions import routes as sessions
-from passwordless.signing import Signer
-from passwordless.web import handle_api_error, handle_http_exception
+from passwordless.keys.signer import Signer
+from passwordless.web.errors import handle_api_error, handle_http_exception
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +83,10 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
         lifespan=lifespan,
     )
     app.state.lifecycle = life
+    # What the web kit needs to know, without knowing the features: whom to believe about the
+    # client's address, and which origins may post to us.
+    app.state.trusted_proxies = trusted
+    app.state.allowed_origins = frozenset({origin_of(config.server.public_url), *config.cors.allowed_origins})
     return app
 
 
@@ -115,8 +124,10 @@ async def _start(
         _background(stack, _every(KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock)))
     _background(stack, _every(PRUNE_SECONDS, lambda: _prune(config, db, clock)))
     return Deps(
-        config, db, life, known, secret, trusted, clock, signer, templates, RateLimiter(),
-        URLSafeTimedSerializer(secret, salt="passwordless.session-cookie"), mail.wake, metrics,
+        config=config, db=db, lifecycle=life, migrations=known, secret=secret, trusted_proxies=trusted,
+        clock=clock, signer=signer, templates=templates, limiter=RateLimiter(),
+        cookies=URLSafeTimedSerializer(secret, salt="passwordless.session-cookie"), wake_mail=mail.wake,
+        metrics=metrics, count_passkeys=passkey_store.count_for_user,
     )
 
 

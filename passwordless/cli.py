@@ -14,15 +14,19 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from passwordless import __version__, backup, migrate
-from passwordless.config import Config
-from passwordless.config_load import ConfigError, find_config_file, load_config
-from passwordless.config_render import render_effective
-from passwordless.crypto import new_id, new_secret
-from passwordless.db import Database, connect
+from passwordless import __version__
+
+from passwordless.platform import backup
+
+from passwordless.platform import migrate
+from passwordless.config.settings import Config
+from passwordless.config.load import ConfigError, find_config_file, load_config
+from passwordless.config.render import render_effective
+from passwordless.platform.crypto import new_id, new_secret
+from passwordless.platform.db.engine import Database, connect
 from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
-from passwordless.logs import configure_logging
+from passwordless.platform.logs import configure_logging
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.render import Templates, TemplateError
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, make_transport

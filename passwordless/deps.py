@@ -4,30 +4,22 @@ lifespan (no module-level state)."""
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from itsdangerous import URLSafeTimedSerializer
 
-from passwordless.config import Config
-from passwordless.db import Database
-from passwordless.lifecycle import Lifecycle
+from passwordless.config.settings import Config
+from passwordless.platform.clock import Clock
+from passwordless.platform.db.engine import Database
+from passwordless.platform.lifecycle import Lifecycle
 from passwordless.mail.render import Templates
-from passwordless.metrics import Metrics
-from passwordless.migrate import Migration
-from passwordless.ratelimit import RateLimiter
-from passwordless.signing import Signer
-
-Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class Client:
-    """Who is asking: the client's IP (behind trusted proxies) and browser."""
-
-    ip: str
-    user_agent: str
-
+from passwordless.platform.metrics import Metrics
+from passwordless.platform.migrate import Migration
+from passwordless.platform.ratelimit import RateLimiter
+from passwordless.keys.signer import Signer
 
 @dataclass(frozen=True)
 class Deps:
@@ -43,4 +35,16 @@ class Deps:
     limiter: RateLimiter
     cookies: URLSafeTimedSerializer  # signs the browser session cookie
     wake_mail: Callable[[], None]  # tells the mail worker a new email is queued
+    # /auth/me shows how many passkeys a user has; sessions ask the composition root, not passkeys.
+    count_passkeys: Callable[[sqlite3.Connection, str], int]
     metrics: Metrics
+
+
+class _Request(Protocol):  # a Starlette request, named without importing Starlette (services use Deps)
+    @property
+    def app(self) -> Any: ...
+
+
+def deps(request: _Request) -> Deps:
+    """The app's dependencies, as its lifespan built them."""
+    return cast(Deps, request.app.state.deps)

@@ -13,8 +13,8 @@ from types import FrameType
 import uvicorn
 
 from passwordless.app import create_app
-from passwordless.config import Config
-from passwordless.lifecycle import Lifecycle
+from passwordless.config.settings import Config
+from passwordless.platform.lifecycle import Lifecycle
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
 

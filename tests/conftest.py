@@ -10,8 +10,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from passwordless.config import Config
-from passwordless.config_load import load_config
+from passwordless.config.settings import Config
+from passwordless.config.load import load_config
 from tests.helpers import running
 
 MakeConfig = Callable[..., Config]

@@ -15,7 +15,7 @@ import httpx
 from starlette.applications import Starlette
 
 from passwordless.app import create_app
-from passwordless.config import Config
+from passwordless.config.settings import Config
 from passwordless.deps import Deps
 
 PEER = ("203.0.113.7", 50000)

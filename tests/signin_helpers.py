@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from passwordless.config import Config
+from passwordless.config.settings import Config
 from tests.mailbox import parse, text_of
 
 # TOML sections; concatenate the ones a test needs (each section at most once).

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from passwordless.config import Config
-from passwordless.crypto import new_id
+from passwordless.config.settings import Config
+from passwordless.platform.crypto import new_id
 from passwordless.users import store as users
 from tests.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig

@@ -22,9 +22,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from passwordless import __version__, web
-from passwordless.crypto import DEV_SECRET_FILE
-from passwordless.logs import JsonFormatter, TextFormatter
+from passwordless import __version__
+
+from passwordless.web import request as web
+from passwordless.platform.crypto import DEV_SECRET_FILE
+from passwordless.platform.logs import JsonFormatter, TextFormatter
 from tests.conftest import MakeConfig
 from tests.signin_helpers import assert_error
 from tests.helpers import deps_of, running

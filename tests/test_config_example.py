@@ -10,12 +10,12 @@ from functools import reduce
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from passwordless.config import Config, Setting
-from passwordless.config_load import load_config, settings_of
-from passwordless.config_render import render_example
+from passwordless.config.settings import Config, Setting
+from passwordless.config.load import load_config, settings_of
+from passwordless.config.render import render_example
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
-REGENERATE = "python -m passwordless.config_render > config.example.toml"
+REGENERATE = "python -m passwordless.config.render > config.example.toml"
 
 # `# [[webhooks]]` and `# key = value` lines: commented-out examples, not prose.
 COMMENTED_OUT = re.compile(r"^# (\[\[\w+\]\]|\w+ = .*)$", re.MULTILINE)
@@ -72,7 +72,7 @@ def example_text() -> str:
 
 def test_example_file_is_exactly_what_the_code_renders() -> None:
     assert example_text() == render_example(), (
-        f"config.example.toml is out of date with passwordless/config.py; regenerate it with: {REGENERATE}"
+        f"config.example.toml is out of date with passwordless/config/settings.py; regenerate it with: {REGENERATE}"
     )
 
 

@@ -18,8 +18,8 @@ from typing import TypeVar
 
 import pytest
 
-from passwordless import migrate
-from passwordless.db import RESET_FRAMES, Database, DatabaseClosed
+from passwordless.platform import migrate
+from passwordless.platform.db.engine import RESET_FRAMES, Database, DatabaseClosed
 
 pytestmark = pytest.mark.anyio
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from passwordless.cli import _parser
-from passwordless.config import Config
-from passwordless.config_kinds import Duration
-from passwordless.config_load import ConfigError, load_config
-from passwordless.config_render import render_reference
+from passwordless.config.settings import Config
+from passwordless.config.kinds import Duration
+from passwordless.config.load import ConfigError, load_config
+from passwordless.config.render import render_reference
 from passwordless.server import GRACEFUL_SHUTDOWN_SECONDS
 from tests.test_config_example import declared_settings
 
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 DEPLOY = ROOT / "deploy"
 TESTS = ROOT / "tests"
-REGENERATE = "python -m passwordless.config_render --markdown > docs/configuration.md"
+REGENERATE = "python -m passwordless.config.render --markdown > docs/configuration.md"
 
 # The longest a graceful stop takes with the default drain delay: the drain, then in-flight
 # requests. Whatever stops the server must wait longer than this before it kills.
@@ -50,7 +50,7 @@ def markdown_files() -> list[Path]:
 def test_configuration_reference_is_exactly_what_the_code_renders() -> None:
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
     assert text == render_reference(), (
-        f"docs/configuration.md is out of date with passwordless/config.py; regenerate it with: {REGENERATE}"
+        f"docs/configuration.md is out of date with passwordless/config/settings.py; regenerate it with: {REGENERATE}"
     )
 
 

@@ -10,7 +10,7 @@ import re
 import time
 from email.message import EmailMessage
 
-from passwordless.crypto import new_id
+from passwordless.platform.crypto import new_id
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import build_message
 

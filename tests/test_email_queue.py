@@ -28,14 +28,14 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client.parser import text_string_to_metric_families
 
-from passwordless import migrate
-from passwordless.config import Config
-from passwordless.db import Database, connect
+from passwordless.platform import migrate
+from passwordless.config.settings import Config
+from passwordless.platform.db.engine import Database, connect
 from passwordless.mail import queue
-from passwordless import queue_worker as worker_module
+from passwordless.platform.queues import worker as worker_module
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
-from passwordless.metrics import Metrics
+from passwordless.platform.metrics import Metrics
 from tests.conftest import MakeConfig
 from tests.helpers import FakeClock, deps_of, free_port, running
 from tests.mailbox import (

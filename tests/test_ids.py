@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from passwordless.crypto import new_code, new_id, new_token, random_bytes
+from passwordless.platform.crypto import new_code, new_id, new_token, random_bytes
 
 
 def test_ids_are_uuid_version_7_and_unique() -> None:

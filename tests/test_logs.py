@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from passwordless.logs import configure_logging, request_id
+from passwordless.platform.logs import configure_logging, request_id
 
 UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from passwordless.config import Config
+from passwordless.config.settings import Config
 from tests.conftest import MakeConfig
 from tests.helpers import PEER, FakeClock, running
 from tests.signin_helpers import (

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from passwordless import migrate
-from passwordless.migrate import MigrationError
+from passwordless.platform import migrate
+from passwordless.platform.migrate import MigrationError
 
 DESIGN_TABLES = {
     "users",

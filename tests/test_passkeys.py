@@ -24,7 +24,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from passwordless.config import Config
+from passwordless.config.settings import Config
 from tests.authenticator import (
     AAGUID, AT, BE, BS, UP, UV, CredentialExcluded, NoCredential, SoftAuthenticator, b64url, b64url_decode,
     client_data,

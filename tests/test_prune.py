@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
-from passwordless import migrate
-from passwordless.config import Config
-from passwordless.crypto import new_id
-from passwordless.db import Database
+from passwordless.platform import migrate
+from passwordless.config.settings import Config
+from passwordless.platform.crypto import new_id
+from passwordless.platform.db.engine import Database
 from passwordless.housekeeping import service as housekeeping
 from tests.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from passwordless.config import Config
-from passwordless.config_kinds import Rate
-from passwordless.ratelimit import RateLimiter, client_key
+from passwordless.config.settings import Config
+from passwordless.config.kinds import Rate
+from passwordless.platform.ratelimit import RateLimiter, client_key
 from passwordless.users import store as users
 from tests.conftest import MakeConfig
 from tests.helpers import PEER, FakeClock, deps_of, running

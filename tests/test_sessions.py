@@ -18,7 +18,7 @@ import jwt
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from passwordless.config import Config
+from passwordless.config.settings import Config
 from tests.helpers import PEER, FakeClock, running
 from tests.signin_helpers import bearer, request_sign_in
 

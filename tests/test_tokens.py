@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from passwordless.config import Config
+from passwordless.config.settings import Config
 from tests.helpers import FakeClock, clean_env, cli, running
 from tests.signin_helpers import request_sign_in
 

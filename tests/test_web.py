@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from passwordless.web import client_ip
+from passwordless.web.client import client_ip
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -27,8 +27,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from passwordless.config import Config
-from passwordless.config_load import ConfigError
+from passwordless.config.settings import Config
+from passwordless.config.load import ConfigError
 from passwordless.magic_link import service as magic_link_service
 from passwordless.webhooks import worker as webhook_worker
 from tests.authenticator import SoftAuthenticator

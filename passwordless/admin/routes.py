@@ -12,9 +12,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from passwordless.admin import service
-from passwordless.errors import ApiError, invalid_request
-from passwordless.passkeys.routes import passkey_json
-from passwordless.web import client_of, deps
+from passwordless.platform.errors import ApiError, invalid_request
+from passwordless.passkeys.answers import passkey_json
+from passwordless.deps import deps
+from passwordless.web.client import client_of
 
 Handler = Callable[[Request], Awaitable[Response]]
 MAX_LIMIT = 200

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from passwordless import audit
-from passwordless.audit import AuditFilter as AuditFilter  # re-exported for the routes
-from passwordless.deps import Client, Deps
-from passwordless.errors import ApiError, invalid_request
+from passwordless.platform import audit
+from passwordless.platform.audit import AuditFilter as AuditFilter  # re-exported for the routes
+from passwordless.deps import Deps
+from passwordless.platform.client import Client
+from passwordless.platform.errors import ApiError, invalid_request
 from passwordless.mail import queue
 from passwordless.passkeys import store as passkeys
 from passwordless.passkeys.store import Passkey
@@ -83,7 +84,7 @@ async def revoke_sessions(deps: Deps, user_id: str, client: Client) -> int:
                                  {"revoked": revoked, "by": "admin"})
         audit.record(conn, event, now)
         if revoked:
-            events.emit(conn, deps, "sessions.revoked", user, now, revoked=revoked)
+            events.emit(conn, deps.config.webhooks, "sessions.revoked", user, now, revoked=revoked)
         return revoked
 
     revoked = await deps.db.write(revoke)
@@ -101,7 +102,7 @@ async def delete_user(deps: Deps, user_id: str, client: Client) -> None:
             return False
         event = audit.AuditEvent("user_deleted", True, user.id, user.email, client.ip, client.user_agent, {"by": "admin"})
         audit.record(conn, event, now)
-        events.emit(conn, deps, "user.deleted", user, now)
+        events.emit(conn, deps.config.webhooks, "user.deleted", user, now)
         return True
 
     if not await deps.db.write(delete):

@@ -11,9 +11,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from passwordless import __version__
-from passwordless.errors import ApiError
+from passwordless.platform.errors import ApiError
 from passwordless.health import service
-from passwordless.web import deps
+from passwordless.deps import deps
 
 _NO_STORE = {"cache-control": "no-store"}
 

@@ -8,12 +8,12 @@ import sqlite3
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from passwordless import migrate
-from passwordless.db import Database
-from passwordless.lifecycle import Lifecycle
+from passwordless.platform import migrate
+from passwordless.platform.db.engine import Database
+from passwordless.platform.lifecycle import Lifecycle
 from passwordless.mail import queue
 from passwordless.sessions import store as sessions
-from passwordless.metrics import EMAIL_STATUSES, Metrics
+from passwordless.platform.metrics import EMAIL_STATUSES, Metrics
 
 logger = logging.getLogger(__name__)
 

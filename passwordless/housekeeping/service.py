@@ -7,9 +7,9 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 
-from passwordless import audit
-from passwordless.config import Config
-from passwordless.db import Database
+from passwordless.platform import audit
+from passwordless.config.settings import Config
+from passwordless.platform.db.engine import Database
 from passwordless.magic_link import store as tickets
 from passwordless.mail import queue as emails
 from passwordless.passkeys import store as passkeys

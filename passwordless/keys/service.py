@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from passwordless.keys import store
-from passwordless.signing import SigningKey, generate_key
+from passwordless.keys.signer import SigningKey, generate_key
 
 ASYMMETRIC = ("ES256", "EdDSA")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from passwordless.signing import SigningKey
+from passwordless.keys.signer import SigningKey
 
 
 def published(conn: sqlite3.Connection, now: float, access_ttl: float) -> list[SigningKey]:

@@ -8,13 +8,15 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from passwordless.errors import ApiError
+from passwordless.platform.errors import ApiError
 from passwordless.magic_link import service
-from passwordless.pages.render import message_page, page, text
+from passwordless.web.pages import message_page, page, text
 from passwordless.sessions import service as sessions
-from passwordless.web import (
-    Fields, check_origin, client_of, deps, read_json, set_session_cookie, token_response,
-)
+from passwordless.deps import deps
+from passwordless.sessions.http import set_session_cookie, token_response
+from passwordless.web.client import client_of
+from passwordless.web.origin import check_origin
+from passwordless.web.request import Fields, read_json
 
 MAX_TOKEN = 256
 SENT = b'{"status":"sent"}'  # the same answer for every address (no account enumeration), encoded once

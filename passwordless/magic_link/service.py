@@ -7,15 +7,17 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from passwordless import audit
-from passwordless.crypto import code_hash, new_code, new_id, new_token, same, token_hash
-from passwordless.deps import Client, Deps
-from passwordless.errors import ApiError
+from passwordless.platform import audit
+from passwordless.platform.crypto import code_hash, new_code, new_id, new_token, same, token_hash
+from passwordless.deps import Deps
+from passwordless.platform.client import Client
+from passwordless.platform.errors import ApiError
 from passwordless.magic_link import store
-from passwordless.magic_link.rules import browser_name, check_redirect, normalise_email
+from passwordless.magic_link.rules import check_redirect
+from passwordless.users.rules import browser_name, normalise_email
 from passwordless.mail import queue
 from passwordless.mail.render import Rendered
-from passwordless.limits import check_ip_limit, rate_limited
+from passwordless.sessions.limits import check_ip_limit, rate_limited
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import SignIn
 from passwordless.users import store as users
@@ -157,9 +159,9 @@ def _sign_in(
             return None
         user = users.create(conn, ticket.email, now)
         _audit(conn, "user_created", True, client, now, user.id, user.email, {})
-        events.emit(conn, deps, "user.created", user, now)
+        events.emit(conn, deps.config.webhooks, "user.created", user, now)
     sign_in = sessions.open_session(conn, deps, user, amr, client, now, ticket.redirect_to)
-    events.emit(conn, deps, "login.succeeded", user, now, session_id=sign_in.session_id, method=amr[0])
+    events.emit(conn, deps.config.webhooks, "login.succeeded", user, now, session_id=sign_in.session_id, method=amr[0])
     return sign_in
 
 

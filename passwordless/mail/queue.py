@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from passwordless import queue_table
-from passwordless.crypto import new_id
-from passwordless.db import delete_where
+from passwordless.platform.queues import table as queue_table
+from passwordless.platform.crypto import new_id
+from passwordless.platform.db.engine import delete_where
 
 
 def enqueue(conn: sqlite3.Connection, to: str, subject: str, text: str, html: str, now: float) -> str:

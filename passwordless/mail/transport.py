@@ -19,7 +19,7 @@ from typing import Protocol, TextIO
 
 import aiosmtplib
 
-from passwordless.config import EmailSettings
+from passwordless.config.settings import EmailSettings
 from passwordless.mail.queue import QueuedEmail
 
 

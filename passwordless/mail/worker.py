@@ -8,15 +8,15 @@ import asyncio
 import logging
 import sqlite3
 
-from passwordless import audit
-from passwordless.config import EmailSettings
-from passwordless.db import Database
-from passwordless.deps import Clock
+from passwordless.platform import audit
+from passwordless.config.settings import EmailSettings
+from passwordless.platform.db.engine import Database
+from passwordless.platform.clock import Clock
 from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, Transport
-from passwordless.metrics import Metrics
-from passwordless.queue_worker import Attempt, QueueWorker
+from passwordless.platform.metrics import Metrics
+from passwordless.platform.queues.worker import Attempt, QueueWorker
 
 logger = logging.getLogger(__name__)
 

@@ -8,14 +8,16 @@ from datetime import datetime, timezone
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from passwordless.errors import ApiError
-from passwordless.magic_link.rules import browser_name
-from passwordless.pages.render import page, text
+from passwordless.platform.errors import ApiError
+from passwordless.users.rules import browser_name
+from passwordless.web.pages import page, text
 from passwordless.pages.signin import form_fields
 from passwordless.passkeys import service as passkeys
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import Principal
-from passwordless.web import authenticate, clear_session_cookie, client_of, deps
+from passwordless.deps import deps
+from passwordless.sessions.http import authenticate, clear_session_cookie
+from passwordless.web.client import client_of
 
 
 def _when(moment: int | None) -> str:

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from passwordless.pages import account, signin
-from passwordless.web import deps
+from passwordless.deps import deps
 
 
 async def theme(request: Request) -> Response:

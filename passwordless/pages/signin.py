@@ -8,13 +8,16 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from passwordless.errors import ApiError
+from passwordless.platform.errors import ApiError
 from passwordless.magic_link import service as magic_link
 from passwordless.magic_link.rules import check_redirect
-from passwordless.pages.render import alert, page, text
+from passwordless.web.pages import alert, page, text
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import SignIn
-from passwordless.web import check_origin, client_of, deps, set_session_cookie
+from passwordless.deps import deps
+from passwordless.sessions.http import set_session_cookie
+from passwordless.web.client import client_of
+from passwordless.web.origin import check_origin
 
 MAX_FIELD = 2048
 

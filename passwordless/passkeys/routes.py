@@ -8,28 +8,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from passwordless.errors import invalid_request
+from passwordless.platform.errors import invalid_request
 from passwordless.passkeys import service
-from passwordless.passkeys.service import Passkey
-from passwordless.config_kinds import origin_of
+from passwordless.passkeys.answers import passkey_json
+from passwordless.config.kinds import origin_of
 from passwordless.sessions import service as sessions
-from passwordless.web import (
-    Fields, authenticate, client_of, deps, read_json, set_session_cookie, token_response,
-)
+from passwordless.deps import deps
+from passwordless.sessions.http import authenticate, set_session_cookie, token_response
+from passwordless.web.client import client_of
+from passwordless.web.request import Fields, read_json
 
 _NO_STORE = {"cache-control": "no-store"}
-
-
-def passkey_json(p: Passkey) -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "name": p.name,
-        "created_at": p.created_at,
-        "last_used_at": p.last_used_at,
-        "aaguid": p.aaguid,
-        "backed_up": p.backed_up,
-        "transports": list(p.transports),
-    }
 
 
 def _credential(fields: Fields) -> dict[str, Any]:

@@ -17,12 +17,13 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from passwordless import audit
-from passwordless.crypto import new_id, random_bytes
-from passwordless.deps import Client, Deps
-from passwordless.errors import ApiError, invalid_request
-from passwordless.limits import check_ip_limit
-from passwordless.magic_link.rules import browser_name, normalise_email
+from passwordless.platform import audit
+from passwordless.platform.crypto import new_id, random_bytes
+from passwordless.deps import Deps
+from passwordless.platform.client import Client
+from passwordless.platform.errors import ApiError, invalid_request
+from passwordless.sessions.limits import check_ip_limit
+from passwordless.users.rules import browser_name, normalise_email
 from passwordless.passkeys import ceremony, store
 from passwordless.passkeys.ceremony import MalformedCredential, RejectedCredential
 from passwordless.passkeys.store import Passkey as Passkey  # re-exported for the routes
@@ -100,7 +101,7 @@ async def register(
             return False
         details: dict[str, object] = {"passkey_id": passkey.id, "aaguid": passkey.aaguid}
         audit.record(conn, _event("passkey_registered", True, client, principal.user.id, details), now)
-        events.emit(conn, deps, "passkey.registered", principal.user, now, passkey_id=passkey.id)
+        events.emit(conn, deps.config.webhooks, "passkey.registered", principal.user, now, passkey_id=passkey.id)
         return True
 
     if not await deps.db.write(save):
@@ -174,7 +175,7 @@ async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignI
         details = {"passkey_id": found_passkey.id, "user_verified": verified.user_verified}
         audit.record(conn, _event("passkey_login_succeeded", True, client, user.id, details, user.email), now)
         sign_in = sessions.open_session(conn, deps, user, amr, client, now)
-        events.emit(conn, deps, "login.succeeded", user, now, session_id=sign_in.session_id, method="passkey")
+        events.emit(conn, deps.config.webhooks, "login.succeeded", user, now, session_id=sign_in.session_id, method="passkey")
         return sign_in
 
     result = await deps.db.write(sign_in)

@@ -7,9 +7,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from passwordless.sessions import service
-from passwordless.web import (
-    Fields, authenticate, clear_session_cookie, client_of, deps, read_json, token_response,
-)
+from passwordless.deps import deps
+from passwordless.sessions.http import authenticate, clear_session_cookie, token_response
+from passwordless.web.client import client_of
+from passwordless.web.request import Fields, read_json
 
 
 async def refresh(request: Request) -> Response:

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature
 
-from passwordless import audit
-from passwordless.crypto import new_id, new_token, token_hash
-from passwordless.deps import Client, Deps
-from passwordless.errors import ApiError
-from passwordless.passkeys import store as passkeys
+from passwordless.platform import audit
+from passwordless.platform.crypto import new_id, new_token, token_hash
+from passwordless.deps import Deps
+from passwordless.platform.client import Client
+from passwordless.platform.errors import ApiError
 from passwordless.sessions import store
-from passwordless.signing import InvalidAccessToken
+from passwordless.keys.signer import InvalidAccessToken
 from passwordless.users import store as users
 from passwordless.users.store import User
 from passwordless.webhooks import events
@@ -126,7 +126,7 @@ def cookie_value(deps: Deps, session_id: str) -> str:
 
 
 async def me(deps: Deps, principal: Principal) -> Me:
-    count = deps.db.lookup(passkeys.count_for_user, principal.user.id)
+    count = deps.db.lookup(deps.count_passkeys, principal.user.id)
     return Me(principal.user, count)
 
 
@@ -166,7 +166,7 @@ async def end_session(
         details: dict[str, object] = {"session_id": session_id, "revoked": 1}
         _audit(conn, event, True, client, now, principal.user, details)
         if event == "sessions_revoked":
-            events.emit(conn, deps, "sessions.revoked", principal.user, now, session_id=session_id, revoked=1)
+            events.emit(conn, deps.config.webhooks, "sessions.revoked", principal.user, now, session_id=session_id, revoked=1)
         return True
 
     if not await deps.db.write(revoke):
@@ -183,7 +183,7 @@ async def end_other_sessions(deps: Deps, principal: Principal, client: Client) -
             store.revoke(conn, session_id, now, "sessions_revoked")
         if others:
             _audit(conn, "sessions_revoked", True, client, now, principal.user, {"revoked": len(others)})
-            events.emit(conn, deps, "sessions.revoked", principal.user, now, revoked=len(others))
+            events.emit(conn, deps.config.webhooks, "sessions.revoked", principal.user, now, revoked=len(others))
         return len(others)
 
     return await deps.db.write(revoke)

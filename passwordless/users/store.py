@@ -6,7 +6,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 
-from passwordless.crypto import new_id
+from passwordless.platform.crypto import new_id
 
 
 @dataclass(frozen=True)

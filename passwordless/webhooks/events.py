@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from typing import Protocol
 
-from passwordless.deps import Deps
-from passwordless.users.store import User
+from passwordless.config.settings import WebhookSettings
 from passwordless.webhooks import store
 
 
+class Subject(Protocol):
+    """Whom an event is about: a user record, as any feature holds it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def email(self) -> str: ...
+
+
 def emit(
-    conn: sqlite3.Connection, deps: Deps, event_type: str, user: User, now: float, **extra: object
+    conn: sqlite3.Connection, webhooks: Sequence[WebhookSettings], event_type: str, user: Subject, now: float,
+    **extra: object,
 ) -> None:
     """Queue `event_type` for every webhook that wants it; data carries the user's id and email."""
-    if deps.config.webhooks:
-        store.enqueue(conn, deps.config.webhooks, event_type, {"user_id": user.id, "email": user.email, **extra}, now)
+    if webhooks:
+        store.enqueue(conn, webhooks, event_type, {"user_id": user.id, "email": user.email, **extra}, now)

@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from passwordless import queue_table
-from passwordless.config import WebhookSettings
-from passwordless.db import delete_where
+from passwordless.platform.queues import table as queue_table
+from passwordless.config.settings import WebhookSettings
+from passwordless.platform.db.engine import delete_where
 
 
 @dataclass(frozen=True)

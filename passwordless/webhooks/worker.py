@@ -11,12 +11,14 @@ import sqlite3
 import urllib.error
 import urllib.request
 
-from passwordless import __version__, audit
-from passwordless.config import Config
-from passwordless.db import Database
-from passwordless.deps import Clock
-from passwordless.metrics import Metrics
-from passwordless.queue_worker import Attempt, QueueWorker
+from passwordless import __version__
+
+from passwordless.platform import audit
+from passwordless.config.settings import Config
+from passwordless.platform.db.engine import Database
+from passwordless.platform.clock import Clock
+from passwordless.platform.metrics import Metrics
+from passwordless.platform.queues.worker import Attempt, QueueWorker
 from passwordless.webhooks import store
 from passwordless.webhooks.signing import signature
 from passwordless.webhooks.store import Delivery

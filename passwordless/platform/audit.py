@@ -8,8 +8,8 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from passwordless.crypto import new_id
-from passwordless.db import delete_where
+from passwordless.platform.crypto import new_id
+from passwordless.platform.db.engine import delete_where
 
 
 @dataclass(frozen=True)

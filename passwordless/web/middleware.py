@@ -15,11 +15,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from passwordless.crypto import random_bytes
-from passwordless.errors import ApiError
-from passwordless.logs import request_id
-from passwordless.metrics import Metrics
-from passwordless.web import client_ip, error_response
+from passwordless.platform.crypto import random_bytes
+from passwordless.platform.errors import ApiError
+from passwordless.platform.logs import request_id
+from passwordless.platform.metrics import Metrics
+from passwordless.web.client import client_ip
+from passwordless.web.errors import error_response
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("passwordless.access")

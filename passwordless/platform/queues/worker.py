@@ -17,10 +17,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from passwordless import queue_table
-from passwordless.config import EmailSettings
-from passwordless.db import Database
-from passwordless.deps import Clock
+from passwordless.platform.queues import table as queue_table
+from passwordless.config.settings import EmailSettings
+from passwordless.platform.db.engine import Database
+from passwordless.platform.clock import Clock
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from passwordless.db import connect
+from passwordless.platform.db.engine import connect
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -49,7 +49,7 @@ class Migration:
 def default_dir() -> Path:
     """The migrations inside the package: a link to the repository's top-level `migrations/` in a
     clone, a copy in an installed wheel and in the executable (build.spec puts them there too)."""
-    return Path(__file__).parent / "migrations"
+    return Path(__file__).parent.parent / "migrations"
 
 
 def discover(directory: Path) -> tuple[Migration, ...]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from passwordless.config_kinds import (
+from passwordless.config.kinds import (
     Boolean,
     Choice,
     Duration,

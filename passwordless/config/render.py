@@ -1,8 +1,8 @@
 """Write settings out as TOML: the example file (from the declaration) and the effective
 configuration (for `check-config`, secrets masked).
 
-Regenerate the example file with: python -m passwordless.config_render > config.example.toml
-and the reference with: python -m passwordless.config_render --markdown > docs/configuration.md
+Regenerate the example file with: python -m passwordless.config.render > config.example.toml
+and the reference with: python -m passwordless.config.render --markdown > docs/configuration.md
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from passwordless.config import Config, Setting, WebhookSettings
-from passwordless.config_kinds import Choice, Kind, TextList
-from passwordless.config_load import settings_of, toml_value
+from passwordless.config.settings import Config, Setting, WebhookSettings
+from passwordless.config.kinds import Choice, Kind, TextList
+from passwordless.config.load import settings_of, toml_value
 
 EXAMPLE_HEADER = """\
 # passwordless configuration.
@@ -81,8 +81,8 @@ def _effective_table(obj: Any, prefix: str, lines: list[str]) -> None:
 REFERENCE_HEADER = """\
 # Configuration reference
 
-<!-- Generated from passwordless/config.py; do not edit by hand. Regenerate with:
-     python -m passwordless.config_render --markdown > docs/configuration.md -->
+<!-- Generated from passwordless/config/settings.py; do not edit by hand. Regenerate with:
+     python -m passwordless.config.render --markdown > docs/configuration.md -->
 
 Every key is optional. Settings are read from, strongest first: command-line flags
 (`serve --host`, `--port`), environment variables, the config file, built-in defaults. The config

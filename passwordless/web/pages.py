@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from starlette.responses import HTMLResponse
 
-from passwordless.config import UiSettings
-from passwordless.config_kinds import origin_of
+from passwordless.config.settings import UiSettings
+from passwordless.config.kinds import origin_of
 
 _SHELL = """<!doctype html>
 <html lang="en">

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
-from passwordless.config_kinds import Rate
+from passwordless.config.kinds import Rate
 
 MAX_KEYS = 100_000  # past this, keys whose window has passed are forgotten
 

@@ -3,10 +3,11 @@ come back, audited as rate_limited."""
 
 from __future__ import annotations
 
-from passwordless import audit
-from passwordless.deps import Client, Deps
-from passwordless.errors import ApiError
-from passwordless.ratelimit import client_key
+from passwordless.platform import audit
+from passwordless.deps import Deps
+from passwordless.platform.client import Client
+from passwordless.platform.errors import ApiError
+from passwordless.platform.ratelimit import client_key
 
 
 def rate_limited(retry_after: float) -> ApiError:

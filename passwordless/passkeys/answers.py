@@ -1,0 +1,20 @@
+"""What a passkey looks like in JSON answers: its own routes and the admin API show the same object
+(API.md, "Passkey object")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from passwordless.passkeys.store import Passkey
+
+
+def passkey_json(p: Passkey) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "created_at": p.created_at,
+        "last_used_at": p.last_used_at,
+        "aaguid": p.aaguid,
+        "backed_up": p.backed_up,
+        "transports": list(p.transports),
+    }
