@@ -20,6 +20,14 @@ from passwordless.crypto import b64url, from_b64url, new_id
 TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "exp", "iat", "jti"]
 VERIFIED_TOKENS_KEPT = 10_000  # about 5 MB at most
+# Our tokens are well under 2 KB and their header under 100 characters; anything much longer is
+# refused before any decoding, so no one makes the server decode (or nest) megabytes.
+MAX_TOKEN_CHARS = 8192
+MAX_HEADER_CHARS = 512
+# What decoding base64 and JSON from anyone may raise: bad base64 (binascii.Error is a
+# ValueError), bad UTF-8 (UnicodeDecodeError, a ValueError), bad JSON, nesting deeper than
+# the interpreter's stack (RecursionError), numbers out of range (OverflowError), wrong types.
+DECODING_ERRORS = (ValueError, TypeError, RecursionError, OverflowError)
 
 
 class InvalidAccessToken(Exception):
@@ -139,16 +147,19 @@ class Signer:
         return claims
 
     def _verify_signature_and_claims(self, token: str, now: float) -> AccessClaims:
+        if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            raise InvalidAccessToken("not a token of this server")
         signing_input, _, signature = token.rpartition(".")
         header, _, payload = signing_input.partition(".")
+        if len(header) > MAX_HEADER_CHARS:
+            raise InvalidAccessToken("header too long")
         try:
             key = self._key_for(header)
             if not self._algorithm.verify(signing_input.encode(), key, from_b64url(signature)):
                 raise InvalidAccessToken("bad signature")
-            claims = json.loads(from_b64url(payload))
-        except (ValueError, TypeError) as exc:  # bad base64, JSON or signature encoding
-            raise InvalidAccessToken(str(exc)) from None
-        return self._checked(claims, now)
+            return self._checked(json.loads(from_b64url(payload)), now)
+        except DECODING_ERRORS:
+            raise InvalidAccessToken("malformed") from None
 
     def _key_for(self, header: str) -> Any:
         """The key a header segment names, if it is one of ours for our algorithm and says the
@@ -172,6 +183,8 @@ class Signer:
     def _checked(self, claims: object, now: float) -> AccessClaims:
         if not isinstance(claims, dict) or any(name not in claims for name in REQUIRED_CLAIMS):
             raise InvalidAccessToken("missing claims")
+        if not isinstance(claims["sub"], str) or not isinstance(claims["sid"], str):
+            raise InvalidAccessToken("sub and sid must be strings")
         audience = claims["aud"]
         if claims["iss"] != self.issuer or not (
             audience == self.audience or (isinstance(audience, list) and self.audience in audience)
@@ -185,6 +198,6 @@ class Signer:
             raise InvalidAccessToken("not valid yet")
         amr = claims.get("amr", [])
         return AccessClaims(
-            str(claims["sub"]), str(claims["sid"]), str(claims.get("email", "")),
+            claims["sub"], claims["sid"], str(claims.get("email", "")),
             tuple(str(a) for a in amr) if isinstance(amr, list) else (), expires_at,
         )

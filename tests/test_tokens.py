@@ -142,6 +142,10 @@ def _without(c: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 KEY = SECRET.encode()
+
+
+def hs256_key() -> bytes:
+    return KEY
 FORGERIES: dict[str, Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], str]] = {
     "alg none": lambda h, c, s: _none(h, c),
     "alg none, no kid": lambda h, c, s: _none(_without(h, "kid"), c),
