@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from passwordless import backup, migrate
 from passwordless.admin import routes as admin
 from passwordless.config import Config
-from passwordless.crypto import load_or_create_dev_secret
+from passwordless.crypto import SESSION_COOKIE, load_or_create_dev_secret, subkey
 from passwordless.db import Database
 from passwordless.deps import Clock, Deps
 from passwordless.errors import ApiError
@@ -49,7 +49,6 @@ from passwordless.web import handle_api_error, handle_http_exception
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "pages" / "static"
-KEY_RELOAD_SECONDS = 60.0  # picks up `passwordless keys rotate` run beside the server
 PRUNE_SECONDS = 3600.0
 
 
@@ -112,12 +111,19 @@ async def _start(
     for worker in workers:
         _background(stack, worker.run(), worker.stop)
     if config.jwt.algorithm in keys.ASYMMETRIC:
-        _background(stack, _every(KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock)))
+        _background(stack, _every(keys.KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock)))
     _background(stack, _every(PRUNE_SECONDS, lambda: _prune(config, db, clock)))
     return Deps(
         config, db, life, known, secret, trusted, clock, signer, templates, RateLimiter(),
-        URLSafeTimedSerializer(secret, salt="passwordless.session-cookie"), mail.wake, metrics,
+        _cookie_serializer(secret), mail.wake, metrics,
     )
+
+
+def _cookie_serializer(secret: str) -> URLSafeTimedSerializer:
+    """Signs with the cookie's own subkey (the last in the list). Cookies signed with jwt.secret
+    itself, by versions before subkeys, are still accepted until they expire (jwt.refresh_ttl),
+    so the upgrade signs no one out of the hosted pages."""
+    return URLSafeTimedSerializer([secret, subkey(secret, SESSION_COOKIE)], salt="passwordless.session-cookie")
 
 
 def _background(
@@ -152,7 +158,7 @@ async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Si
 async def _load_keys(config: Config, db: Database, signer: Signer, clock: Clock) -> None:
     # A server that has not reloaded yet may sign with a key for one interval after it is
     # retired: keep it published that much longer than the tokens' lifetime.
-    keep = config.jwt.access_ttl + 2 * KEY_RELOAD_SECONDS
+    keep = config.jwt.access_ttl + 2 * keys.KEY_RELOAD_SECONDS
     signer.use_keys(await db.read(keys.published, clock(), keep))
 
 

@@ -18,7 +18,7 @@ from webauthn.helpers.structs import (
 )
 
 from passwordless import audit
-from passwordless.crypto import new_id, random_bytes
+from passwordless.crypto import PASSKEY_DECOY, new_id, random_bytes, subkey
 from passwordless.deps import Client, Deps
 from passwordless.errors import ApiError, invalid_request
 from passwordless.limits import check_ip_limit
@@ -132,7 +132,7 @@ async def login_options(deps: Deps, email: str | None) -> dict[str, Any]:
 
 def _decoy_id(secret: str, email: str) -> bytes:
     """The same made-up credential id for an address every time, as a real one would be."""
-    return hmac.new(secret.encode(), b"passkey-decoy:" + email.encode(), hashlib.sha256).digest()
+    return hmac.new(subkey(secret, PASSKEY_DECOY), b"passkey-decoy:" + email.encode(), hashlib.sha256).digest()
 
 
 async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignIn:
