@@ -123,7 +123,7 @@ def _cookie_serializer(secret: str) -> URLSafeTimedSerializer:
     """Signs with the cookie's own subkey (the last in the list). Cookies signed with jwt.secret
     itself, by versions before subkeys, are still accepted until they expire (jwt.refresh_ttl),
     so the upgrade signs no one out of the hosted pages."""
-    return URLSafeTimedSerializer([secret, subkey(secret, SESSION_COOKIE)], salt="passwordless.session-cookie")
+    return URLSafeTimedSerializer([secret.encode(), subkey(secret, SESSION_COOKIE)], salt="passwordless.session-cookie")
 
 
 def _background(
