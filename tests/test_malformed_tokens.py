@@ -17,6 +17,7 @@ import pytest
 from passwordless.config import Config
 from passwordless.web import cookie_name
 from tests.helpers import running
+from tests.live_server import LiveServer, live_server  # noqa: F401 (fixture)
 from tests.signin_helpers import request_sign_in
 from tests.test_tokens import _toml, hs256_key
 
@@ -152,3 +153,17 @@ async def test_malformed_session_cookies_get_401(make_config: Callable[..., Conf
             assert r.status_code == 401, (path, r.status_code, r.text[:200])
         r = await client.get("/account", headers=cookie)
         assert r.status_code < 500, r.text[:200]
+
+
+def test_the_real_server_answers_the_attack_with_401_and_logs_no_traceback(live_server: LiveServer) -> None:
+    """The reported request: about 3 KB of nested JSON as the JOSE header, against `passwordless
+    serve` itself (uvicorn, logging), where it answered 500 with a 4 KB traceback each time."""
+    token = _nested(2_200) + ".e30.AAAA"
+    with httpx.Client(base_url=live_server.public_url, trust_env=False, timeout=10) as http:
+        for method, path in AUTHENTICATED:
+            r = http.request(method, path, headers={"authorization": f"Bearer {token}"})
+            assert r.status_code == 401, (path, r.text[:200])
+            assert r.json()["error"]["code"] == "invalid_token"
+        assert http.get("/readiness").status_code == 200
+    logs = live_server.logs()
+    assert "Traceback" not in logs and "RecursionError" not in logs
