@@ -26,7 +26,7 @@ from passwordless.platform import migrate
 from passwordless.admin import routes as admin
 from passwordless.config.kinds import origin_of
 from passwordless.config.settings import Config
-from passwordless.platform.crypto import load_or_create_dev_secret
+from passwordless.platform.crypto import SESSION_COOKIE, load_or_create_dev_secret, subkey
 from passwordless.platform.db.engine import Database
 from passwordless.deps import Deps
 from passwordless.platform.clock import Clock
@@ -54,7 +54,6 @@ from passwordless.web.errors import handle_api_error, handle_http_exception
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "pages" / "static"
-KEY_RELOAD_SECONDS = 60.0  # picks up `passwordless keys rotate` run beside the server
 PRUNE_SECONDS = 3600.0
 
 
@@ -121,14 +120,20 @@ async def _start(
     for worker in workers:
         _background(stack, worker.run(), worker.stop)
     if config.jwt.algorithm in keys.ASYMMETRIC:
-        _background(stack, _every(KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock)))
+        _background(stack, _every(keys.KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock)))
     _background(stack, _every(PRUNE_SECONDS, lambda: _prune(config, db, clock)))
     return Deps(
         config=config, db=db, lifecycle=life, migrations=known, secret=secret, trusted_proxies=trusted,
-        clock=clock, signer=signer, templates=templates, limiter=RateLimiter(),
-        cookies=URLSafeTimedSerializer(secret, salt="passwordless.session-cookie"), wake_mail=mail.wake,
-        metrics=metrics, count_passkeys=passkey_store.count_for_user,
+        clock=clock, signer=signer, templates=templates, limiter=RateLimiter(), cookies=_cookie_serializer(secret),
+        wake_mail=mail.wake, metrics=metrics, count_passkeys=passkey_store.count_for_user,
     )
+
+
+def _cookie_serializer(secret: str) -> URLSafeTimedSerializer:
+    """Signs with the cookie's own subkey (the last in the list). Cookies signed with jwt.secret
+    itself, by versions before subkeys, are still accepted until they expire (jwt.refresh_ttl),
+    so the upgrade signs no one out of the hosted pages."""
+    return URLSafeTimedSerializer([secret.encode(), subkey(secret, SESSION_COOKIE)], salt="passwordless.session-cookie")
 
 
 def _background(
@@ -163,7 +168,7 @@ async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Si
 async def _load_keys(config: Config, db: Database, signer: Signer, clock: Clock) -> None:
     # A server that has not reloaded yet may sign with a key for one interval after it is
     # retired: keep it published that much longer than the tokens' lifetime.
-    keep = config.jwt.access_ttl + 2 * KEY_RELOAD_SECONDS
+    keep = config.jwt.access_ttl + 2 * keys.KEY_RELOAD_SECONDS
     signer.use_keys(await db.read(keys.published, clock(), keep))
 
 

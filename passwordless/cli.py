@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from passwordless.platform import migrate
 from passwordless.config.settings import Config
 from passwordless.config.load import ConfigError, find_config_file, load_config
 from passwordless.config.render import render_effective
-from passwordless.platform.crypto import new_id, new_secret
+from passwordless.platform.crypto import hs256_key, load_or_create_dev_secret, new_id, new_secret
 from passwordless.platform.db.engine import Database, connect
 from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
@@ -76,9 +77,16 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
     test_email = command("send-test-email", _send_test_email, "Send a test email through the configured transport.")
     test_email.add_argument("to", metavar="TO", help="the address to send it to")
-    keys = command("keys", _keys, "Manage JWT signing keys (ES256, EdDSA).")
-    keys.add_argument("action", choices=["rotate"], help="rotate: add a new signing key; the old one stays "
-                      "published until the tokens it signed have expired")
+    keys = command("keys", _keys, "Manage JWT signing keys.")
+    keys.add_argument(
+        "action", choices=["rotate", "hs256-key"],
+        help="rotate (ES256, EdDSA): publish a new signing key at once and sign with it once cached JWKS "
+        "copies have it (the old key stays published until the tokens it signed have expired); "
+        "hs256-key (HS256): print the key apps verify access tokens with (derived from jwt.secret, "
+        "which apps never need)",
+    )
+    keys.add_argument("--now", action="store_true", help="rotate: sign with the new key at once (an emergency: "
+                      "verifiers holding a cached JWKS refuse the new tokens until they fetch it again)")
     return parser
 
 
@@ -170,13 +178,16 @@ def _send_test_email(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> int:
     config, _ = _load(args)
+    if args.action == "hs256-key":
+        return _print_hs256_key(config)
     path = Path(config.database.path)
     migrate.apply_to_file(path, migrate.discover(migrate.default_dir()))
     conn = connect(path)
+    now = time.time()
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            key = keys.rotate(conn, config.jwt.algorithm, time.time())
+            key = keys.rotate(conn, config.jwt.algorithm, now, at_once=args.now)
         except ValueError as exc:
             conn.execute("ROLLBACK")
             print(f"error: {exc}", file=sys.stderr)
@@ -184,7 +195,19 @@ def _keys(args: argparse.Namespace) -> int:
         conn.execute("COMMIT")
     finally:
         conn.close()
-    print(f"new {key.algorithm} signing key {key.kid}; a running server starts signing with it within a minute")
+    switch = datetime.fromtimestamp(key.signs_from, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    print(f"new {key.algorithm} signing key {key.kid}, published now in /.well-known/jwks.json; "
+          f"signing switches to it at {switch} (in {key.signs_from - int(now)} s)")
+    return 0
+
+
+def _print_hs256_key(config: Config) -> int:
+    if config.jwt.algorithm != "HS256":
+        print(f"error: jwt.algorithm is {config.jwt.algorithm}: apps verify access tokens with "
+              "the keys at /.well-known/jwks.json, there is no HS256 key", file=sys.stderr)
+        return 2
+    secret = config.jwt.secret or load_or_create_dev_secret(Path(config.database.path).parent)
+    print(hs256_key(secret))
     return 0
 
 

@@ -16,13 +16,16 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from passwordless.config.settings import Config
+from passwordless.keys import service as keys_service
 from tests.helpers import FakeClock, clean_env, cli, running
 from tests.signin_helpers import request_sign_in
 
@@ -106,7 +109,7 @@ async def test_access_token_header_and_claims(make_config: Callable[..., Config]
         assert header["alg"] == "HS256"
         assert isinstance(header["kid"], str) and header["kid"]
 
-        claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="passwordless", issuer=PUBLIC_URL)
+        claims = jwt.decode(token, KEY, algorithms=["HS256"], audience="passwordless", issuer=PUBLIC_URL)
         assert {"iss", "aud", "sub", "sid", "email", "amr", "iat", "exp", "jti"} <= set(claims)
         assert claims["iss"] == PUBLIC_URL
         assert claims["aud"] == "passwordless"
@@ -121,7 +124,7 @@ async def test_access_token_header_and_claims(make_config: Callable[..., Config]
         assert [s["id"] for s in r.json()["sessions"]] == [claims["sid"]]
 
         again = await _sign_in(client, config, "ann@example.com")
-        other = jwt.decode(again["access_token"], SECRET, algorithms=["HS256"], audience="passwordless")
+        other = jwt.decode(again["access_token"], KEY, algorithms=["HS256"], audience="passwordless")
         assert other["jti"] != claims["jti"]
         assert other["sid"] != claims["sid"]
 
@@ -141,7 +144,16 @@ def _without(c: dict[str, Any], name: str) -> dict[str, Any]:
     return {k: v for k, v in c.items() if k != name}
 
 
-KEY = SECRET.encode()
+
+
+def hs256_key() -> bytes:
+    """The HS256 key, derived here independently of the server's code: HKDF-SHA256 of
+    jwt.secret under the label for access tokens, as text (docs/security.md)."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"passwordless hs256-access-token-key")
+    return _b64(hkdf.derive(SECRET.encode())).encode()
+
+
+KEY = hs256_key()
 FORGERIES: dict[str, Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], str]] = {
     "alg none": lambda h, c, s: _none(h, c),
     "alg none, no kid": lambda h, c, s: _none(_without(h, "kid"), c),
@@ -317,52 +329,134 @@ def _config_file(config: Config) -> Path:
     return Path(config.database.path).parent / "config.toml"
 
 
+WAIT = 300 + 60  # the JWKS's max-age plus the servers' key reload interval (API.md)
+
+
+def _rotate(config: Config, *flags: str) -> tuple[float, str]:
+    """`passwordless keys rotate`: when it ran and what it printed."""
+    path = _config_file(config)
+    rotated_at = time.time()
+    result = cli("keys", "rotate", *flags, "--config", str(path), cwd=path.parent, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return rotated_at, result.stdout
+
+
+async def _kid_signing(client: httpx.AsyncClient, config: Config, email: str) -> str:
+    kid: str = jwt.get_unverified_header((await _sign_in(client, config, email))["access_token"])["kid"]
+    return kid
+
+
 @pytest.mark.parametrize("algorithm", ["ES256", "EdDSA"])
 async def test_keys_rotate(make_config: Callable[..., Config], algorithm: str) -> None:
     config = make_config(_toml(algorithm))
-    path = _config_file(config)
     async with running(config) as (_, client):
         [first] = await _jwks(client)
         before = await _sign_in(client, config, "ann@example.com")
     assert jwt.get_unverified_header(before["access_token"])["kid"] == first["kid"]
 
-    rotated_at = time.time()
-    result = cli("keys", "rotate", "--config", str(path), cwd=path.parent, env=clean_env())
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
+    rotated_at, printed = _rotate(config)
 
-    async with running(config, clock=FakeClock()) as (_, client):
+    # published at once, signing nothing yet: a verifier that cached the JWKS just before the
+    # rotation must not meet the new kid
+    async with running(config, clock=FakeClock(rotated_at + WAIT - 5)) as (_, client):
         keys = await _jwks(client)
         assert len(keys) == 2
         assert all("d" not in k for k in keys)
         [new_kid] = {k["kid"] for k in keys} - {first["kid"]}
-        assert new_kid in result.stdout
+        assert new_kid in printed
+        assert await _kid_signing(client, config, "bob@example.com") == first["kid"]
+
+    # the command says when signing switches: an absolute UTC time and the delay
+    switch = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(rotated_at) + WAIT))
+    later = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(rotated_at) + WAIT + 1))
+    assert switch in printed or later in printed, printed
+    assert f"in {WAIT} s" in printed or f"in {WAIT - 1} s" in printed, printed
+
+    async with running(config, clock=FakeClock(rotated_at + WAIT + 5)) as (_, client):
         after = await _sign_in(client, config, "bob@example.com")
         assert jwt.get_unverified_header(after["access_token"])["kid"] == new_kid
+        keys = await _jwks(client)
         # a token signed before the rotation still verifies, here and with the published set
         assert (await _me(client, before["access_token"])).status_code == 200
         assert (await _me(client, after["access_token"])).status_code == 200
         jwks = jwt.PyJWKSet.from_dict({"keys": keys})
         for token in (before["access_token"], after["access_token"]):
             kid = jwt.get_unverified_header(token)["kid"]
-            jwt.decode(token, jwks[kid], algorithms=[algorithm], audience="passwordless", issuer=PUBLIC_URL)
+            jwt.decode(  # leeway: the server's clock is WAIT ahead of this one
+                token, jwks[kid], algorithms=[algorithm], audience="passwordless", issuer=PUBLIC_URL, leeway=WAIT + 10
+            )
 
-    async with running(config, clock=FakeClock(rotated_at + ACCESS_TTL - 300)) as (_, client):
+    async with running(config, clock=FakeClock(rotated_at + WAIT + ACCESS_TTL - 300)) as (_, client):
         assert {k["kid"] for k in await _jwks(client)} == {first["kid"], new_kid}
-        assert (await _me(client, before["access_token"])).status_code == 200
 
-    # well past access_ttl (leaving room for a server's key-reload interval)
-    async with running(config, clock=FakeClock(rotated_at + ACCESS_TTL + 300)) as (_, client):
+    # well past the switch plus access_ttl (leaving room for a server's key-reload interval)
+    async with running(config, clock=FakeClock(rotated_at + WAIT + ACCESS_TTL + 300)) as (_, client):
         assert [k["kid"] for k in await _jwks(client)] == [new_kid]
-        later = await _sign_in(client, config, "cat@example.com")
-        assert jwt.get_unverified_header(later["access_token"])["kid"] == new_kid
-        assert (await _me(client, later["access_token"])).status_code == 200
+        later_token = await _sign_in(client, config, "cat@example.com")
+        assert jwt.get_unverified_header(later_token["access_token"])["kid"] == new_kid
+        assert (await _me(client, later_token["access_token"])).status_code == 200
+
+
+async def test_keys_rotate_now_signs_at_once(make_config: Callable[..., Config]) -> None:
+    config = make_config(_toml("ES256"))
+    async with running(config) as (_, client):
+        [first] = await _jwks(client)
+    rotated_at, printed = _rotate(config, "--now")
+    assert "in 0 s" in printed, printed
+    async with running(config, clock=FakeClock(rotated_at + 1)) as (_, client):
+        [new_kid] = {k["kid"] for k in await _jwks(client)} - {first["kid"]}
+        assert await _kid_signing(client, config, "ann@example.com") == new_kid
+
+
+async def test_rotate_now_during_a_wait_stops_the_waiting_key_too(make_config: Callable[..., Config]) -> None:
+    """An emergency during a planned rotation: the key that was about to sign never does."""
+    config = make_config(_toml("ES256"))
+    async with running(config) as (_, client):
+        [first] = await _jwks(client)
+    rotated_at, _ = _rotate(config)
+    async with running(config) as (_, client):
+        [planned] = {k["kid"] for k in await _jwks(client)} - {first["kid"]}
+    _rotate(config, "--now")
+    async with running(config, clock=FakeClock(rotated_at + WAIT + 5)) as (_, client):
+        published = {k["kid"] for k in await _jwks(client)}
+        [emergency] = published - {first["kid"], planned}
+        assert await _kid_signing(client, config, "ann@example.com") == emergency
+
+
+async def test_a_running_server_switches_to_the_rotated_key_by_itself(
+    make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keys rotate` beside a running server: its key reload picks the new key up (published at
+    once) and the server starts signing with it at the time the command printed, not before."""
+    monkeypatch.setattr(keys_service, "KEY_RELOAD_SECONDS", 0.05)
+    config = make_config(_toml("EdDSA"))
+    clock = FakeClock()
+    async with running(config, clock=clock) as (_, client):
+        [first] = await _jwks(client)
+        clock.now, _ = _rotate(config)
+        for _ in range(200):  # the reload runs every 0.05 s of real time
+            if len(published := await _jwks(client)) == 2:
+                break
+            await anyio.sleep(0.05)
+        [new_kid] = {k["kid"] for k in published} - {first["kid"]}
+        signs_from = _signs_from(config, new_kid)
+        clock.now = signs_from - 1
+        assert await _kid_signing(client, config, "ann@example.com") == first["kid"]
+        clock.now = signs_from
+        assert await _kid_signing(client, config, "bob@example.com") == new_kid
+
+
+def _signs_from(config: Config, kid: str) -> int:
+    with closing(sqlite3.connect(config.database.path)) as conn:
+        value: int = conn.execute("SELECT signs_from FROM signing_keys WHERE kid = ?", (kid,)).fetchone()[0]
+    return value
 
 
 async def test_a_token_signed_before_a_running_server_notices_the_rotation_verifies_until_it_expires(
     make_config: Callable[..., Config],
 ) -> None:
-    """`keys rotate` beside a running server: the server picks the new key up within a minute and
+    """`keys rotate --now` beside a running server: the server picks the new key up within a minute and
     signs with the old one until then. The old public key must stay published until those
     tokens have expired too (CONFIG.md: "until tokens signed with it have expired")."""
     config = make_config(_toml("ES256"))
@@ -370,7 +464,7 @@ async def test_a_token_signed_before_a_running_server_notices_the_rotation_verif
     clock = FakeClock()
     async with running(config, clock=clock) as (_, client):
         rotated_at = time.time()
-        result = cli("keys", "rotate", "--config", str(path), cwd=path.parent, env=clean_env())
+        result = cli("keys", "rotate", "--now", "--config", str(path), cwd=path.parent, env=clean_env())
         assert result.returncode == 0, result.stderr
         clock.now = rotated_at + 50  # before the server's next key reload
         late = await _sign_in(client, config, "ann@example.com")

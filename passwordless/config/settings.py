@@ -87,7 +87,7 @@ class DatabaseSettings:
 @dataclass(frozen=True)
 class JwtSettings:
     secret: str = setting(
-        "", Text(), "HS256 key and the key of one-time codes; 32+ characters. Generated in development.",
+        "", Text(), "The secret every server key is derived from (HS256 tokens, one-time codes, cookies); 32+ characters. Generated in development.",
         env="JWT_SECRET", secret=True, example="change-me-to-at-least-32-random-characters",
     )
     algorithm: str = setting("HS256", Choice("HS256", "ES256", "EdDSA"), "Access token signature.", env="JWT_ALGORITHM")

@@ -8,6 +8,12 @@ from passwordless.keys import store
 from passwordless.keys.signer import SigningKey, generate_key
 
 ASYMMETRIC = ("ES256", "EdDSA")
+JWKS_CACHE_SECONDS = 300  # Cache-Control max-age of /.well-known/jwks.json
+KEY_RELOAD_SECONDS = 60.0  # how often a running server reads the keys again
+# A rotated key is published at once but signs only once every verifier's cached JWKS (fetched
+# at worst just before the rotation) and every server (reading keys once a reload interval)
+# have it: a verifier never meets a kid it cannot find (API.md).
+PUBLISH_BEFORE_SIGNING = JWKS_CACHE_SECONDS + int(KEY_RELOAD_SECONDS)
 
 
 def ensure_current(conn: sqlite3.Connection, algorithm: str, now: float) -> None:
@@ -16,12 +22,14 @@ def ensure_current(conn: sqlite3.Connection, algorithm: str, now: float) -> None
         store.insert(conn, generate_key(algorithm, now))
 
 
-def rotate(conn: sqlite3.Connection, algorithm: str, now: float) -> SigningKey:
-    """Retire the current key (still published until its tokens expire) and add a new one."""
+def rotate(conn: sqlite3.Connection, algorithm: str, now: float, *, at_once: bool = False) -> SigningKey:
+    """Add a new key, published now and signing from PUBLISH_BEFORE_SIGNING later (or now, for
+    an emergency); the current key signs until then and stays published until its tokens expire."""
     if algorithm not in ASYMMETRIC:
         raise ValueError(f"jwt.algorithm {algorithm} has no key pair to rotate (HS256 uses jwt.secret)")
-    store.retire_current(conn, algorithm, now)
-    key = generate_key(algorithm, now)
+    signs_from = now if at_once else now + PUBLISH_BEFORE_SIGNING
+    store.retire_current(conn, algorithm, signs_from)
+    key = generate_key(algorithm, now, signs_from)
     store.insert(conn, key)
     return key
 

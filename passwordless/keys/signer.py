@@ -4,8 +4,8 @@ exp, so a token of another kind, another algorithm or another issuer is never ac
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +15,19 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from passwordless.platform.crypto import b64url, from_b64url, new_id
+from passwordless.platform.crypto import HS256_KID, b64url, from_b64url, hs256_key, new_id, subkey
 
 TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "exp", "iat", "jti"]
 VERIFIED_TOKENS_KEPT = 10_000  # about 5 MB at most
+# Our tokens are well under 2 KB and their header under 100 characters; anything much longer is
+# refused before any decoding, so no one makes the server decode (or nest) megabytes.
+MAX_TOKEN_CHARS = 8192
+MAX_HEADER_CHARS = 512
+# What decoding base64 and JSON from anyone may raise: bad base64 (binascii.Error is a
+# ValueError), bad UTF-8 (UnicodeDecodeError, a ValueError), bad JSON, nesting deeper than
+# the interpreter's stack (RecursionError), numbers out of range (OverflowError), wrong types.
+DECODING_ERRORS = (ValueError, TypeError, RecursionError, OverflowError)
 
 
 class InvalidAccessToken(Exception):
@@ -33,7 +41,19 @@ class SigningKey:
     private_pem: str
     public_jwk: dict[str, Any]
     created_at: int
-    retired_at: int | None = None
+    signs_from: int  # published from created_at, signs from here (`keys rotate` waits for caches)
+    retired_at: int | None = None  # signs nothing from here; published until its tokens expire
+
+
+@dataclass(frozen=True)
+class _Signing:
+    """The key tokens are signed with, and the span of time in which it is the one to use."""
+
+    kid: str
+    key: Any
+    header: str  # base64url of the JOSE header naming it
+    since: float
+    until: float
 
 
 @dataclass(frozen=True)
@@ -45,7 +65,7 @@ class AccessClaims:
     expires_at: int
 
 
-def generate_key(algorithm: str, now: float) -> SigningKey:
+def generate_key(algorithm: str, now: float, signs_from: float | None = None) -> SigningKey:
     private: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
     if algorithm == "ES256":
         private = ec.generate_private_key(ec.SECP256R1())
@@ -60,7 +80,7 @@ def generate_key(algorithm: str, now: float) -> SigningKey:
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    return SigningKey(kid, algorithm, pem, jwk, int(now))
+    return SigningKey(kid, algorithm, pem, jwk, int(now), int(now if signs_from is None else signs_from))
 
 
 class Signer:
@@ -76,34 +96,51 @@ class Signer:
         self.audience = audience
         self.access_ttl = int(access_ttl)
         self._algorithm = jwt.get_algorithm_by_name(algorithm)
-        self._signing: tuple[str, Any] = ("", None)
-        self._signing_header = ""
+        self._keys: list[SigningKey] = []
+        self._signing = _Signing("", None, "", 0.0, 0.0)
         self._verifying: dict[str, Any] = {}
         self._headers: dict[str, Any] = {}  # header segments seen to name a key of ours → that key
         self._verified: dict[str, AccessClaims] = {}
         self._jwks: list[dict[str, Any]] = []
         if algorithm == "HS256":
-            kid = "hs256-" + hashlib.sha256(secret.encode()).hexdigest()[:16]
-            key = self._algorithm.prepare_key(secret.encode())
-            self._sign_with(kid, key)
+            # The kid names the key without revealing it: derived under its own label, it is
+            # independent of the signing key (and of every other key made from the secret)
+            # yet stays the same on every server sharing jwt.secret and changes with it.
+            kid = "hs256-" + b64url(subkey(secret, HS256_KID))[:16]
+            key = self._algorithm.prepare_key(hs256_key(secret).encode())
+            self._signing = self._sign_with(kid, key, -math.inf, math.inf)
             self._verifying = {kid: key}
 
     def use_keys(self, keys: Sequence[SigningKey]) -> None:
-        """Sign with the newest unretired key; verify with every published one."""
+        """Verify with every published key; sign, at each moment, with the newest key whose
+        time to sign has come (see _signing_at)."""
         mine = [k for k in keys if k.algorithm == self.algorithm]
-        current = [k for k in mine if k.retired_at is None]
-        if not current:
+        if not any(k.retired_at is None for k in mine):
             raise ValueError(f"no current {self.algorithm} signing key")
-        newest = max(current, key=lambda k: (k.created_at, k.kid))
-        self._sign_with(newest.kid, serialization.load_pem_private_key(newest.private_pem.encode(), None))
+        self._keys = sorted(mine, key=lambda k: (k.signs_from, k.created_at, k.kid))
+        self._signing = _Signing("", None, "", 0.0, 0.0)  # chosen again at the next token
         self._verifying = {k.kid: jwt.PyJWK(k.public_jwk, self.algorithm).key for k in mine}
         self._headers, self._verified = {}, {}
         self._jwks = [k.public_jwk for k in mine]
 
-    def _sign_with(self, kid: str, key: Any) -> None:
+    def _signing_at(self, now: float) -> _Signing:
+        """The key to sign with now. The choice only changes when a key starts or stops signing,
+        so it is kept until the next such moment: a running server switches to a rotated key
+        at the very second it was given, without waiting for its next reload."""
+        if not self._signing.since <= now < self._signing.until:
+            live = [k for k in self._keys if k.retired_at is None or now < k.retired_at]
+            started = [k for k in live if k.signs_from <= now]
+            chosen = started[-1] if started else live[0]  # live[0]: a clock before every key's start
+            moments = [t for k in self._keys for t in (k.signs_from, k.retired_at) if t is not None]
+            since = max((t for t in moments if t <= now), default=-math.inf)
+            until = min((t for t in moments if t > now), default=math.inf)
+            private = serialization.load_pem_private_key(chosen.private_pem.encode(), None)
+            self._signing = self._sign_with(chosen.kid, private, since, until)
+        return self._signing
+
+    def _sign_with(self, kid: str, key: Any, since: float, until: float) -> _Signing:
         header = {"alg": self.algorithm, "kid": kid, "typ": TOKEN_TYPE}
-        self._signing = (kid, key)
-        self._signing_header = b64url(json.dumps(header, separators=(",", ":")).encode())
+        return _Signing(kid, key, b64url(json.dumps(header, separators=(",", ":")).encode()), since, until)
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": list(self._jwks)}
@@ -120,8 +157,9 @@ class Signer:
             "exp": int(now) + self.access_ttl,
             "jti": new_id(),
         }
-        signing_input = f"{self._signing_header}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"
-        signature = self._algorithm.sign(signing_input.encode(), self._signing[1])
+        signing = self._signing_at(now)
+        signing_input = f"{signing.header}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"
+        signature = self._algorithm.sign(signing_input.encode(), signing.key)
         return f"{signing_input}.{b64url(signature)}"
 
     def verify(self, token: str, now: float) -> AccessClaims:
@@ -139,16 +177,19 @@ class Signer:
         return claims
 
     def _verify_signature_and_claims(self, token: str, now: float) -> AccessClaims:
+        if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            raise InvalidAccessToken("not a token of this server")
         signing_input, _, signature = token.rpartition(".")
         header, _, payload = signing_input.partition(".")
+        if len(header) > MAX_HEADER_CHARS:
+            raise InvalidAccessToken("header too long")
         try:
             key = self._key_for(header)
             if not self._algorithm.verify(signing_input.encode(), key, from_b64url(signature)):
                 raise InvalidAccessToken("bad signature")
-            claims = json.loads(from_b64url(payload))
-        except (ValueError, TypeError) as exc:  # bad base64, JSON or signature encoding
-            raise InvalidAccessToken(str(exc)) from None
-        return self._checked(claims, now)
+            return self._checked(json.loads(from_b64url(payload)), now)
+        except DECODING_ERRORS:
+            raise InvalidAccessToken("malformed") from None
 
     def _key_for(self, header: str) -> Any:
         """The key a header segment names, if it is one of ours for our algorithm and says the
@@ -172,6 +213,8 @@ class Signer:
     def _checked(self, claims: object, now: float) -> AccessClaims:
         if not isinstance(claims, dict) or any(name not in claims for name in REQUIRED_CLAIMS):
             raise InvalidAccessToken("missing claims")
+        if not isinstance(claims["sub"], str) or not isinstance(claims["sid"], str):
+            raise InvalidAccessToken("sub and sid must be strings")
         audience = claims["aud"]
         if claims["iss"] != self.issuer or not (
             audience == self.audience or (isinstance(audience, list) and self.audience in audience)
@@ -185,6 +228,6 @@ class Signer:
             raise InvalidAccessToken("not valid yet")
         amr = claims.get("amr", [])
         return AccessClaims(
-            str(claims["sub"]), str(claims["sid"]), str(claims.get("email", "")),
+            claims["sub"], claims["sid"], str(claims.get("email", "")),
             tuple(str(a) for a in amr) if isinstance(amr, list) else (), expires_at,
         )

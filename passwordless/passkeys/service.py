@@ -18,7 +18,7 @@ from webauthn.helpers.structs import (
 )
 
 from passwordless.platform import audit
-from passwordless.platform.crypto import new_id, random_bytes
+from passwordless.platform.crypto import PASSKEY_DECOY, new_id, random_bytes, subkey
 from passwordless.deps import Deps
 from passwordless.platform.client import Client
 from passwordless.platform.errors import ApiError, invalid_request
@@ -133,7 +133,7 @@ async def login_options(deps: Deps, email: str | None) -> dict[str, Any]:
 
 def _decoy_id(secret: str, email: str) -> bytes:
     """The same made-up credential id for an address every time, as a real one would be."""
-    return hmac.new(secret.encode(), b"passkey-decoy:" + email.encode(), hashlib.sha256).digest()
+    return hmac.new(subkey(secret, PASSKEY_DECOY), b"passkey-decoy:" + email.encode(), hashlib.sha256).digest()
 
 
 async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignIn:

@@ -11,7 +11,11 @@ import os
 import secrets
 import threading
 import time
+from functools import lru_cache
 from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +112,34 @@ def new_code() -> str:
 _CODE_LIMIT = (2**32 // 1_000_000) * 1_000_000
 
 
+# One label per use of jwt.secret: a key derived for one use tells nothing about the secret or
+# about the key of any other use (HKDF outputs under distinct labels are independent).
+HS256_SIGNING = "hs256-access-token-key"
+HS256_KID = "hs256-kid"
+CODE_HMAC = "sign-in-code-hmac"
+SESSION_COOKIE = "session-cookie"
+PASSKEY_DECOY = "passkey-decoy"
+
+
+@lru_cache(maxsize=16)
+def subkey(secret: str, use: str) -> bytes:
+    """The 256-bit key for one use of the server secret: HKDF-SHA256 (RFC 5869), no salt (the
+    secret is already uniformly random), info "passwordless <use>"."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"passwordless {use}".encode())
+    return hkdf.derive(secret.encode())
+
+
+def hs256_key(secret: str) -> str:
+    """The key access tokens are signed with in HS256 mode, printed by `passwordless keys
+    hs256-key` for relying apps. Text (43 base64url characters, 256 bits), whose UTF-8 bytes
+    are the HMAC key: so it can be pasted as the "secret" of any JWT library as it is."""
+    return b64url(subkey(secret, HS256_SIGNING))
+
+
 def code_hash(secret: str, ticket_id: str, code: str) -> bytes:
-    """Six digits can be tried offline in a blink, so codes are keyed with the server secret
-    (and the ticket id, so one code never hashes alike on two tickets)."""
-    return hmac.digest(secret.encode(), f"{ticket_id}:{code}".encode(), "sha256")
+    """Six digits can be tried offline in a blink, so codes are keyed with a key derived from
+    the server secret (and the ticket id, so one code never hashes alike on two tickets)."""
+    return hmac.digest(subkey(secret, CODE_HMAC), f"{ticket_id}:{code}".encode(), "sha256")
 
 
 def same(a: bytes, b: bytes) -> bool:

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from passwordless.keys import service as keys
 from passwordless.sessions import service
 from passwordless.deps import deps
 from passwordless.sessions.http import authenticate, clear_session_cookie, token_response
@@ -69,7 +70,7 @@ async def end_session(request: Request) -> Response:
 
 
 async def jwks(request: Request) -> Response:
-    return JSONResponse(deps(request).signer.jwks(), headers={"cache-control": "public, max-age=300"})
+    return JSONResponse(deps(request).signer.jwks(), headers={"cache-control": f"public, max-age={keys.JWKS_CACHE_SECONDS}"})
 
 
 routes = [

@@ -14,7 +14,7 @@ from passwordless.deps import Deps
 from passwordless.platform.client import Client
 from passwordless.platform.errors import ApiError
 from passwordless.sessions import store
-from passwordless.keys.signer import InvalidAccessToken
+from passwordless.keys.signer import DECODING_ERRORS, InvalidAccessToken
 from passwordless.users import store as users
 from passwordless.users.store import User
 from passwordless.webhooks import events
@@ -107,7 +107,7 @@ async def authenticate_bearer(deps: Deps, token: str) -> Principal:
 async def authenticate_cookie(deps: Deps, cookie: str) -> Principal:
     try:
         session_id = deps.cookies.loads(cookie, max_age=int(deps.config.jwt.refresh_ttl))
-    except BadSignature:
+    except (BadSignature, *DECODING_ERRORS):  # the cookie is anyone's input, like a token
         raise unauthorized("Your session has ended; sign in again.") from None
     return await _principal(deps, str(session_id), "cookie")
 

@@ -1,0 +1,7 @@
+-- When a key starts signing: `keys rotate` publishes a new key at once but signs with it only
+-- once cached JWKS copies have it (NULL, for keys made before: from created_at).
+ALTER TABLE signing_keys ADD COLUMN signs_from INTEGER;
+
+-- Recorded here too, so `sqlite3 auth.db < migrations/0005_add_signing_key_signs_from.sql` leaves a database the server accepts.
+INSERT OR IGNORE INTO schema_migrations (version, name, checksum, applied_at)
+VALUES (5, 'add_signing_key_signs_from', 'by-hand', CAST(strftime('%s', 'now') AS INTEGER));
