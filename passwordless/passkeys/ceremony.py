@@ -31,6 +31,15 @@ _MALFORMED = (
 )
 
 
+# WebAuthn Level 3 caps a credential ID at 1023 bytes; longer ones only serve to bloat storage and
+# every sign-in options answer that lists them.
+MAX_CREDENTIAL_ID_BYTES = 1023
+
+
+def credential_id_too_long(raw: bytes) -> bool:
+    return len(raw) > MAX_CREDENTIAL_ID_BYTES
+
+
 class MalformedCredential(Exception):
     """Not a credential: missing fields, bad base64url, undecodable CBOR or JSON."""
 
@@ -49,7 +58,8 @@ def b64url_decode(text: object) -> bytes:
 
 
 def challenge_of(credential: Mapping[str, object]) -> bytes:
-    """The challenge a credential answers, read from its clientDataJSON."""
+    """The challenge a credential answers, read from its clientDataJSON. A ceremony run inside a
+    cross-origin iframe (crossOrigin: true) is refused: no embedding site may sign anyone in."""
     response = credential.get("response")
     if not isinstance(response, dict):
         raise MalformedCredential("missing response")
@@ -59,6 +69,11 @@ def challenge_of(credential: Mapping[str, object]) -> bytes:
         raise MalformedCredential("clientDataJSON is not JSON") from None
     if not isinstance(client_data, dict):
         raise MalformedCredential("clientDataJSON is not an object")
+    cross_origin = client_data.get("crossOrigin", False)
+    if not isinstance(cross_origin, bool):
+        raise MalformedCredential("crossOrigin is not a boolean")
+    if cross_origin:
+        raise RejectedCredential("cross-origin ceremony (crossOrigin: true)")
     challenge = b64url_decode(client_data.get("challenge"))
     if not challenge:
         raise MalformedCredential("empty challenge")
@@ -66,6 +81,11 @@ def challenge_of(credential: Mapping[str, object]) -> bytes:
 
 
 def raw_id_of(credential: Mapping[str, object]) -> bytes:
+    """The credential ID, refused when either of its spellings (id, rawId) is over the limit."""
+    for spelling in ("id", "rawId"):
+        given = credential.get(spelling)
+        if given is not None and credential_id_too_long(b64url_decode(given)):
+            raise MalformedCredential(f"credential ID over {MAX_CREDENTIAL_ID_BYTES} bytes")
     return b64url_decode(credential.get("rawId", credential.get("id")))
 
 
