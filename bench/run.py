@@ -289,6 +289,7 @@ enabled = true
 magic_link_per_email = "{HUGE_RATE_PER_EMAIL}"
 magic_link_per_ip = "{HUGE_RATE_PER_IP}"
 verify_per_ip = "{HUGE_RATE_PER_IP}"
+passkey_per_ip = "{HUGE_RATE_PER_IP}"
 """
     )
     return path

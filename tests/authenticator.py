@@ -5,7 +5,7 @@ browser: P-256 ECDSA keys from `cryptography`, CBOR from `cbor2`.
 `get_assertion` answers request options as `navigator.credentials.get()` would; both return the
 credential JSON that a browser's `credential.toJSON()` gives. Every part a server checks can be
 bent through keyword arguments: the flags, the sign count, the RP ID that is hashed, the origin,
-type and challenge in clientDataJSON, the user handle, the signature.
+type, challenge and crossOrigin in clientDataJSON, the user handle, the signature.
 
 Authenticator data = SHA-256(rp_id) | flags | sign count (4 bytes, big-endian)
     [| AAGUID (16) | credential id length (2) | credential id | COSE public key]  (registration)
@@ -131,6 +131,7 @@ class SoftAuthenticator:
         ignore_exclude: bool = False,
         cose_key: bytes | None = None,
         client_data_json: bytes | None = None,
+        cross_origin: bool = False,
     ) -> dict[str, Any]:
         """The registration credential for creation options, as `credential.toJSON()` gives it.
 
@@ -172,7 +173,8 @@ class SoftAuthenticator:
         )
         attestation = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth_data})
         cdj = client_data_json if client_data_json is not None else client_data(
-            client_data_type, challenge if challenge is not None else str(options["challenge"]), origin
+            client_data_type, challenge if challenge is not None else str(options["challenge"]), origin,
+            crossOrigin=cross_origin,
         )
         return {
             "id": b64url(credential.id),
@@ -226,6 +228,7 @@ class SoftAuthenticator:
         tamper_signature: bool = False,
         signature: bytes | None = None,
         client_data_json: bytes | None = None,
+        cross_origin: bool = False,
     ) -> dict[str, Any]:
         """The assertion for request options, as `credential.toJSON()` gives it.
 
@@ -233,7 +236,8 @@ class SoftAuthenticator:
         goes up by one per assertion unless `sign_count` sets it (and it is remembered).
         `user_handle`: bytes to send instead of the credential's, or None to send none.
         `tamper_signature` signs other data (a well-formed but wrong signature);
-        `signature` replaces the signature bytes outright."""
+        `signature` replaces the signature bytes outright. `cross_origin` says the page that
+        called get() sat in a cross-origin iframe (clientDataJSON crossOrigin: true)."""
         options = _options(options_json)
         if credential_id is not None:
             credential = self.credentials[credential_id]
@@ -246,7 +250,8 @@ class SoftAuthenticator:
             hashlib.sha256(rp_id_used.encode()).digest() + bytes([flag_byte]) + struct.pack(">I", credential.sign_count)
         )
         cdj = client_data_json if client_data_json is not None else client_data(
-            client_data_type, challenge if challenge is not None else str(options["challenge"]), origin
+            client_data_type, challenge if challenge is not None else str(options["challenge"]), origin,
+            crossOrigin=cross_origin,
         )
         signed = auth_data + hashlib.sha256(cdj).digest()
         if tamper_signature:

@@ -73,6 +73,7 @@ def config_file(tmp_path: Path) -> Callable[[str], Path]:
         ("email.retry_max", 3600.0),
         ("rate_limit.magic_link_per_email", Rate(5, 900.0)),
         ("rate_limit.verify_per_ip", Rate(60, 60.0)),
+        ("rate_limit.passkey_per_ip", Rate(60, 60.0)),
         ("cors.allow_all", False),
         ("admin.token", ""),
         ("log.level", "info"),

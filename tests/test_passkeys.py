@@ -30,9 +30,9 @@ from tests.authenticator import (
     client_data,
 )
 from tests.conftest import MakeConfig
-from tests.helpers import PEER, FakeClock, running
+from tests.helpers import PEER, FakeClock, deps_of, running
 from tests.signin_helpers import (
-    FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, request_sign_in, rows, verify_link,
+    FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, database, request_sign_in, rows, verify_link,
 )
 
 pytestmark = pytest.mark.anyio
@@ -380,6 +380,7 @@ async def test_registration_with_the_session_cookie_passes_the_origin_check(serv
         pytest.param({"client_data_type": "webauthn.get"}, id="wrong-type"),
         pytest.param({"user_present": False}, id="user-not-present"),
         pytest.param({"challenge": b64url(b"\x01" * 32)}, id="unknown-challenge"),
+        pytest.param({"cross_origin": True}, id="cross-origin-iframe"),
     ],
 )
 async def test_a_registration_that_does_not_verify_is_401(server: Server, knobs: dict[str, Any]) -> None:
@@ -463,11 +464,11 @@ async def test_login_options_for_an_unknown_email_look_like_a_real_users(server:
         assert set(options) == set(real)
         assert options["rpId"] == real["rpId"] and options["userVerification"] == real["userVerification"]
         assert options["timeout"] == real["timeout"]
-        assert len(options["allowCredentials"]) == 1
-        (entry,) = options["allowCredentials"]
-        assert set(entry) == set(real["allowCredentials"][0])
-        assert entry["type"] == "public-key"
-        assert len(b64url_bytes(entry["id"])) == len(b64url_bytes(real["allowCredentials"][0]["id"]))
+        assert 1 <= len(options["allowCredentials"]) <= 3
+        for entry in options["allowCredentials"]:
+            assert entry.keys() == real["allowCredentials"][0].keys()
+            assert entry["type"] == "public-key"
+            assert len(b64url_bytes(entry["id"])) in DECOY_LENGTHS
     assert unknown["allowCredentials"] == unknown_again["allowCredentials"]  # stable for an address
     assert unknown["allowCredentials"] != other_unknown["allowCredentials"]
     assert keyless["allowCredentials"] != unknown["allowCredentials"]
@@ -480,6 +481,92 @@ async def test_login_options_for_an_unknown_email_look_like_a_real_users(server:
         credential_id=b64url_decode(unknown["allowCredentials"][0]["id"]),
     )
     assert_error(await server.login_verify(fake.get_assertion(unknown, ORIGIN)), 401, "invalid_credential")
+
+
+# Credential ID lengths real authenticators produce (Google Password Manager and Chrome's virtual
+# authenticator 16, iCloud Keychain 20, Windows Hello 32, security keys 64).
+DECOY_LENGTHS = {16, 20, 32, 64}
+
+
+def _shape(options: dict[str, Any]) -> tuple[tuple[frozenset[str], str, int], ...]:
+    """What an observer sees of allowCredentials without knowing any ID: per entry, its fields,
+    type and ID length."""
+    return tuple(
+        (frozenset(e), e["type"], len(b64url_bytes(e["id"]))) for e in options["allowCredentials"]
+    )
+
+
+async def test_decoys_vary_in_number_and_length_like_real_users_credentials(server: Server) -> None:
+    # Known users hold 1-3 passkeys from authenticators with different ID lengths.
+    known: list[tuple[tuple[frozenset[str], str, int], ...]] = []
+    for n, lengths in enumerate([(16,), (20,), (32,), (64,), (16, 32), (20, 64), (16, 20, 32)]):
+        email = f"known{n}@example.com"
+        headers = await server.bearer(email)
+        for length in lengths:  # one device per passkey
+            await server.register(headers, SoftAuthenticator(), credential_id=bytes([n, length]) * (length // 2))
+        known.append(_shape(await server.login_options(email)))
+    unknown = [_shape(await server.login_options(f"stranger{n}@example.com")) for n in range(150)]
+
+    entry_shapes = {(fields, kind) for shape in known + unknown for fields, kind, _ in shape}
+    assert len(entry_shapes) == 1  # the same fields and type, known or not
+    assert {len(shape) for shape in known} == {len(shape) for shape in unknown} == {1, 2, 3}
+    known_lengths = {length for shape in known for _, _, length in shape}
+    decoy_lengths = [length for shape in unknown for _, _, length in shape]
+    assert set(decoy_lengths) == known_lengths == DECOY_LENGTHS
+    # No one length gives decoys away: none is most of them.
+    assert max(decoy_lengths.count(length) for length in DECOY_LENGTHS) < len(decoy_lengths) / 2
+    # Stable per address, different between addresses.
+    again = await server.login_options("Stranger7@Example.com")
+    first = await server.login_options("stranger7@example.com")
+    assert again["allowCredentials"] == first["allowCredentials"]
+    assert len({json.dumps((await server.login_options(f"stranger{n}@example.com"))["allowCredentials"])
+                for n in range(10)}) == 10
+
+
+# --- credential IDs over the WebAuthn limit (1023 bytes) ------------------------------------------
+
+
+async def test_a_credential_id_over_1023_bytes_is_refused_at_sign_in_without_spending_the_challenge(
+    server: Server,
+) -> None:
+    authenticator = SoftAuthenticator()
+    await server.register(await server.bearer("ada@example.com"), authenticator)
+    options = await server.login_options("ada@example.com")
+    genuine = authenticator.get_assertion(options, ORIGIN)
+    for fields in (("id", "rawId"), ("rawId",), ("id",)):
+        oversized = json.loads(json.dumps(genuine))
+        for field in fields:
+            oversized[field] = b64url(b"\x01" * 1024)
+        assert_error(await server.login_verify(oversized), 400, "invalid_request")
+    # Refused before the challenge was looked up: the genuine assertion still signs in with it.
+    token_of(await server.login_verify(genuine))
+    # 1023 bytes is within the limit: an unknown credential like any other.
+    at_limit = authenticator.get_assertion(await server.login_options("ada@example.com"), ORIGIN)
+    at_limit["id"] = at_limit["rawId"] = b64url(b"\x01" * 1023)
+    assert_error(await server.login_verify(at_limit), 401, "invalid_credential")
+
+
+async def test_login_options_leave_out_over_long_stored_ids_and_stay_small(server: Server) -> None:
+    authenticator = SoftAuthenticator()
+    await server.register(await server.bearer("ada@example.com"), authenticator)
+    user_id = server.user_id("ada@example.com")
+    with database(server.config) as conn, conn:  # rows an older version let in
+        for n in range(100):
+            long_id = n.to_bytes(2, "big") * (20_000 if n < 5 else 511)  # 40,000 or 1,022 bytes
+            conn.execute(
+                "INSERT INTO passkeys (id, user_id, credential_id, public_key, sign_count, transports, aaguid,"
+                " backup_eligible, backed_up, name, created_at, last_used_at)"
+                " VALUES (?, ?, ?, x'00', 0, '[]', ?, 0, 0, 'old', ?, NULL)",
+                (f"legacy{n}", user_id, long_id, str(uuid.UUID(int=0)), n),
+            )
+    response = await server.http.post("/auth/passkeys/login/options", json={"email": "ada@example.com"})
+    assert response.status_code == 200, response.text
+    assert len(response.content) < 64_000
+    listed = [b64url_bytes(e["id"]) for e in response.json()["options"]["allowCredentials"]]
+    assert 1 <= len(listed) <= 32
+    assert max(map(len, listed)) <= 1023
+    assert listed[0] == next(iter(authenticator.credentials))  # the newest one is offered first
+    token_of(await server.login(authenticator, "ada@example.com"))
 
 
 # --- discoverable sign-in -----------------------------------------------------------------------
@@ -599,6 +686,7 @@ async def test_a_challenge_is_good_for_one_purpose_only(server: Server) -> None:
         pytest.param({"tamper_signature": True}, id="bad-signature"),
         pytest.param({"signature": b"\x30\x06\x02\x01\x01\x02\x01\x01"}, id="forged-der-signature"),
         pytest.param({"user_present": False}, id="user-not-present"),
+        pytest.param({"cross_origin": True}, id="cross-origin-iframe"),
     ],
 )
 async def test_an_assertion_that_does_not_verify_is_401(server: Server, knobs: dict[str, Any]) -> None:
@@ -812,14 +900,18 @@ def _client_data_without_challenge(body: Body) -> Body:
     return body
 
 
-def _client_data_challenge(value: Any) -> Mutation:
+def _client_data_field(name: str, value: Any) -> Mutation:
     def mutate(body: Body) -> Body:
         data = json.loads(b64url_decode(_response(body)["clientDataJSON"]))
-        data["challenge"] = value
+        data[name] = value
         _response(body)["clientDataJSON"] = b64url(json.dumps(data).encode())
         return body
 
     return mutate
+
+
+def _client_data_challenge(value: Any) -> Mutation:
+    return _client_data_field("challenge", value)
 
 
 def _truncate_attestation(body: Body) -> Body:
@@ -911,6 +1003,7 @@ COMMON: list[tuple[str, Mutation, set[int], bool]] = [
     ("challenge-a-number", _client_data_challenge(12345), {400}, True),
     ("challenge-empty", _client_data_challenge(""), {400, 401}, True),
     ("challenge-an-object", _client_data_challenge({"a": 1}), {400}, True),
+    ("cross-origin-a-string", _client_data_field("crossOrigin", "true"), {400}, True),
     ("raw-id-other-length", _raw_id_other_length, {400, 401}, True),
     # For a registration the credential id that counts is the one in the authenticator data.
     ("raw-and-id-other-length", _raw_id_other_length_both, {400, 401, 201}, False),
@@ -1068,7 +1161,8 @@ async def test_unknown_fields_in_options_bodies_are_refused(server: Server) -> N
 
 
 async def test_failed_passkey_verifications_are_rate_limited_per_ip(make_config: MakeConfig) -> None:
-    config = make_config(FILE_MAIL + '[rate_limit]\nverify_per_ip = "3/1m"\n')
+    # One passkey sign-in spends two of passkey_per_ip: the options and the verify.
+    config = make_config(FILE_MAIL + '[rate_limit]\npasskey_per_ip = "6/1m"\nverify_per_ip = "1/1m"\n')
     async with serving(config) as server:
         stranger = SoftAuthenticator()  # its credential was never registered
         stranger.make_credential(
@@ -1078,15 +1172,47 @@ async def test_failed_passkey_verifications_are_rate_limited_per_ip(make_config:
         for _ in range(3):
             assert_error(await server.login(stranger), 401, "invalid_credential")
 
-        response = await server.login(stranger)
+        response = await server.http.post("/auth/passkeys/login/options", json={})
         assert_error(response, 429, "rate_limited")
-        assert int(response.headers["retry-after"]) >= 1
-        assert int(response.headers["retry-after"]) <= 60
+        assert 1 <= int(response.headers["retry-after"]) <= 60
         limited = server.audit("rate_limited")
         assert limited and limited[-1]["ip"] == PEER[0]
+        assert limited[-1]["details"] == {"scope": "passkey_per_ip"}
+        hits = deps_of(server.app).metrics.registry.get_sample_value(
+            "rate_limit_hits_total", {"scope": "passkey_per_ip"}
+        )
+        assert hits == 1
 
         server.clock.advance(61)
         assert_error(await server.login(stranger), 401, "invalid_credential")
+
+
+async def _post_from(server: Server, ip: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    transport = httpx.ASGITransport(app=server.app, client=(ip, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url=PUBLIC) as client:
+        return await client.post(path, json=body)
+
+
+async def test_passkey_options_and_verify_are_limited_per_ip_and_per_ipv6_64(make_config: MakeConfig) -> None:
+    config = make_config(FILE_MAIL + '[rate_limit]\npasskey_per_ip = "3/1m"\n')
+    async with serving(config) as server:
+        authenticator = SoftAuthenticator()
+        await server.register(await server.bearer("ada@example.com"), authenticator)
+        attacker = "2001:db8:1:2::1"
+        for n in range(3):
+            response = await _post_from(server, attacker, "/auth/passkeys/login/options", {"email": f"v{n}@example.com"})
+            assert response.status_code == 200, response.text
+        # The next options or verify from anywhere in that /64 is refused, a valid assertion included.
+        assert_error(await _post_from(server, "2001:db8:1:2:ffff::9", "/auth/passkeys/login/options", {}), 429,
+                     "rate_limited")
+        options = await server.login_options("ada@example.com")  # another address: its own budget
+        assertion = authenticator.get_assertion(options, ORIGIN)
+        refused = await _post_from(server, attacker, "/auth/passkeys/login/verify", {"credential": assertion})
+        assert_error(refused, 429, "rate_limited")
+        assert refused.headers["retry-after"]
+        # The assertion was not spent by the refusal: its owner signs in from their own address.
+        token_of(await server.login_verify(assertion))
+        assert (await _post_from(server, "2001:db8:1:3::1", "/auth/passkeys/login/options", {})).status_code == 200
 
 
 # --- the software authenticator itself (so the tests above can be trusted) --------------------------

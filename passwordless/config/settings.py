@@ -172,7 +172,10 @@ class RateLimitSettings:
     enabled: bool = setting(True, Boolean(), "Turn rate limiting on or off.")
     magic_link_per_email: Rate = setting("5/15m", RateKind(), "Sign-in emails per address.")
     magic_link_per_ip: Rate = setting("30/1m", RateKind(), "Sign-in emails per client IP (IPv6: per /64).")
-    verify_per_ip: Rate = setting("60/1m", RateKind(), "Link, code and passkey verifications per client IP.")
+    verify_per_ip: Rate = setting("60/1m", RateKind(), "Link and code verifications per client IP.")
+    passkey_per_ip: Rate = setting(
+        "60/1m", RateKind(), "Passkey sign-in options and verifications (together) per client IP."
+    )
 
 
 @dataclass(frozen=True)

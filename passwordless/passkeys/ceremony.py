@@ -31,6 +31,15 @@ _MALFORMED = (
 )
 
 
+# WebAuthn Level 3 caps a credential ID at 1023 bytes; longer ones only serve to bloat storage and
+# every sign-in options answer that lists them.
+MAX_CREDENTIAL_ID_BYTES = 1023
+
+
+def credential_id_too_long(raw: bytes) -> bool:
+    return len(raw) > MAX_CREDENTIAL_ID_BYTES
+
+
 class MalformedCredential(Exception):
     """Not a credential: missing fields, bad base64url, undecodable CBOR or JSON."""
 
@@ -48,8 +57,7 @@ def b64url_decode(text: object) -> bytes:
         raise MalformedCredential("bad base64url") from None
 
 
-def challenge_of(credential: Mapping[str, object]) -> bytes:
-    """The challenge a credential answers, read from its clientDataJSON."""
+def _client_data(credential: Mapping[str, object]) -> dict[str, object]:
     response = credential.get("response")
     if not isinstance(response, dict):
         raise MalformedCredential("missing response")
@@ -59,19 +67,40 @@ def challenge_of(credential: Mapping[str, object]) -> bytes:
         raise MalformedCredential("clientDataJSON is not JSON") from None
     if not isinstance(client_data, dict):
         raise MalformedCredential("clientDataJSON is not an object")
-    challenge = b64url_decode(client_data.get("challenge"))
+    return client_data
+
+
+def challenge_of(credential: Mapping[str, object]) -> bytes:
+    """The challenge a credential answers, read from its clientDataJSON."""
+    challenge = b64url_decode(_client_data(credential).get("challenge"))
     if not challenge:
         raise MalformedCredential("empty challenge")
     return challenge
 
 
+def _refuse_cross_origin(credential: Mapping[str, object]) -> None:
+    """A ceremony run inside a cross-origin iframe (crossOrigin: true) is refused: no site that
+    embeds our pages may register or sign in with a passkey through them. py_webauthn does not check it."""
+    cross_origin = _client_data(credential).get("crossOrigin", False)
+    if not isinstance(cross_origin, bool):
+        raise MalformedCredential("crossOrigin is not a boolean")
+    if cross_origin:
+        raise RejectedCredential("cross-origin ceremony (crossOrigin: true)")
+
+
 def raw_id_of(credential: Mapping[str, object]) -> bytes:
+    """The credential ID, refused when either of its spellings (id, rawId) is over the limit."""
+    for spelling in ("id", "rawId"):
+        given = credential.get(spelling)
+        if given is not None and credential_id_too_long(b64url_decode(given)):
+            raise MalformedCredential(f"credential ID over {MAX_CREDENTIAL_ID_BYTES} bytes")
     return b64url_decode(credential.get("rawId", credential.get("id")))
 
 
 def verify_registration(
     credential: dict[str, Any], challenge: bytes, rp_id: str, origins: list[str], require_uv: bool
 ) -> VerifiedRegistration:
+    _refuse_cross_origin(credential)
     try:
         verified = verify_registration_response(
             credential=credential, expected_challenge=challenge, expected_rp_id=rp_id,
@@ -90,6 +119,7 @@ def verify_authentication(
     credential: dict[str, Any], challenge: bytes, rp_id: str, origins: list[str], public_key: bytes,
     sign_count: int, require_uv: bool,
 ) -> VerifiedAuthentication:
+    _refuse_cross_origin(credential)
     try:
         return verify_authentication_response(
             credential=credential, expected_challenge=challenge, expected_rp_id=rp_id, expected_origin=origins,

@@ -52,7 +52,7 @@ async def login_options(request: Request) -> Response:
         fields = Fields(await read_json(request))
         email = fields.optional_text("email", 1024)
         fields.done()
-    options = await service.login_options(deps(request), email)
+    options = await service.login_options(deps(request), email, client_of(request))
     return JSONResponse({"options": options}, headers=_NO_STORE)
 
 

@@ -109,16 +109,32 @@ async def register(
     return passkey
 
 
-async def login_options(deps: Deps, email: str | None) -> dict[str, Any]:
+# At most this many of a user's credentials (most recently used first) are listed for a sign-in with
+# an email, so that one small request cannot draw a large answer whatever the account holds.
+MAX_ALLOWED_CREDENTIALS = 32
+
+# Decoys look like what real authenticators make. Credential ID lengths in bytes, weighted out of
+# 256: 16 (Google Password Manager, Chrome's virtual authenticator, many security keys' discoverable
+# credentials), 20 (iCloud Keychain), 32 (Windows Hello, software authenticators such as
+# py_webauthn's test keys), 64 (security keys' server-side credentials). Counts weighted like
+# accounts: most people hold one passkey, some two, a few three.
+_DECOY_LENGTHS = ((16, 96), (20, 56), (32, 72), (64, 32))
+_DECOY_COUNTS = ((1, 150), (2, 76), (3, 30))
+
+
+async def login_options(deps: Deps, email: str | None, client: Client) -> dict[str, Any]:
     """Without an email: any discoverable passkey (usernameless, autofill). With one: that user's
-    passkeys — and for an address without any, a made-up one, so the answer tells nothing."""
+    passkeys — and for an address without any, made-up ones, so the answer tells nothing."""
+    await check_ip_limit(deps, "passkey", client)
     config, now = deps.config.webauthn, deps.clock()
     allowed: list[bytes] = []
     if email is not None:
         address = normalise_email(email)
         user = await deps.db.read(users.by_email, address)
-        mine = await deps.db.read(store.for_user, user.id) if user else []
-        allowed = [p.credential_id for p in mine] or [_decoy_id(deps.secret, address)]
+        mine = await deps.db.read(
+            store.sign_in_ids, user.id, ceremony.MAX_CREDENTIAL_ID_BYTES, MAX_ALLOWED_CREDENTIALS
+        ) if user else []
+        allowed = mine or _decoy_ids(deps.secret, address)
     challenge = random_bytes(32)
     options = generate_authentication_options(
         rp_id=config.rp_id, challenge=challenge, timeout=int(config.challenge_ttl * 1000),
@@ -131,13 +147,31 @@ async def login_options(deps: Deps, email: str | None) -> dict[str, Any]:
     return options_to_json_dict(options)
 
 
-def _decoy_id(secret: str, email: str) -> bytes:
-    """The same made-up credential id for an address every time, as a real one would be."""
-    return hmac.new(subkey(secret, PASSKEY_DECOY), b"passkey-decoy:" + email.encode(), hashlib.sha256).digest()
+def _decoy_ids(secret: str, email: str) -> list[bytes]:
+    """The same made-up credential IDs for an address every time, as real ones would be: a secret
+    seed per address, stretched into a count, a length per ID and the IDs' bytes."""
+    seed = hmac.new(subkey(secret, PASSKEY_DECOY), b"passkey-decoy:" + email.encode(), hashlib.sha256).digest()
+    longest = max(length for length, _ in _DECOY_LENGTHS)
+    stream = hashlib.shake_256(seed).digest(4 + 3 * longest)
+    count = _weighted_pick(stream[0], _DECOY_COUNTS)
+    ids = []
+    for i in range(count):
+        start = 4 + i * longest
+        ids.append(stream[start:start + _weighted_pick(stream[1 + i], _DECOY_LENGTHS)])
+    return ids
+
+
+def _weighted_pick(byte: int, weighted: tuple[tuple[int, int], ...]) -> int:
+    """The value whose share of 0..255 holds `byte` (the weights add up to 256)."""
+    for value, weight in weighted:
+        if byte < weight:
+            return value
+        byte -= weight
+    raise AssertionError("weights must add up to 256")
 
 
 async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignIn:
-    await check_ip_limit(deps, "verify", client)
+    await check_ip_limit(deps, "passkey", client)
     config, now = deps.config.webauthn, deps.clock()
     passkey: Passkey | None = None
     try:

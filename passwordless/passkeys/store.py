@@ -50,6 +50,17 @@ def for_user(conn: sqlite3.Connection, user_id: str) -> list[Passkey]:
     return [p for p in map(_passkey, rows) if p]
 
 
+def sign_in_ids(conn: sqlite3.Connection, user_id: str, max_bytes: int, limit: int) -> list[bytes]:
+    """A user's credential IDs to offer at sign-in: those within `max_bytes` (older rows may hold
+    longer ones), most recently used first, at most `limit`."""
+    rows = conn.execute(
+        "SELECT credential_id FROM passkeys WHERE user_id = ? AND length(credential_id) <= ?"
+        " ORDER BY coalesce(last_used_at, created_at) DESC, created_at DESC, id LIMIT ?",
+        (user_id, max_bytes, limit),
+    ).fetchall()
+    return [bytes(row[0]) for row in rows]
+
+
 def by_credential_id(conn: sqlite3.Connection, credential_id: bytes) -> Passkey | None:
     return _passkey(conn.execute(f"SELECT {_COLUMNS} FROM passkeys WHERE credential_id = ?", (credential_id,)).fetchone())
 

@@ -18,11 +18,12 @@ def rate_limited(retry_after: float) -> ApiError:
 
 
 async def check_ip_limit(deps: Deps, scope: str, client: Client) -> None:
-    """The per-IP limit of a scope ("magic_link", or "verify" for links, codes and passkeys)."""
+    """The per-IP limit of a scope: "magic_link", "verify" (links and codes) or "passkey" (sign-in
+    options and verify share one budget)."""
     limits = deps.config.rate_limit
     if not limits.enabled:
         return
-    rate = limits.magic_link_per_ip if scope == "magic_link" else limits.verify_per_ip
+    rate = {"magic_link": limits.magic_link_per_ip, "passkey": limits.passkey_per_ip}.get(scope, limits.verify_per_ip)
     now = deps.clock()
     wait = deps.limiter.hit(f"{scope}:{client_key(client.ip)}", rate, now)
     if wait is not None:
