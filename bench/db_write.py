@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from passwordless.platform import migrate
-from passwordless.platform.db.engine import Database, connect
+from passwordless.platform.db import Database, connect
 
 
 def _one_sign_in(conn: sqlite3.Connection, i: int) -> None:

@@ -48,7 +48,7 @@ from passwordless.platform import migrate
 from passwordless.config.settings import EmailSettings
 from passwordless.config.load import load_config
 from passwordless.platform.crypto import new_id
-from passwordless.platform.db.engine import Database
+from passwordless.platform.db import Database
 from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import build_message, make_transport

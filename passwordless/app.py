@@ -27,7 +27,7 @@ from passwordless.admin import routes as admin
 from passwordless.config.kinds import origin_of
 from passwordless.config.settings import Config
 from passwordless.platform.crypto import SESSION_COOKIE, load_or_create_dev_secret, subkey
-from passwordless.platform.db.engine import Database
+from passwordless.platform.db import Database
 from passwordless.deps import Deps
 from passwordless.platform.clock import Clock
 from passwordless.platform.errors import ApiError

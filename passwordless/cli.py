@@ -24,7 +24,7 @@ from passwordless.config.settings import Config
 from passwordless.config.load import ConfigError, find_config_file, load_config
 from passwordless.config.render import render_effective
 from passwordless.platform.crypto import hs256_key, load_or_create_dev_secret, new_id, new_secret
-from passwordless.platform.db.engine import Database, connect
+from passwordless.platform.db import Database, connect
 from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
 from passwordless.platform.logs import configure_logging

@@ -13,7 +13,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from passwordless.config.settings import Config
 from passwordless.platform.clock import Clock
-from passwordless.platform.db.engine import Database
+from passwordless.platform.db import Database
 from passwordless.platform.lifecycle import Lifecycle
 from passwordless.mail.render import Templates
 from passwordless.platform.metrics import Metrics

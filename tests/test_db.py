@@ -19,7 +19,8 @@ from typing import TypeVar
 import pytest
 
 from passwordless.platform import migrate
-from passwordless.platform.db.engine import RESET_FRAMES, Database, DatabaseClosed
+from passwordless.platform.db import Database, DatabaseClosed
+from passwordless.platform.db.writer import RESET_FRAMES
 
 pytestmark = pytest.mark.anyio
 

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from passwordless.platform import migrate
 from passwordless.config.settings import Config
-from passwordless.platform.db.engine import Database, connect
+from passwordless.platform.db import Database, connect
 from passwordless.mail import queue
 from passwordless.platform.queues import worker as worker_module
 from passwordless.mail.transport import make_transport

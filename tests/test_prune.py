@@ -27,7 +27,7 @@ import pytest
 from passwordless.platform import migrate
 from passwordless.config.settings import Config
 from passwordless.platform.crypto import new_id
-from passwordless.platform.db.engine import Database
+from passwordless.platform.db import Database
 from passwordless.housekeeping import service as housekeeping
 from tests.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig

@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from passwordless.platform import migrate
-from passwordless.platform.db.engine import Database
+from passwordless.platform.db import Database
 from passwordless.platform.lifecycle import Lifecycle
 from passwordless.mail import queue
 from passwordless.sessions import store as sessions

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from passwordless.platform import audit
 from passwordless.config.settings import Config
-from passwordless.platform.db.engine import Database
+from passwordless.platform.db import Database
 from passwordless.magic_link import store as tickets
 from passwordless.mail import queue as emails
 from passwordless.passkeys import store as passkeys

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from passwordless.platform.queues import table as queue_table
 from passwordless.platform.crypto import new_id
-from passwordless.platform.db.engine import delete_where
+from passwordless.platform.sql import delete_where
 
 
 def enqueue(conn: sqlite3.Connection, to: str, subject: str, text: str, html: str, now: float) -> str:

@@ -10,7 +10,7 @@ import sqlite3
 
 from passwordless.platform import audit
 from passwordless.config.settings import EmailSettings
-from passwordless.platform.db.engine import Database
+from passwordless.platform.db import Database
 from passwordless.platform.clock import Clock
 from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail

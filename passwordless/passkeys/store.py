@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from passwordless.platform.db.engine import delete_where
+from passwordless.platform.sql import delete_where
 
 _COLUMNS = (
     "id, user_id, credential_id, public_key, sign_count, transports, aaguid, backup_eligible,"

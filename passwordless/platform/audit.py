@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from passwordless.platform.crypto import new_id
-from passwordless.platform.db.engine import delete_where
+from passwordless.platform.sql import delete_where
 
 
 @dataclass(frozen=True)

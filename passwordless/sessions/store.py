@@ -7,7 +7,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
-from passwordless.platform.db.engine import delete_where
+from passwordless.platform.sql import delete_where
 from passwordless.users.store import User
 
 _COLUMNS = "id, user_id, amr, ip, user_agent, created_at, last_used_at, expires_at"

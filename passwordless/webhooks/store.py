@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from passwordless.platform.queues import table as queue_table
 from passwordless.config.settings import WebhookSettings
-from passwordless.platform.db.engine import delete_where
+from passwordless.platform.sql import delete_where
 
 
 @dataclass(frozen=True)

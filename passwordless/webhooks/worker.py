@@ -15,7 +15,7 @@ from passwordless import __version__
 
 from passwordless.platform import audit
 from passwordless.config.settings import Config
-from passwordless.platform.db.engine import Database
+from passwordless.platform.db import Database
 from passwordless.platform.clock import Clock
 from passwordless.platform.metrics import Metrics
 from passwordless.platform.queues.worker import Attempt, QueueWorker

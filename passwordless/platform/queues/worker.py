@@ -19,7 +19,7 @@ from typing import Generic, Protocol, TypeVar
 
 from passwordless.platform.queues import table as queue_table
 from passwordless.config.settings import EmailSettings
-from passwordless.platform.db.engine import Database
+from passwordless.platform.db import Database
 from passwordless.platform.clock import Clock
 
 logger = logging.getLogger(__name__)
