@@ -16,7 +16,7 @@ from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, Transport
 from passwordless.platform.metrics import Metrics
-from passwordless.platform.queues.worker import Attempt, QueueWorker
+from passwordless.platform.queues.worker import Attempt, QueueWorker, describe
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,9 @@ class MailWorker(QueueWorker[QueuedEmail]):
             return self.failed(email, str(exc), final=True)
         except (TemporaryFailure, OSError, asyncio.TimeoutError) as exc:
             return self.failed(email, str(exc))
-        except Exception as exc:  # a transport bug must not lose the email: try again later
+        except Exception as exc:  # a transport bug must not lose the email, nor retry it for ever
             logger.exception("email_send_crashed", extra={"email_id": email.id})
-            return Attempt(email, "retry", f"{type(exc).__name__}: {exc}")
+            return self.failed(email, describe(exc))
         return Attempt(email, "sent")
 
     def record(self, conn: sqlite3.Connection, attempts: list[Attempt[QueuedEmail]]) -> list[str]:

@@ -47,6 +47,11 @@ class Attempt(Generic[Item]):
     error: str = ""
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as a queue row's last_error: its type, and its message if it has one."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def backoff(attempts: int, initial: float, ceiling: float) -> float:
     """Exponential, capped, with jitter: between half and all of initial × 2^(attempts-1)."""
     longest = min(ceiling, initial * 2 ** (attempts - 1))
@@ -180,11 +185,12 @@ class QueueWorker(Generic[Item]):
     async def _guarded(self, item: Item) -> None:
         try:
             result = await self.deliver(item)  # not appended in one expression: the list is swapped meanwhile
-            self._results.append(result)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug in one delivery must not stop the others; the lease retakes it
+        except Exception as exc:  # a bug in one delivery must not stop the others, nor retry it for ever
             logger.exception("queue_delivery_crashed", extra={"queue": self.name, "item_id": item.id})
+            result = self.failed(item, describe(exc))
+        self._results.append(result)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
