@@ -20,7 +20,7 @@ KINDS = {
     "magic_link": ("site", "link", "code", "expires_at", "expires_minutes", "ip", "browser", "email"),
 }
 PARTS = ("subject.txt", "txt", "html")
-LAYOUT = ("layout", "html", ("subject", "content"))  # what every kind's HTML body goes into
+LAYOUT_NAMES = ("subject", "content")  # of layout.html, which every kind's HTML body goes into
 
 
 class TemplateError(Exception):
@@ -65,9 +65,8 @@ class Templates:
                 self._templates[(kind, part)] = _Compiled(template)
                 if part == "html" and "<html" in template.template.lower():
                     self._whole.add(kind)
-        name, part, names = LAYOUT
-        layout = Template(_read(name, part, override_dir))
-        self._check(layout, name, part, names)
+        layout = Template(_read("layout", "html", override_dir))
+        self._check(layout, "layout", "html", LAYOUT_NAMES)
         self._layout = _Compiled(layout)
 
     @staticmethod
