@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
@@ -21,12 +22,16 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from passwordless.db import connect
+from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import ConsoleTransport
 from tests.conftest import MakeConfig
-from tests.helpers import running
+from tests.helpers import FakeClock, running
 from tests.mailbox import Sink, wait_for_outbox
-from tests.test_email_queue import LINK, SinkServers, all_have, emails, eventually, sign_in, smtp_config, sinks
+from tests.test_email_queue import (
+    LINK, START, SinkServers, all_have, audit, emails, eventually, migrated, sign_in, smtp_config, sinks,
+)
 from tests.signin_helpers import NO_RATE_LIMITS
 from tests.test_webhooks import BASE, hook, new_secret, serving
 
@@ -223,3 +228,31 @@ async def test_the_delivered_message_has_a_numeric_date_and_a_complete_readable_
             continue  # a button: its own background, not the page's
         for colour in re.findall(r"(?<!-)color:\s*(#[0-9a-fA-F]{3,6})", style):
             assert (1.05) / (_luminance(colour) + 0.05) >= 4.5, style
+
+
+async def test_a_row_whose_last_attempt_never_finished_is_dead_not_tried_beyond_the_limit(
+    make_config: MakeConfig, sinks: SinkServers
+) -> None:
+    """A worker killed while sending (say, by whatever that email does to it) leaves a lease;
+    once it expires the row must not be tried a ninth time out of eight, by every worker after."""
+    sink, port = sinks()
+    config = smtp_config(make_config, port, email='max_attempts = 3\nlease = "1m"')
+    path = migrated(config)
+    with closing(connect(path)) as conn:
+        last = queue.enqueue(conn, "last@example.com", "s", "text", "<p>html</p>", START - 600)
+        spare = queue.enqueue(conn, "spare@example.com", "s", "text", "<p>html</p>", START - 600)
+        for row_id, attempts in ((last, 3), (spare, 2)):
+            conn.execute(
+                "UPDATE email_queue SET status = 'sending', attempts = ?, last_attempt_at = ?, lease_expires_at = ?"
+                " WHERE id = ?", (attempts, START - 61, START - 1, row_id),
+            )
+    async with running(config, clock=FakeClock(START)) as _:
+        await eventually(all_have(config, 2, "status IN ('sent', 'dead')"), "both rows finished")
+    [dead] = emails(config, "status = 'dead'")
+    assert dead["id"] == last and dead["attempts"] == 3
+    assert "did not finish" in dead["last_error"]
+    [sent] = emails(config, "status = 'sent'")
+    assert sent["id"] == spare and sent["attempts"] == 3
+    assert [m["To"] for m in sink.received] == ["spare@example.com"]
+    [entry] = audit(config, "email_dead")
+    assert json.loads(entry["details"])["attempts"] == 3

@@ -66,7 +66,8 @@ class MailWorker(QueueWorker[QueuedEmail]):
                 logger.info("email_retry", extra={"email_id": email.id, "attempts": email.attempts, "error": error[:200]})
             elif attempt.result == "dead":
                 self.give_up(conn, attempt)  # kept whole (an operator may retry it) until pruned
-                details = {"email_id": email.id, "error": error[:200], "attempts": email.attempts}
+                tried = min(email.attempts, self.settings.max_attempts)  # a retaken lease started none
+                details = {"email_id": email.id, "error": error[:200], "attempts": tried}
                 audit.record(conn, audit.AuditEvent("email_dead", False, email=email.to, details=details), now)
                 logger.warning("email_dead", extra={"email_id": email.id, "error": error[:200]})
         return [a.result for a in attempts]
