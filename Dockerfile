@@ -14,12 +14,17 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md build.spec ./
+COPY requirements requirements
 COPY passwordless passwordless
 COPY migrations migrations
+# Exactly the versions of requirements/build.txt (scripts/lock), nothing resolved at build time:
+# two builds of one commit bundle the same packages.
 RUN --mount=type=secret,id=pip_ca,required=false \
     if [ -f /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
  && python3 -m venv /venv \
- && /venv/bin/pip install --no-cache-dir --disable-pip-version-check . "pyinstaller>=6.10,<7" \
+ && /venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps -r requirements/build.txt \
+ && /venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation . \
+ && /venv/bin/pip check --disable-pip-version-check \
  && PASSWORDLESS_BUILD=onedir /venv/bin/python -m PyInstaller --noconfirm --clean --log-level WARN build.spec \
  && dist/passwordless/passwordless --version
 

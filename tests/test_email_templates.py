@@ -3,6 +3,7 @@ HTML-escaped in the HTML body, and a template that cannot render stopping `serve
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,24 @@ def test_files_in_the_templates_dir_replace_the_built_in_ones(tmp_path: Path) ->
     rendered = Templates(str(tmp_path)).render("magic_link", VALUES)
     assert rendered.subject == "Your Café <Example> & Co code: 042917"  # one line
     assert rendered.text == f"Pay $0. Open {VALUES['link']} (valid 15 min)"
-    assert rendered.html == f'<p>Café &lt;Example&gt; &amp; Co</p><a href="{VALUES["link"]}">042917</a>'
+    body = f'<p>Café &lt;Example&gt; &amp; Co</p><a href="{VALUES["link"]}">042917</a>'
+    assert rendered.html.startswith("<!doctype html>") and f">\n{body}</body>" in rendered.html  # in the layout
+    assert "<title>Your Café &lt;Example&gt; &amp; Co code: 042917</title>" in rendered.html
+
+
+def test_the_shared_layout_can_be_replaced_and_a_whole_document_is_sent_as_it_is(tmp_path: Path) -> None:
+    (tmp_path / "layout.html").write_text("<html><title>$subject</title><body>$content</body></html>", encoding="utf-8")
+    (tmp_path / "magic_link.html").write_text("<b>$code</b>", encoding="utf-8")
+    rendered = Templates(str(tmp_path)).render("magic_link", VALUES)
+    assert rendered.html == f"<html><title>{html.escape(rendered.subject)}</title><body><b>042917</b></body></html>"
+    (tmp_path / "magic_link.html").write_text("<!doctype html><HTML><body>$code</body></HTML>", encoding="utf-8")
+    assert Templates(str(tmp_path)).render("magic_link", VALUES).html == "<!doctype html><HTML><body>042917</body></HTML>"
+
+
+def test_a_layout_that_cannot_render_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "layout.html").write_text("<title>$title</title>$content", encoding="utf-8")
+    with pytest.raises(TemplateError, match="layout.html"):
+        Templates(str(tmp_path))
 
 
 def test_a_templates_dir_may_replace_only_some_parts(tmp_path: Path) -> None:

@@ -1,6 +1,11 @@
 """Email templates: a subject, a text body and an HTML body per message kind. Built-in ones
 ship with the package; files of the same name in `email.templates_dir` replace them. Values
-are $placeholders, HTML-escaped in the HTML body."""
+are $placeholders, HTML-escaped in the HTML body.
+
+A kind's HTML is the inside of <body>; the shared layout.html (replaceable the same way)
+makes it a complete document: doctype, <head> with the charset and the subject as <title>,
+and the page style. A kind's HTML that is already a whole document (it holds "<html") is
+sent as it is."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ KINDS = {
     "magic_link": ("site", "link", "code", "expires_at", "expires_minutes", "ip", "browser", "email"),
 }
 PARTS = ("subject.txt", "txt", "html")
+LAYOUT_NAMES = ("subject", "content")  # of layout.html, which every kind's HTML body goes into
 
 
 class TemplateError(Exception):
@@ -51,11 +57,17 @@ class _Compiled:
 class Templates:
     def __init__(self, override_dir: str = "") -> None:
         self._templates: dict[tuple[str, str], _Compiled] = {}
+        self._whole: set[str] = set()  # kinds whose HTML is a whole document, not a body
         for kind, names in KINDS.items():
             for part in PARTS:
                 template = Template(_read(kind, part, override_dir))
                 self._check(template, kind, part, names)
                 self._templates[(kind, part)] = _Compiled(template)
+                if part == "html" and "<html" in template.template.lower():
+                    self._whole.add(kind)
+        layout = Template(_read("layout", "html", override_dir))
+        self._check(layout, "layout", "html", LAYOUT_NAMES)
+        self._layout = _Compiled(layout)
 
     @staticmethod
     def _check(template: Template, kind: str, part: str, names: tuple[str, ...]) -> None:
@@ -66,12 +78,11 @@ class Templates:
 
     def render(self, kind: str, values: Mapping[str, str]) -> Rendered:
         escaped = {k: html.escape(v) for k, v in values.items()}
-        subject = self._templates[(kind, "subject.txt")].fill(values).strip()
-        return Rendered(
-            subject=" ".join(subject.split()),  # never a header line break
-            text=self._templates[(kind, "txt")].fill(values),
-            html=self._templates[(kind, "html")].fill(escaped),
-        )
+        subject = " ".join(self._templates[(kind, "subject.txt")].fill(values).split())  # never a header line break
+        body = self._templates[(kind, "html")].fill(escaped)
+        if kind not in self._whole:
+            body = self._layout.fill({"subject": html.escape(subject), "content": body})
+        return Rendered(subject=subject, text=self._templates[(kind, "txt")].fill(values), html=body)
 
 
 def _read(kind: str, part: str, override_dir: str) -> str:

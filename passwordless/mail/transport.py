@@ -12,8 +12,9 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from email.header import Header
-from email.utils import formataddr, formatdate, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -21,6 +22,7 @@ import aiosmtplib
 
 from passwordless.config.settings import EmailSettings
 from passwordless.mail.queue import QueuedEmail
+from passwordless.platform.queues.worker import describe
 
 
 class TemporaryFailure(Exception):
@@ -41,12 +43,13 @@ def build_message(sender: str, email: QueuedEmail) -> bytes:
     """A multipart/alternative text + HTML message with Date and a Message-ID of the sender's
     domain, as the bytes that go on the wire. Written directly rather than through the email
     package's classes (fifteen times cheaper, which shows when thousands of sign-in emails go
-    out). The boundary holds "=_", which neither base64 nor the 7bit bodies here can hold."""
+    out). The boundary holds "=_", which neither base64 nor the 7bit bodies here can hold.
+    A non-ASCII address stays as it is, in UTF-8 (RFC 6532): it goes out with SMTPUTF8."""
     from_header, domain = _sender(sender)
     boundary = f"=_{email.id}"
     head = (
         f"From: {from_header}\n"
-        f"To: {_header(email.to)}\n"
+        f"To: {_address(email.to)}\n"
         f"Subject: {_header(email.subject)}\n"
         f"Date: {_date(int(time.time()))}\n"
         f"Message-ID: <{email.id}@{domain}>\n"  # the queue row's id: unique, and short enough not to fold
@@ -54,7 +57,7 @@ def build_message(sender: str, email: QueuedEmail) -> bytes:
         "MIME-Version: 1.0\n"
         f'Content-Type: multipart/alternative; boundary="{boundary}"\n\n'
     )
-    parts = [head.encode("ascii"), _part(boundary, "plain", email.text)]
+    parts = [head.encode("utf-8"), _part(boundary, "plain", email.text)]
     if email.html:
         parts.append(_part(boundary, "html", email.html))
     parts.append(f"--{boundary}--\n".encode("ascii"))
@@ -74,7 +77,8 @@ def _part(boundary: str, subtype: str, body: str) -> bytes:
 
 @functools.lru_cache(maxsize=2)
 def _date(second: int) -> str:
-    return formatdate(second, usegmt=True)
+    """RFC 5322's numeric zone ("+0000"), not the obsolete "GMT"."""
+    return format_datetime(datetime.fromtimestamp(second, timezone.utc))
 
 
 @functools.lru_cache(maxsize=8)
@@ -95,6 +99,17 @@ def _header(value: str) -> str:
     return Header(value, "utf-8").encode()
 
 
+def _address(value: str) -> str:
+    """A recipient address on one line. An encoded word cannot stand for an address, so a
+    non-ASCII one (RFC 6531) is kept as UTF-8 rather than passed through _header."""
+    value = " ".join(value.splitlines())
+    return _header(value) if value.isascii() else value
+
+
+def needs_smtputf8(*addresses: str) -> bool:
+    return not all(address.isascii() for address in addresses)
+
+
 class ConsoleTransport:
     """Development: prints each email, so the sign-in link can be clicked from the terminal."""
 
@@ -104,9 +119,10 @@ class ConsoleTransport:
 
     async def send(self, email: QueuedEmail) -> str:
         rule = "-" * 72
-        self.stream.write(
-            f"\n{rule}\nFrom: {self.sender}\nTo: {email.to}\nSubject: {email.subject}\n\n{email.text.rstrip()}\n{rule}\n"
-        )
+        text = f"\n{rule}\nFrom: {self.sender}\nTo: {email.to}\nSubject: {email.subject}\n\n{email.text.rstrip()}\n{rule}\n"
+        encoding = getattr(self.stream, "encoding", None) or "utf-8"
+        # A terminal that cannot show a letter of the address gets it escaped, not a crash.
+        self.stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
         self.stream.flush()
         return "printed to the console"
 
@@ -149,13 +165,14 @@ class SmtpTransport:
 
     async def send(self, email: QueuedEmail) -> str:
         message = build_message(self.settings.from_address, email)
+        options = ["SMTPUTF8"] if needs_smtputf8(self.envelope_from, email.to) else []
         async with self._connection() as smtp:
             try:
-                _, answer = await smtp.sendmail(self.envelope_from, [email.to], message)
+                _, answer = await smtp.sendmail(self.envelope_from, [email.to], message, mail_options=options)
             except aiosmtplib.SMTPServerDisconnected:
                 # A kept connection the server has since closed: one more try on a new one.
                 await smtp.connect()
-                _, answer = await smtp.sendmail(self.envelope_from, [email.to], message)
+                _, answer = await smtp.sendmail(self.envelope_from, [email.to], message, mail_options=options)
             return answer
 
     @asynccontextmanager
@@ -166,6 +183,10 @@ class SmtpTransport:
                 if not smtp.is_connected:
                     await smtp.connect()
                 yield smtp
+            except aiosmtplib.SMTPNotSupported as exc:
+                # SMTPUTF8 missing: this server will never take the address (RFC 6531 §3.4).
+                _keep_or_close(self._idle, smtp)
+                raise PermanentFailure(describe(exc)) from None
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 _keep_or_close(self._idle, smtp)
                 raise _classify(exc.recipients[0]) from None
@@ -174,7 +195,7 @@ class SmtpTransport:
                 raise _classify(exc) from None
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
                 smtp.close()
-                raise TemporaryFailure(_describe(exc)) from None
+                raise TemporaryFailure(describe(exc)) from None
             except BaseException:  # cancelled mid-send (shutdown): the connection is in an unknown state
                 smtp.close()
                 raise
@@ -214,10 +235,6 @@ def _classify(exc: aiosmtplib.SMTPResponseException) -> Exception:
     if 500 <= exc.code < 600 and not isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         return PermanentFailure(text)
     return TemporaryFailure(text)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def make_transport(settings: EmailSettings) -> Transport:

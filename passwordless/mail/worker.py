@@ -16,7 +16,7 @@ from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, Transport
 from passwordless.platform.metrics import Metrics
-from passwordless.platform.queues.worker import Attempt, QueueWorker
+from passwordless.platform.queues.worker import Attempt, QueueWorker, describe
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,9 @@ class MailWorker(QueueWorker[QueuedEmail]):
             return self.failed(email, str(exc), final=True)
         except (TemporaryFailure, OSError, asyncio.TimeoutError) as exc:
             return self.failed(email, str(exc))
-        except Exception as exc:  # a transport bug must not lose the email: try again later
+        except Exception as exc:  # a transport bug must not lose the email, nor retry it for ever
             logger.exception("email_send_crashed", extra={"email_id": email.id})
-            return Attempt(email, "retry", f"{type(exc).__name__}: {exc}")
+            return self.failed(email, describe(exc))
         return Attempt(email, "sent")
 
     def record(self, conn: sqlite3.Connection, attempts: list[Attempt[QueuedEmail]]) -> list[str]:
@@ -66,7 +66,8 @@ class MailWorker(QueueWorker[QueuedEmail]):
                 logger.info("email_retry", extra={"email_id": email.id, "attempts": email.attempts, "error": error[:200]})
             elif attempt.result == "dead":
                 self.give_up(conn, attempt)  # kept whole (an operator may retry it) until pruned
-                details = {"email_id": email.id, "error": error[:200], "attempts": email.attempts}
+                tried = min(email.attempts, self.settings.max_attempts)  # a retaken lease started none
+                details = {"email_id": email.id, "error": error[:200], "attempts": tried}
                 audit.record(conn, audit.AuditEvent("email_dead", False, email=email.to, details=details), now)
                 logger.warning("email_dead", extra={"email_id": email.id, "error": error[:200]})
         return [a.result for a in attempts]

@@ -56,10 +56,12 @@ def mark_retry(conn: sqlite3.Connection, table: str, row_id: str, error: str, ne
     )
 
 
-def mark_dead(conn: sqlite3.Connection, table: str, row_id: str, error: str) -> None:
+def mark_dead(conn: sqlite3.Connection, table: str, row_id: str, error: str, max_attempts: int) -> None:
+    """Dead, with attempts never above the limit (a lease retaken past it did not start one)."""
     conn.execute(
-        f"UPDATE {table} SET status = 'dead', last_error = ?, lease_expires_at = NULL WHERE id = ?",
-        (error[:500], row_id),
+        f"UPDATE {table} SET status = 'dead', last_error = ?, attempts = min(attempts, ?), lease_expires_at = NULL"
+        " WHERE id = ?",
+        (error[:500], max_attempts, row_id),
     )
 
 

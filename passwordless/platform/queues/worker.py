@@ -25,6 +25,9 @@ from passwordless.platform.clock import Clock
 logger = logging.getLogger(__name__)
 
 IDLE_SECONDS = 30.0  # the longest sleep with nothing due
+# A row whose last allowed attempt never finished (its lease expired) is not tried beyond the limit:
+# whatever stops a worker mid-send would otherwise stop every worker, for ever.
+OUT_OF_ATTEMPTS = "the last attempt did not finish (its lease expired): no attempt left"
 STOP_GRACE_SECONDS = 10.0
 
 class Queued(Protocol):
@@ -45,6 +48,11 @@ class Attempt(Generic[Item]):
     item: Item
     result: str  # "sent", "retry" or "dead"
     error: str = ""
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a queue row's last_error: its type, and its message if it has one."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def backoff(attempts: int, initial: float, ceiling: float) -> float:
@@ -102,7 +110,7 @@ class QueueWorker(Generic[Item]):
         queue_table.mark_retry(conn, self.table, attempt.item.id, attempt.error, now + delay)
 
     def give_up(self, conn: sqlite3.Connection, attempt: Attempt[Item]) -> None:
-        queue_table.mark_dead(conn, self.table, attempt.item.id, attempt.error)
+        queue_table.mark_dead(conn, self.table, attempt.item.id, attempt.error, self.settings.max_attempts)
 
     def next_due(self, conn: sqlite3.Connection) -> float | None:
         return queue_table.next_due(conn, self.table)
@@ -149,7 +157,12 @@ class QueueWorker(Generic[Item]):
             return self.idle_seconds
         self.recorded(labels)
         start_by = self.clock() + self.lease / 2
-        self._ahead.extend((item, start_by) for item in items)
+        for item in items:
+            if item.attempts > self.settings.max_attempts:  # retaken from a worker that died sending it
+                self._results.append(Attempt(item, "dead", OUT_OF_ATTEMPTS))
+                self._wake.set()
+            else:
+                self._ahead.append((item, start_by))
         self._start_ahead()
         return self.idle_seconds if due is None else min(self.idle_seconds, max(0.0, due - self.clock()))
 
@@ -180,11 +193,12 @@ class QueueWorker(Generic[Item]):
     async def _guarded(self, item: Item) -> None:
         try:
             result = await self.deliver(item)  # not appended in one expression: the list is swapped meanwhile
-            self._results.append(result)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug in one delivery must not stop the others; the lease retakes it
+        except Exception as exc:  # a bug in one delivery must not stop the others, nor retry it for ever
             logger.exception("queue_delivery_crashed", extra={"queue": self.name, "item_id": item.id})
+            result = self.failed(item, describe(exc))
+        self._results.append(result)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
