@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from passwordless.platform.db.engine import connect
+from passwordless.platform.db import connect
 from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import ConsoleTransport
