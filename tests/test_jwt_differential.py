@@ -1,4 +1,4 @@
-"""The hand-rolled access-token verifier (passwordless.signing.Signer.verify) against PyJWT's
+"""The hand-rolled access-token verifier (passwordless.keys.signer.Signer.verify) against PyJWT's
 jwt.decode with the same rules: the algorithm pinned, the key chosen by `kid` among the server's
 keys, `typ` = at+jwt, `iss`, `aud`, `exp` (and `nbf` if present), every required claim. On every
 token below, valid or forged, both must agree on accept/refuse, and on the claims when they accept.
@@ -21,7 +21,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from passwordless.signing import (
+from passwordless.keys.signer import (
     REQUIRED_CLAIMS, TOKEN_TYPE, AccessClaims, InvalidAccessToken, Signer, generate_key,
 )
 
