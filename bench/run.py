@@ -23,6 +23,11 @@ mixed load with RSS sampled every 10 s.
 
 Prints a table and writes it, with a description of the machine, to bench/RESULTS.md. Asserts
 nothing: exits 0 unless it could not run.
+
+This file is the entry point and the order of the run (measure, main); the parts live beside it:
+harness.py (child processes, readiness, RSS, the SMTP sink, wrk), serve.py (serve's config,
+start-up, mail queue, /metrics), flows.py (the HTTP flows), other_flows.py (passkey, email,
+start-up, soak) and report.py (tables, machine, bench/RESULTS.md).
 """
 from __future__ import annotations
 

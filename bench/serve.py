@@ -28,7 +28,7 @@ REFRESH_TTL = 30 * 24 * 3600
 HUGE_RATE_PER_IP = "1000000000/1m"
 HUGE_RATE_PER_EMAIL = "1000000000/15m"
 
-# --- the server and the baseline ---------------------------------------------------------------
+# --- the server under test ---------------------------------------------------------------------
 
 
 def config_env_names() -> set[str]:
