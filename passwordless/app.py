@@ -40,6 +40,7 @@ from passwordless.housekeeping import service as housekeeping
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
 from passwordless.platform.queues.worker import QueueWorker
+from passwordless.webhooks.events import Outbox
 from passwordless.webhooks.worker import WebhookWorker
 from passwordless.platform.metrics import Metrics
 from passwordless.pages import routes as pages
@@ -115,8 +116,11 @@ async def _start(
     signer = await _signer(config, db, secret, clock)
     mail = MailWorker(db, config.email, make_transport(config.email), clock, metrics)
     workers: list[QueueWorker[Any]] = [mail]
+    outbox = Outbox(config.webhooks)
     if config.webhooks:
-        workers.append(WebhookWorker(db, config, clock, metrics))
+        webhooks = WebhookWorker(db, config, clock, metrics)
+        outbox.wake_with(webhooks.wake, asyncio.get_running_loop())
+        workers.append(webhooks)
     for worker in workers:
         _background(stack, worker.run(), worker.stop)
     if config.jwt.algorithm in keys.ASYMMETRIC:
@@ -125,7 +129,7 @@ async def _start(
     return Deps(
         config=config, db=db, lifecycle=life, migrations=known, secret=secret, trusted_proxies=trusted,
         clock=clock, signer=signer, templates=templates, limiter=RateLimiter(), cookies=_cookie_serializer(secret),
-        wake_mail=mail.wake, metrics=metrics, count_passkeys=passkey_store.count_for_user,
+        wake_mail=mail.wake, outbox=outbox, metrics=metrics, count_passkeys=passkey_store.count_for_user,
     )
 
 

@@ -13,6 +13,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from passwordless.config.settings import Config
 from passwordless.platform.clock import Clock
+from passwordless.webhooks.events import Outbox
 from passwordless.platform.db import Database
 from passwordless.platform.lifecycle import Lifecycle
 from passwordless.mail.render import Templates
@@ -35,6 +36,7 @@ class Deps:
     limiter: RateLimiter
     cookies: URLSafeTimedSerializer  # signs the browser session cookie
     wake_mail: Callable[[], None]  # tells the mail worker a new email is queued
+    outbox: Outbox  # where webhook events are queued (webhooks.events.emit), waking their worker
     # /auth/me shows how many passkeys a user has; sessions ask the composition root, not passkeys.
     count_passkeys: Callable[[sqlite3.Connection, str], int]
     metrics: Metrics

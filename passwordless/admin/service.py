@@ -84,7 +84,7 @@ async def revoke_sessions(deps: Deps, user_id: str, client: Client) -> int:
                                  {"revoked": revoked, "by": "admin"})
         audit.record(conn, event, now)
         if revoked:
-            events.emit(conn, deps.config.webhooks, "sessions.revoked", user, now, revoked=revoked)
+            events.emit(conn, deps.outbox, "sessions.revoked", user, now, revoked=revoked)
         return revoked
 
     revoked = await deps.db.write(revoke)
@@ -102,7 +102,7 @@ async def delete_user(deps: Deps, user_id: str, client: Client) -> None:
             return False
         event = audit.AuditEvent("user_deleted", True, user.id, user.email, client.ip, client.user_agent, {"by": "admin"})
         audit.record(conn, event, now)
-        events.emit(conn, deps.config.webhooks, "user.deleted", user, now)
+        events.emit(conn, deps.outbox, "user.deleted", user, now)
         return True
 
     if not await deps.db.write(delete):

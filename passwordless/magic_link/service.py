@@ -159,9 +159,9 @@ def _sign_in(
             return None
         user = users.create(conn, ticket.email, now)
         _audit(conn, "user_created", True, client, now, user.id, user.email, {})
-        events.emit(conn, deps.config.webhooks, "user.created", user, now)
+        events.emit(conn, deps.outbox, "user.created", user, now)
     sign_in = sessions.open_session(conn, deps, user, amr, client, now, ticket.redirect_to)
-    events.emit(conn, deps.config.webhooks, "login.succeeded", user, now, session_id=sign_in.session_id, method=amr[0])
+    events.emit(conn, deps.outbox, "login.succeeded", user, now, session_id=sign_in.session_id, method=amr[0])
     return sign_in
 
 

@@ -16,9 +16,14 @@ from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, Transport
 from passwordless.platform.metrics import Metrics
-from passwordless.platform.queues.worker import Attempt, QueueWorker, describe
+from passwordless.platform.queues.worker import Attempt, QueueWorker, RetryPolicy, describe
 
 logger = logging.getLogger(__name__)
+
+def retry_policy(settings: EmailSettings) -> RetryPolicy:
+    """Email retries as configured: email.max_attempts, retry_initial … retry_max, lease."""
+    return RetryPolicy(settings.max_attempts, settings.retry_initial, settings.retry_max, settings.lease)
+
 
 class MailWorker(QueueWorker[QueuedEmail]):
     name = "email"
@@ -27,7 +32,7 @@ class MailWorker(QueueWorker[QueuedEmail]):
     def __init__(
         self, db: Database, settings: EmailSettings, transport: Transport, clock: Clock, metrics: Metrics
     ) -> None:
-        super().__init__(db, clock, settings, settings.concurrency)
+        super().__init__(db, clock, retry_policy(settings), settings.concurrency)
         self.transport, self.metrics = transport, metrics
 
     def claim(self, conn: sqlite3.Connection, now: float, limit: int) -> list[QueuedEmail]:
@@ -66,7 +71,7 @@ class MailWorker(QueueWorker[QueuedEmail]):
                 logger.info("email_retry", extra={"email_id": email.id, "attempts": email.attempts, "error": error[:200]})
             elif attempt.result == "dead":
                 self.give_up(conn, attempt)  # kept whole (an operator may retry it) until pruned
-                tried = min(email.attempts, self.settings.max_attempts)  # a retaken lease started none
+                tried = min(email.attempts, self.policy.max_attempts)  # a retaken lease started none
                 details = {"email_id": email.id, "error": error[:200], "attempts": tried}
                 audit.record(conn, audit.AuditEvent("email_dead", False, email=email.to, details=details), now)
                 logger.warning("email_dead", extra={"email_id": email.id, "error": error[:200]})

@@ -101,7 +101,7 @@ async def register(
             return False
         details: dict[str, object] = {"passkey_id": passkey.id, "aaguid": passkey.aaguid}
         audit.record(conn, _event("passkey_registered", True, client, principal.user.id, details), now)
-        events.emit(conn, deps.config.webhooks, "passkey.registered", principal.user, now, passkey_id=passkey.id)
+        events.emit(conn, deps.outbox, "passkey.registered", principal.user, now, passkey_id=passkey.id)
         return True
 
     if not await deps.db.write(save):
@@ -209,7 +209,7 @@ async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignI
         details = {"passkey_id": found_passkey.id, "user_verified": verified.user_verified}
         audit.record(conn, _event("passkey_login_succeeded", True, client, user.id, details, user.email), now)
         sign_in = sessions.open_session(conn, deps, user, amr, client, now)
-        events.emit(conn, deps.config.webhooks, "login.succeeded", user, now, session_id=sign_in.session_id, method="passkey")
+        events.emit(conn, deps.outbox, "login.succeeded", user, now, session_id=sign_in.session_id, method="passkey")
         return sign_in
 
     result = await deps.db.write(sign_in)

@@ -166,7 +166,7 @@ async def end_session(
         details: dict[str, object] = {"session_id": session_id, "revoked": 1}
         _audit(conn, event, True, client, now, principal.user, details)
         if event == "sessions_revoked":
-            events.emit(conn, deps.config.webhooks, "sessions.revoked", principal.user, now, session_id=session_id, revoked=1)
+            events.emit(conn, deps.outbox, "sessions.revoked", principal.user, now, session_id=session_id, revoked=1)
         return True
 
     if not await deps.db.write(revoke):
@@ -183,7 +183,7 @@ async def end_other_sessions(deps: Deps, principal: Principal, client: Client) -
             store.revoke(conn, session_id, now, "sessions_revoked")
         if others:
             _audit(conn, "sessions_revoked", True, client, now, principal.user, {"revoked": len(others)})
-            events.emit(conn, deps.config.webhooks, "sessions.revoked", principal.user, now, revoked=len(others))
+            events.emit(conn, deps.outbox, "sessions.revoked", principal.user, now, revoked=len(others))
         return len(others)
 
     return await deps.db.write(revoke)

@@ -18,7 +18,7 @@ from passwordless.config.settings import Config
 from passwordless.platform.db import Database
 from passwordless.platform.clock import Clock
 from passwordless.platform.metrics import Metrics
-from passwordless.platform.queues.worker import Attempt, QueueWorker
+from passwordless.platform.queues.worker import Attempt, QueueWorker, RetryPolicy
 from passwordless.webhooks import store
 from passwordless.webhooks.signing import signature
 from passwordless.webhooks.store import Delivery
@@ -26,7 +26,14 @@ from passwordless.webhooks.store import Delivery
 logger = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 10.0
-POLL_SECONDS = 1.0  # events are queued by every part of the app; look for them this often
+CONCURRENCY = 4
+
+
+def retry_policy(config: Config) -> RetryPolicy:
+    """Webhooks retry by a policy of their own; its numbers are [email]'s (max_attempts,
+    retry_initial … retry_max, lease) until webhooks get settings of their own."""
+    email = config.email
+    return RetryPolicy(email.max_attempts, email.retry_initial, email.retry_max, email.lease)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -48,7 +55,7 @@ class WebhookWorker(QueueWorker[Delivery]):
     table = "webhook_queue"
 
     def __init__(self, db: Database, config: Config, clock: Clock, metrics: Metrics) -> None:
-        super().__init__(db, clock, config.email, 4, idle_seconds=POLL_SECONDS)
+        super().__init__(db, clock, retry_policy(config), CONCURRENCY)
         self.config, self.metrics = config, metrics
         self.secrets = {store.hook_key(hook): hook.secret for hook in config.webhooks}
         self._opener = urllib.request.build_opener(_NoRedirects)

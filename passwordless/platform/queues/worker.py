@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from passwordless.platform.queues import table as queue_table
-from passwordless.config.settings import EmailSettings
 from passwordless.platform.db import Database
 from passwordless.platform.clock import Clock
 
@@ -29,6 +28,17 @@ IDLE_SECONDS = 30.0  # the longest sleep with nothing due
 # whatever stops a worker mid-send would otherwise stop every worker, for ever.
 OUT_OF_ATTEMPTS = "the last attempt did not finish (its lease expired): no attempt left"
 STOP_GRACE_SECONDS = 10.0
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a queue retries: exponential backoff with jitter from `initial` to `ceiling` seconds, at
+    most `max_attempts` attempts, and a lease (a row left leased by a crash is retaken after it)."""
+
+    max_attempts: int
+    initial: float
+    ceiling: float
+    lease: float
+
 
 class Queued(Protocol):
     @property
@@ -62,18 +72,17 @@ def backoff(attempts: int, initial: float, ceiling: float) -> float:
 
 
 class QueueWorker(Generic[Item]):
-    """Leases, retries (email.retry_initial … retry_max, at most email.max_attempts) and gives
-    up the same way for every queue; a queue names its table and says how to claim, send
-    and record."""
+    """Leases, retries and gives up the same way for every queue, each by its own RetryPolicy; a
+    queue names its table and says how to claim, send and record."""
 
     name = "queue"
     table = ""  # the queue's table, as queue_table knows it
 
     def __init__(
-        self, db: Database, clock: Clock, settings: EmailSettings, concurrency: int, idle_seconds: float = IDLE_SECONDS
+        self, db: Database, clock: Clock, policy: RetryPolicy, concurrency: int, idle_seconds: float = IDLE_SECONDS
     ) -> None:
-        self.db, self.clock, self.settings, self.concurrency = db, clock, settings, concurrency
-        self.lease = settings.lease
+        self.db, self.clock, self.policy, self.concurrency = db, clock, policy, concurrency
+        self.lease = policy.lease
         self.idle_seconds = idle_seconds
         self._wake = asyncio.Event()
         self._ahead: deque[tuple[Item, float]] = deque()  # leased, not started: (row, start it before)
@@ -102,15 +111,15 @@ class QueueWorker(Generic[Item]):
     # What every queue shares.
     def failed(self, item: Item, error: str, final: bool = False) -> Attempt[Item]:
         """A failed attempt: tried again later, or dead if final or out of attempts."""
-        dead = final or item.attempts >= self.settings.max_attempts
+        dead = final or item.attempts >= self.policy.max_attempts
         return Attempt(item, "dead" if dead else "retry", error)
 
     def retry_later(self, conn: sqlite3.Connection, attempt: Attempt[Item], now: float) -> None:
-        delay = backoff(attempt.item.attempts, self.settings.retry_initial, self.settings.retry_max)
+        delay = backoff(attempt.item.attempts, self.policy.initial, self.policy.ceiling)
         queue_table.mark_retry(conn, self.table, attempt.item.id, attempt.error, now + delay)
 
     def give_up(self, conn: sqlite3.Connection, attempt: Attempt[Item]) -> None:
-        queue_table.mark_dead(conn, self.table, attempt.item.id, attempt.error, self.settings.max_attempts)
+        queue_table.mark_dead(conn, self.table, attempt.item.id, attempt.error, self.policy.max_attempts)
 
     def next_due(self, conn: sqlite3.Connection) -> float | None:
         return queue_table.next_due(conn, self.table)
@@ -158,7 +167,7 @@ class QueueWorker(Generic[Item]):
         self.recorded(labels)
         start_by = self.clock() + self.lease / 2
         for item in items:
-            if item.attempts > self.settings.max_attempts:  # retaken from a worker that died sending it
+            if item.attempts > self.policy.max_attempts:  # retaken from a worker that died sending it
                 self._results.append(Attempt(item, "dead", OUT_OF_ATTEMPTS))
                 self._wake.set()
             else:
