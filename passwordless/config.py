@@ -196,8 +196,8 @@ class AdminSettings:
 class MetricsSettings:
     enabled: bool = setting(True, Boolean(), "Serve Prometheus metrics on /metrics.")
     token: str = setting(
-        "", Text(), "Bearer token required by /metrics; empty means none.",
-        env="METRICS_TOKEN", secret=True, example="change-me",
+        "", Text(), "Bearer token required by /metrics (32+ characters in production); empty means none.",
+        env="METRICS_TOKEN", secret=True, example="change-me-to-at-least-32-random-characters",
     )
 
 
