@@ -18,7 +18,7 @@ from passwordless import __version__, backup, migrate
 from passwordless.config import Config
 from passwordless.config_load import ConfigError, find_config_file, load_config
 from passwordless.config_render import render_effective
-from passwordless.crypto import new_id, new_secret
+from passwordless.crypto import load_or_create_dev_secret, new_id, new_secret
 from passwordless.db import Database, connect
 from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
@@ -91,6 +91,12 @@ def _serve(args: argparse.Namespace) -> int:
     # line, not a traceback.
     Templates(config.email.templates_dir)
     migrate.apply_to_file(Path(config.database.path), migrate.discover(migrate.default_dir()))
+    if not config.jwt.secret:  # a key file others can read stops start-up in one line
+        try:
+            load_or_create_dev_secret(Path(config.database.path).parent)
+        except ValueError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
     from passwordless.server import serve  # uvicorn is needed only here
 
     return serve(config)
