@@ -103,6 +103,12 @@ def _serve(args: argparse.Namespace) -> int:
     # line, not a traceback.
     Templates(config.email.templates_dir)
     migrate.apply_to_file(Path(config.database.path), migrate.discover(migrate.default_dir()))
+    if not config.jwt.secret:  # a key file others can read stops start-up in one line
+        try:
+            load_or_create_dev_secret(Path(config.database.path).parent)
+        except ValueError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
     from passwordless.server import serve  # uvicorn is needed only here
 
     return serve(config)

@@ -17,6 +17,9 @@ from passwordless.config.settings import Config
 from passwordless.platform.lifecycle import Lifecycle
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
+# An idle kept-alive connection is closed after this long. A reverse proxy that keeps connections
+# to passwordless open must close them sooner (nginx: keepalive_timeout 4s in the upstream block).
+KEEP_ALIVE_SECONDS = 5
 
 
 class DrainingServer(uvicorn.Server):
@@ -64,6 +67,8 @@ def serve(config: Config) -> int:
             server_header=False,
             lifespan="on",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            limit_concurrency=config.server.max_connections,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         ),
         lifecycle,
         config.server.drain_delay,

@@ -184,8 +184,9 @@ async def test_a_missing_or_wrong_token_is_401_and_audited(server: Server, autho
         response = await server.http.request(method, path, headers=headers)
         assert_error(response, 401, "unauthorized")
         assert response.headers["www-authenticate"].lower().startswith("bearer")
+    # One row per IP per minute, however many wrong tokens: the first refusal is the one written.
     refused = server.audit("admin_unauthorized")
-    assert [(r["details"]["method"], r["details"]["route"]) for r in refused] == [(m, t) for m, _, t in ROUTES]
+    assert [(r["details"]["method"], r["details"]["route"]) for r in refused] == [(m, t) for m, _, t in ROUTES[:1]]
     for row in refused:
         assert row["success"] == 0
         assert row["ip"] == PEER[0]
@@ -709,3 +710,19 @@ async def test_retrying_a_sent_or_unknown_email_is_refused(server: Server) -> No
     assert emails_to(server.config, "max@example.com")[0]["status"] == "sent"
     assert_error(await server.admin("POST", f"/admin/emails/{UNKNOWN}/retry"), 404, "not_found")
     assert_error(await server.admin("POST", "/admin/emails/nope/retry"), 404, "not_found")
+
+
+async def test_a_flood_of_wrong_tokens_writes_one_row_per_ip_per_minute(server: Server) -> None:
+    wrong = {"authorization": "Bearer wrong"}
+    for _ in range(1000):
+        assert (await server.http.get("/admin/stats", headers=wrong)).status_code == 401
+    assert len(server.audit("admin_unauthorized")) == 1
+    server.clock.advance(59)
+    assert (await server.http.get("/admin/stats", headers=wrong)).status_code == 401
+    assert len(server.audit("admin_unauthorized")) == 1
+    server.clock.advance(1)  # the next minute gets its own row
+    assert (await server.http.get("/admin/stats", headers=wrong)).status_code == 401
+    assert len(server.audit("admin_unauthorized")) == 2
+    # Every refusal is still counted where an operator watches: http_requests_total by status.
+    metrics = (await server.http.get("/metrics")).text
+    assert 'http_requests_total{method="GET",route="/admin/stats",status="401"} 1002.0' in metrics

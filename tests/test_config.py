@@ -579,6 +579,7 @@ def test_valid_production_config_loads(make_config: MakeConfig) -> None:
         pytest.param("[admin]", "[cors]\nallow_all = true\n[admin]", "cors.allow_all", id="cors-allow-all"),
         pytest.param(f'token = "{ADMIN_TOKEN}"', f'token = "{SHORT}"', "admin.token", id="admin-token-short"),
         pytest.param(f'secret = "{WEBHOOK_SECRET}"', "", "webhooks[0].secret", id="webhook-without-secret"),
+        pytest.param("[admin]", f'[metrics]\ntoken = "{SHORT}"\n[admin]', "metrics.token", id="metrics-token-short"),
     ],
 )
 def test_production_refuses_each_insecure_setting(make_config: MakeConfig, old: str, new: str, named: str) -> None:

@@ -783,3 +783,55 @@ def test_dark_scheme(server: LiveServer, open_browser: OpenBrowser) -> None:
     assert page.evaluate(colours) == ["rgb(15, 18, 22)", "rgb(26, 31, 38)"]
     assert_readable(page, "/account (dark)")
     screenshot(page, "account-dark")
+
+
+def test_form_action_self_lets_the_303_reach_an_allowed_cross_origin_app(
+    start_server: StartServer, open_browser: OpenBrowser
+) -> None:
+    """The confirmation page's CSP says form-action 'self', and Chromium applies form-action to
+    the redirects a form submission follows: the 303 to an allowed app on another origin must
+    still get there (issue 15 item 11)."""
+    import http.server
+    import threading
+
+    class App(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            body = b"<!doctype html><title>The app</title><h1>Welcome back</h1>"
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), App)
+    worker = threading.Thread(target=app.serve_forever, daemon=True)
+    worker.start()
+    try:
+        back = f"http://127.0.0.1:{app.server_address[1]}/"
+        server = start_server(
+            f'[auth]\nallowed_redirects = ["{back}"]\n'
+            '[rate_limit]\nmagic_link_per_ip = "1000/1m"\nverify_per_ip = "1000/1m"\n'
+        )
+        browser = open_browser()
+        page = browser.page
+        said = watch(page)
+        address = "cross.origin@example.com"
+        _, mail = ask_for_email(server, browser, address, path="/?redirect_to=" + quote(back + "home", safe=""))
+        page.goto(mail.link)
+        landed = submit(page, "Sign in")
+        assert page.url == back + "home"
+        assert landed.status == 200
+        expect(page.get_by_role("heading", level=1)).to_have_text("Welcome back")
+        # The typed code's form ends in the same 303.
+        browser.context.clear_cookies()
+        _, mail = ask_for_email(server, browser, address, path="/?redirect_to=" + quote(back + "code", safe=""))
+        type_code(page, mail.code)
+        assert page.url == back + "code"
+        assert csp_violations(said) == []
+    finally:
+        app.shutdown()
+        app.server_close()
+        worker.join()

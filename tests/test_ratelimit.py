@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from passwordless.config.settings import Config
 from passwordless.config.kinds import Rate
-from passwordless.platform.ratelimit import RateLimiter, client_key
+from passwordless.platform.ratelimit import MAX_KEYS, SWEEP_STEP, RateLimiter, client_key
 from passwordless.users import store as users
 from tests.conftest import MakeConfig
 from tests.helpers import PEER, FakeClock, deps_of, running
@@ -132,6 +132,40 @@ def test_limiter_keys_are_independent() -> None:
     assert limiter.hit("b", rate, 0.0) is None
     assert limiter.hit("b", rate, 0.0) is not None
 
+
+
+def test_with_100000_live_keys_a_new_key_looks_at_a_bounded_number_of_entries() -> None:
+    limiter, rate = RateLimiter(), Rate(5, 900.0)
+    for i in range(MAX_KEYS):
+        assert limiter.hit(f"k{i}", rate, 0.0) is None
+    assert limiter.swept == 0
+    for i in range(100):
+        assert limiter.hit(f"new{i}", rate, 1.0) is None
+    # The old code scanned all 100,000 keys for each new one; now each costs at most SWEEP_STEP.
+    assert limiter.swept <= 100 * SWEEP_STEP
+    # Live keys are never forgotten (that would lift their limit): k0 is still limited.
+    for _ in range(4):
+        limiter.hit("k0", rate, 1.0)
+    assert limiter.hit("k0", rate, 1.0) is not None
+
+
+def test_expired_keys_are_forgotten_step_by_step() -> None:
+    limiter, rate = RateLimiter(), Rate(1, 60.0)
+    for i in range(MAX_KEYS):
+        limiter.hit(f"old{i}", rate, 0.0)
+    later = 1000.0  # every old key's window has passed
+    for i in range(MAX_KEYS // SWEEP_STEP + 10):
+        limiter.hit(f"new{i}", rate, later)
+    # Each new key past the bound forgets up to SWEEP_STEP expired ones: the table stays near the bound.
+    assert len(limiter._next_free) <= MAX_KEYS + 1
+
+
+def test_first_in_window_is_true_once_per_window() -> None:
+    limiter = RateLimiter()
+    assert [limiter.first_in_window("k", 60.0, 0.0) for _ in range(1000)] == [True] + [False] * 999
+    assert limiter.first_in_window("k", 60.0, 59.9) is False
+    assert limiter.first_in_window("k", 60.0, 60.0) is True
+    assert limiter.first_in_window("other", 60.0, 60.0) is True
 
 def test_client_key_groups_ipv6_by_64_and_keeps_ipv4_alone() -> None:
     assert client_key("2001:db8::1") == client_key("2001:db8::ffff")
@@ -409,3 +443,49 @@ async def test_rate_limit_enabled_false_turns_every_limit_off(make_config: MakeC
             assert response.status_code == 401
     assert rate_limited_audit(config) == []
     assert query(config, "SELECT count(*) FROM email_queue WHERE to_address = 'a@example.com'") == [(4,)]
+
+
+# --- refusals do not write without bound --------------------------------------------------------
+
+
+def rate_limit_hits(metrics: str, scope: str) -> float:
+    found = re.search(rf'^rate_limit_hits_total\{{scope="{scope}"\}} ([0-9.e+]+)$', metrics, re.M)
+    assert found, metrics
+    return float(found.group(1))
+
+
+async def test_a_flood_refused_per_ip_writes_one_audit_row_per_window_and_counts_every_refusal(
+    make_config: MakeConfig,
+) -> None:
+    config = make_config(f'[rate_limit]\nmagic_link_per_ip = "3/1m"\n{NO_EMAIL_LIMIT}')
+    clock = FakeClock(T0)
+    async with running(config, clock) as (app, client):
+        for i in range(3):
+            assert (await ask_link(app, "198.51.100.1", f"u{i}@example.com")).status_code == 202
+        for i in range(1000):
+            retry_after(await ask_link(app, "198.51.100.1", f"x{i}@example.com"))
+        assert len(rate_limited_audit(config)) == 1
+        clock.advance(60)  # the next window: the limit refuses again after 3, and that is a new row
+        for i in range(3):
+            assert (await ask_link(app, "198.51.100.1", f"v{i}@example.com")).status_code == 202
+        retry_after(await ask_link(app, "198.51.100.1", "w@example.com"))
+        assert [(s, ip) for s, _, ip, _ in rate_limited_audit(config)] == [(0, "198.51.100.1")] * 2
+        assert rate_limit_hits((await client.get("/metrics")).text, "magic_link_per_ip") == 1001
+
+
+async def test_a_flood_refused_per_email_writes_one_audit_row_per_window_and_counts_every_refusal(
+    make_config: MakeConfig,
+) -> None:
+    config = make_config('[rate_limit]\nmagic_link_per_ip = "100000/1m"\nmagic_link_per_email = "1/15m"\n')
+    clock = FakeClock(T0)
+    async with running(config, clock) as (app, client):
+        assert (await ask_link(app, "198.51.100.1", "a@example.com")).status_code == 202
+        for _ in range(1000):
+            retry_after(await ask_link(app, "198.51.100.1", "a@example.com"))
+        assert len(rate_limited_audit(config)) == 1
+        clock.advance(900)
+        assert (await ask_link(app, "198.51.100.1", "a@example.com")).status_code == 202
+        retry_after(await ask_link(app, "198.51.100.1", "a@example.com"))
+        audit = [(e, json.loads(d)) for _, e, _, d in rate_limited_audit(config)]
+        assert audit == [("a@example.com", {"scope": "magic_link_per_email"})] * 2
+        assert rate_limit_hits((await client.get("/metrics")).text, "magic_link_per_email") == 1001

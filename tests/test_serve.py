@@ -135,3 +135,41 @@ def test_a_port_in_use_stops_start_up(start, tmp_path: Path) -> None:  # type: i
     assert again.returncode != 0
     assert "address already in use" in again.stderr.lower()
     assert os.path.exists(tmp_path / "data" / "auth.db")
+
+
+def test_max_connections_turns_away_slow_clients_beyond_the_limit(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Half-sent requests hold a connection (uvicorn has no header timeout: that is the reverse
+    proxy's job); server.max_connections bounds how many, so they cannot exhaust the process."""
+    import socket
+
+    config = write_config(tmp_path, "[server]\nmax_connections = 5\n")
+    server = start("--config", str(config))
+    slow: list[socket.socket] = []
+
+    def half_sent() -> None:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(b"GET /liveness HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+        slow.append(sock)
+
+    def liveness() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(server.base + "/liveness", timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    try:
+        for _ in range(3):
+            half_sent()
+        assert liveness()[0] == 200  # within the limit (3 held + this one) the server answers
+        for _ in range(3):
+            half_sent()
+        status, body = liveness()
+        assert (status, body) == (503, b"Service Unavailable")  # uvicorn's own answer, not JSON
+    finally:
+        for sock in slow:
+            sock.close()
+    deadline = time.monotonic() + 20
+    while liveness()[0] != 200:  # the slots come back once the slow clients go
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

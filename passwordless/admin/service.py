@@ -10,9 +10,11 @@ from passwordless.platform.audit import AuditFilter as AuditFilter  # re-exporte
 from passwordless.deps import Deps
 from passwordless.platform.client import Client
 from passwordless.platform.errors import ApiError, invalid_request
+from passwordless.sessions.limits import first_refusal
 from passwordless.mail import queue
 from passwordless.passkeys import store as passkeys
 from passwordless.passkeys.store import Passkey
+from passwordless.platform.ratelimit import client_key
 from passwordless.sessions import store as sessions
 from passwordless.users import store as users
 from passwordless.webhooks import events
@@ -134,7 +136,13 @@ async def retry_email(deps: Deps, email_id: str) -> None:
     deps.wake_mail()
 
 
+ADMIN_REFUSALS_WINDOW = 60.0  # wrong admin tokens leave one admin_unauthorized row per IP per minute
+
+
 async def record_call(deps: Deps, client: Client, method: str, route: str, allowed: bool) -> None:
+    if not allowed and not first_refusal(deps, "admin_unauthorized", client_key(client.ip), ADMIN_REFUSALS_WINDOW,
+                                         deps.clock()):
+        return
     event = audit.AuditEvent(
         "admin_request" if allowed else "admin_unauthorized", allowed, ip=client.ip, user_agent=client.user_agent,
         details={"method": method, "route": route},

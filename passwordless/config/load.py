@@ -209,6 +209,10 @@ def _refuse_insecure(config: Config) -> None:
             0 < len(config.admin.token) < 32,
             "admin.token is shorter than 32 characters: refused in production",
         ),
+        (
+            0 < len(config.metrics.token) < 32,
+            "metrics.token is shorter than 32 characters: refused in production",
+        ),
     ]
     refusals += [
         (not hook.secret, f"webhooks[{i}].secret is missing: refused in production")

@@ -73,6 +73,10 @@ class ServerSettings:
         env="TRUSTED_PROXIES",
     )
     max_body_bytes: int = setting(65536, Integer(1024, 16 * 1024 * 1024), "Largest request body accepted.")
+    max_connections: int = setting(
+        1000, Integer(1, 1_000_000),
+        "Open connections and requests at once; beyond it new requests get 503 (put a reverse proxy in front).",
+    )
     drain_delay: float = setting(
         "3s", Duration(), "After SIGTERM, /readiness answers 503 this long before the server stops.",
         env="DRAIN_DELAY",
@@ -199,8 +203,8 @@ class AdminSettings:
 class MetricsSettings:
     enabled: bool = setting(True, Boolean(), "Serve Prometheus metrics on /metrics.")
     token: str = setting(
-        "", Text(), "Bearer token required by /metrics; empty means none.",
-        env="METRICS_TOKEN", secret=True, example="change-me",
+        "", Text(), "Bearer token required by /metrics (32+ characters in production); empty means none.",
+        env="METRICS_TOKEN", secret=True, example="change-me-to-at-least-32-random-characters",
     )
 
 

@@ -43,7 +43,7 @@ async def confirm_page(request: Request) -> Response:
         f'<input type="hidden" name="token" value="{text(token)}">'
         '<button type="submit" autofocus>Sign in</button></form>'
     )
-    return page(ui, "Sign in", body)
+    return page(ui, "Sign in", body, redirects=deps(request).config.auth.allowed_redirects)
 
 
 async def verify_link(request: Request) -> Response:

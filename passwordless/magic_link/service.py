@@ -17,7 +17,7 @@ from passwordless.magic_link.rules import check_redirect
 from passwordless.users.rules import browser_name, normalise_email
 from passwordless.mail import queue
 from passwordless.mail.render import Rendered
-from passwordless.sessions.limits import check_ip_limit, rate_limited
+from passwordless.sessions.limits import check_ip_limit, first_refusal, rate_limited
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import SignIn
 from passwordless.users import store as users
@@ -46,7 +46,9 @@ async def request_link(deps: Deps, raw_email: str, redirect_to: str | None, clie
     def save(conn: sqlite3.Connection) -> _Limited | None:
         limited = _email_limit(deps, conn, email, now)
         if limited:
-            _audit(conn, "rate_limited", False, client, now, None, email, {"scope": "magic_link_per_email"})
+            window = deps.config.rate_limit.magic_link_per_email.per_seconds
+            if first_refusal(deps, "magic_link_per_email", email, window, now):
+                _audit(conn, "rate_limited", False, client, now, None, email, {"scope": "magic_link_per_email"})
             return limited
         store.insert(conn, ticket)
         known = users.by_email(conn, email) is not None

@@ -20,6 +20,7 @@ from typing import Protocol, TextIO
 
 import aiosmtplib
 
+from passwordless.platform import private_files
 from passwordless.config.settings import EmailSettings
 from passwordless.mail.queue import QueuedEmail
 from passwordless.platform.queues.worker import describe
@@ -142,10 +143,10 @@ class FileTransport:
         return await asyncio.to_thread(self._write, email.id, data)
 
     def _write(self, email_id: str, data: bytes) -> str:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_files.folder(self.folder)
         final = self.folder / f"{email_id}.eml"
         partial = self.folder / f".{email_id}.eml.partial"
-        partial.write_bytes(data)
+        private_files.write(partial, data)  # an email holds a sign-in link
         os.replace(partial, final)
         return f"written to {final}"
 

@@ -107,7 +107,7 @@ Open the link, or type the code here. Both work for {_lifetime(deps(request).con
 <button type="submit">Sign in</button>
 </form>
 <p><a href="/">Use a different email</a></p>"""
-    return page(ui, "Check your email", body, status)
+    return page(ui, "Check your email", body, status, redirects=deps(request).config.auth.allowed_redirects)
 
 
 def _lifetime(seconds: float) -> str:

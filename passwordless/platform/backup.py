@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from passwordless.platform import private_files
+
 
 class BackupError(Exception):
     """Said in one line; the command exits 1."""
@@ -28,7 +30,7 @@ def lock_path(database: Path) -> Path:
 @contextmanager
 def held(database: Path, exclusive: bool) -> Iterator[None]:
     """A lock every server holds shared for its lifetime, and restore holds exclusive."""
-    database.parent.mkdir(parents=True, exist_ok=True)
+    private_files.folder(database.parent)
     fd = os.open(lock_path(database), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -48,6 +50,7 @@ def backup(database: Path, destination: Path) -> Path:
     if destination.exists():
         raise BackupError(f"{destination} exists already: choose another name")
     partial = destination.with_name(destination.name + ".partial")
+    private_files.file(partial)  # a backup holds the signing keys: 0600 before a byte is in it
     source = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     target = sqlite3.connect(partial)
     try:
@@ -87,7 +90,8 @@ def restore(database: Path, source: Path) -> Path:
             side = database.with_name(database.name + suffix)
             if side.exists():
                 os.replace(side, kept.with_name(kept.name + suffix))
-        shutil.copyfile(source, database)
+        private_files.file(database)
+        shutil.copyfile(source, database)  # into the 0600 file made above
     return kept
 
 

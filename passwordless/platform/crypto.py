@@ -9,6 +9,7 @@ import hmac
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from functools import lru_cache
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from passwordless.platform import private_files
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +31,14 @@ def new_secret() -> str:
 
 
 def load_or_create_dev_secret(data_dir: Path) -> str:
-    """The development secret: made once, kept in data_dir/secret.key with mode 0600."""
+    """The development secret: made once, kept in data_dir/secret.key with mode 0600. A key file
+    others could read, or a symlink (which could point anywhere), is refused with ValueError."""
     path = data_dir / DEV_SECRET_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_files.folder(data_dir)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        secret = path.read_text(encoding="ascii").strip()
+        secret = _read_private(path)
         if len(secret) >= 32:
             logger.warning(
                 "dev_secret_in_use",
@@ -50,6 +54,20 @@ def load_or_create_dev_secret(data_dir: Path) -> str:
         extra={"path": str(path), "hint": "development only: set jwt.secret in production"},
     )
     return secret
+
+
+def _read_private(path: Path) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if path.is_symlink():
+            raise ValueError(f"{path} is a symlink: refused (make it a plain file, mode 0600)") from None
+        raise ValueError(f"{path} cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, encoding="ascii") as file:
+        mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+        if mode & 0o077:
+            raise ValueError(f"{path} is readable by others (mode {mode:o}): refused; chmod 600 it or delete it")
+        return file.read().strip()
 
 
 class _RandomPool(threading.local):

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from passwordless.platform import private_files
 from passwordless.platform.db import connect
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -128,7 +129,7 @@ def _record_checksums_of_hand_applied(conn: sqlite3.Connection, known: tuple[Mig
 
 def apply_to_file(path: Path, known: tuple[Migration, ...]) -> list[Migration]:
     """Create the database file if needed (and its folder) and bring it up to date."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_files.database(path)
     conn = connect(path)
     try:
         return apply(conn, known)

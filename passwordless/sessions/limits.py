@@ -1,5 +1,10 @@
 """Rate limits as the services apply them: per client IP (in memory) with a 429 that says when to
-come back, audited as rate_limited."""
+come back, audited as rate_limited.
+
+A flood of refusals must not write without bound: each refusal is counted in the metrics, but only
+the first per limit and key in a window leaves an audit row. The "already audited" memory is the
+in-memory limiter (bounded, amortised O(1)), not the database: asking the database would cost a read
+per refusal, the very load the limit sheds; a restart forgets it, which costs at most one more row."""
 
 from __future__ import annotations
 
@@ -28,8 +33,14 @@ async def check_ip_limit(deps: Deps, scope: str, client: Client) -> None:
     wait = deps.limiter.hit(f"{scope}:{client_key(client.ip)}", rate, now)
     if wait is not None:
         deps.metrics.rate_limit_hits.labels(f"{scope}_per_ip").inc()
-        event = audit.AuditEvent(
-            "rate_limited", False, ip=client.ip, user_agent=client.user_agent, details={"scope": f"{scope}_per_ip"}
-        )
-        await deps.db.write(audit.record, event, now)
+        if first_refusal(deps, f"{scope}_per_ip", client_key(client.ip), rate.per_seconds, now):
+            event = audit.AuditEvent(
+                "rate_limited", False, ip=client.ip, user_agent=client.user_agent, details={"scope": f"{scope}_per_ip"}
+            )
+            await deps.db.write(audit.record, event, now)
         raise rate_limited(wait)
+
+
+def first_refusal(deps: Deps, limit: str, key: str, window: float, now: float) -> bool:
+    """True for the first refusal by `limit` of `key` in a window: the one to audit."""
+    return deps.limiter.first_in_window(f"audited:{limit}:{key}", window, now)

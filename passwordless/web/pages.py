@@ -46,8 +46,10 @@ def page(
     status: int = 200,
     scripts: tuple[str, ...] = (),
     data: dict[str, str] | None = None,
+    redirects: tuple[str, ...] = (),
 ) -> HTMLResponse:
-    """A page; `body_html` must already be escaped (build it with `text()`)."""
+    """A page; `body_html` must already be escaped (build it with `text()`). A page whose form may
+    end in a 303 to one of `redirects` (auth.allowed_redirects) lets its form go there."""
     logo = (
         f'<img class="logo" src="{text(ui.logo_url)}" alt="{text(ui.product_name)}">\n'
         if ui.logo_url
@@ -68,17 +70,20 @@ def page(
         body=body_html,
         support=support,
     )
-    headers = {"cache-control": "no-store", "content-security-policy": csp(ui)}
+    headers = {"cache-control": "no-store", "content-security-policy": csp(ui, redirects)}
     return HTMLResponse(html, status_code=status, headers=headers)
 
 
-def csp(ui: UiSettings) -> str:
+def csp(ui: UiSettings, redirects: tuple[str, ...] = ()) -> str:
     images = "'self' data:"
     if ui.logo_url and urlsplit(ui.logo_url).hostname:
         images += " " + origin_of(ui.logo_url)
+    # Chromium applies form-action to the redirects a submitted form follows: the 303 to an
+    # allowed app on another origin is blocked unless that origin is listed.
+    forms = " ".join(["'self'", *dict.fromkeys(origin_of(r) for r in redirects if urlsplit(r).hostname)])
     return (
         f"default-src 'self'; script-src 'self'; style-src 'self'; img-src {images}; connect-src 'self'; "
-        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        f"object-src 'none'; base-uri 'none'; form-action {forms}; frame-ancestors 'none'"
     )
 
 
