@@ -5,12 +5,14 @@ and the process exits 0. A second signal, or Ctrl+C, stops at once."""
 from __future__ import annotations
 
 import gc
+import importlib
 import signal
 import socket
 import time
 from types import FrameType
 
 import uvicorn
+from starlette.types import Receive, Scope, Send
 
 from passwordless.app import create_app
 from passwordless.config.settings import Config
@@ -20,6 +22,33 @@ GRACEFUL_SHUTDOWN_SECONDS = 10
 # An idle kept-alive connection is closed after this long. A reverse proxy that keeps connections
 # to passwordless open must close them sooner (nginx: keepalive_timeout 4s in the upstream block).
 KEEP_ALIVE_SECONDS = 5
+
+
+AT_CAPACITY = (
+    b'{"error":{"code":"unavailable","message":"The server is at its connection limit; try again shortly."}}'
+)
+
+
+async def _at_capacity(scope: Scope, receive: Receive, send: Send) -> None:
+    """What a request beyond server.max_connections gets: API.md's JSON error shape."""
+    headers = [
+        (b"content-type", b"application/json"), (b"content-length", str(len(AT_CAPACITY)).encode()),
+        (b"retry-after", b"1"), (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": AT_CAPACITY, "more_body": False})
+
+
+def _answer_json_at_capacity() -> None:
+    """uvicorn answers requests over `limit_concurrency` itself, in text/plain, and has no hook for
+    it: its HTTP protocols call the `service_unavailable` app they imported, so that name is
+    replaced in each of them (a test reads the answer of a real `passwordless serve`)."""
+    for name in ("uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # httptools is optional
+            continue
+        setattr(module, "service_unavailable", _at_capacity)
 
 
 class DrainingServer(uvicorn.Server):
@@ -55,6 +84,7 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(config: Config) -> int:
+    _answer_json_at_capacity()
     lifecycle = Lifecycle()
     server = DrainingServer(
         uvicorn.Config(
