@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from passwordless import backup, migrate
+from passwordless import __version__, backup, migrate, openapi
 from passwordless.admin import routes as admin
 from passwordless.config import Config
 from passwordless.crypto import load_or_create_dev_secret
@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "pages" / "static"
 KEY_RELOAD_SECONDS = 60.0  # picks up `passwordless keys rotate` run beside the server
 PRUNE_SECONDS = 3600.0
+OPERATIONS = {**sessions.operations, **magic_link.operations, **passkeys.operations, **health.operations, **admin.operations}
 
 
 def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock = time.time) -> Starlette:
@@ -71,6 +72,7 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
         *sessions.routes, *magic_link.routes, *passkeys.routes, *health.routes, *pages.routes, *admin.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    routes.append(openapi.serve(routes, OPERATIONS, __version__))
     app = Starlette(
         routes=routes,
         middleware=_middleware(config, trusted, metrics),

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
+from passwordless import openapi
 from passwordless.config import Config
 from passwordless.config_kinds import origin_of
 from passwordless.deps import Client, Deps
@@ -222,3 +223,10 @@ def token_response(request: Request, sign_in: SignIn) -> JSONResponse:
         "user": {"id": sign_in.user.id, "email": sign_in.user.email},
     }
     return JSONResponse(body, headers={"cache-control": "no-store", "pragma": "no-cache"})
+
+
+TOKEN_RESPONSE = openapi.obj({
+    "access_token": openapi.string(), "token_type": openapi.string(enum=["Bearer"]),
+    "expires_in": openapi.integer(), "refresh_token": openapi.string(),
+    "user": openapi.obj({"id": openapi.string(), "email": openapi.string()}),
+})
