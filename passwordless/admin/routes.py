@@ -167,8 +167,8 @@ _EMAIL = obj({
 })
 
 
-def _admin(summary: str, answers: dict[int, Schema | None], **more: Any) -> Op:
-    return Op(summary, answers, security=(ADMIN,), errors=(404,), tag="admin", **more)
+def _admin(summary: str, answers: dict[int, Schema | None], errors: tuple[int, ...] = (), **more: Any) -> Op:
+    return Op(summary, answers, security=(ADMIN,), errors=(404, *errors), tag="admin", **more)
 
 
 def _paged(key: str, item: Schema) -> Schema:
@@ -197,6 +197,7 @@ operations = {
         query={"status": string(enum=list(EMAIL_STATUSES)), **_LIST},
     ),
     ("POST", "/admin/emails/{id}/retry"): _admin(
-        "Send a dead email again.", {202: obj({"status": string(enum=["pending"])})},
+        "Send a dead email again (400 for one that is not dead).", {202: obj({"status": string(enum=["pending"])})},
+        errors=(400,),
     ),
 }
