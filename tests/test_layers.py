@@ -19,7 +19,7 @@ def layer(module: str) -> str:
         return "entry"
     if name == "app":
         return "app"
-    if name.endswith(".routes") or name in ("middleware", "web") or name.startswith("pages."):
+    if name.endswith(".routes") or name in ("middleware", "web", "openapi") or name.startswith("pages."):
         return "routes"
     if name.endswith((".service", ".worker", ".events")) or name in ("deps", "mail.transport", "limits", "queue_worker"):
         return "service"

@@ -110,3 +110,14 @@ def test_schemathesis_finds_nothing_against_the_real_server(tmp_path: Path) -> N
         # The admin API and the user's API take different bearer tokens: one run each.
         _fuzz(server, ADMIN_TOKEN, "--include-path-regex", "^/admin/")
         _fuzz(server, token, "--exclude-path-regex", "^/admin/")
+
+
+async def test_docs_api_md_names_every_documented_operation(client: httpx.AsyncClient) -> None:
+    text = (Path(__file__).parent.parent / "docs" / "api.md").read_text(encoding="utf-8")
+    paths = (await _document(client))["paths"]
+    assert isinstance(paths, dict)
+    missing = [
+        f"{method.upper()} {path}" for path, item in paths.items() for method in item
+        if f"{method.upper()} {path}" not in text
+    ]
+    assert missing == [], "docs/api.md does not describe these operations"
