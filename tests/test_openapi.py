@@ -96,7 +96,8 @@ def _fuzz(server: LiveServer, token: str, *selection: str) -> None:
         "--generation-deterministic", "--no-color", *selection,
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    # cwd: schemathesis keeps its example cache in .schemathesis/ under the working directory.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=server.db.parent)
     assert done.returncode == 0, done.stdout + done.stderr + server.logs()[-4000:]
 
 
