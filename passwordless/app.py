@@ -20,6 +20,10 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
+from passwordless import __version__
+
+from passwordless.web import openapi
+
 from passwordless.platform import backup
 
 from passwordless.platform import migrate
@@ -56,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "pages" / "static"
 PRUNE_SECONDS = 3600.0
+OPERATIONS = {**sessions.operations, **magic_link.operations, **passkeys.operations, **health.operations, **admin.operations}
 
 
 def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock = time.time) -> Starlette:
@@ -76,6 +81,7 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
         *sessions.routes, *magic_link.routes, *passkeys.routes, *health.routes, *pages.routes, *admin.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    routes.append(openapi.serve(routes, OPERATIONS, __version__))
     app = Starlette(
         routes=routes,
         middleware=_middleware(config, trusted, metrics),

@@ -13,7 +13,8 @@ from starlette.routing import Route
 
 from passwordless.admin import service
 from passwordless.platform.errors import ApiError, invalid_request
-from passwordless.passkeys.answers import passkey_json
+from passwordless.web.openapi import ADMIN, Op, Schema, array, integer, nullable, obj, string
+from passwordless.passkeys.answers import PASSKEY, passkey_json
 from passwordless.deps import deps
 from passwordless.web.client import client_of
 
@@ -152,3 +153,52 @@ routes = [
     Route("/admin/emails", emails, methods=["GET"]),
     Route("/admin/emails/{id}/retry", retry_email, methods=["POST"]),
 ]
+
+_LIST = {"limit": integer(minimum=1, maximum=MAX_LIMIT), "after": string()}
+_USER = {"id": string(), "email": string(), "created_at": integer(), "last_sign_in_at": nullable(integer())}
+_EVENT = obj({
+    "id": string(), "created_at": integer(), "event_type": string(), "user_id": nullable(string()),
+    "email": nullable(string()), "ip": nullable(string()), "user_agent": nullable(string()),
+    "success": {"type": "boolean"}, "details": {},
+})
+_EMAIL = obj({
+    "id": string(), "to": string(), "subject": string(), "status": string(enum=list(EMAIL_STATUSES)),
+    "attempts": integer(), "last_error": nullable(string()), "created_at": integer(), "next_attempt_at": integer(),
+    "sent_at": nullable(integer()),
+})
+
+
+def _admin(summary: str, answers: dict[int, Schema | None], errors: tuple[int, ...] = (), **more: Any) -> Op:
+    return Op(summary, answers, security=(ADMIN,), errors=(404, *errors), tag="admin", **more)
+
+
+def _paged(key: str, item: Schema) -> Schema:
+    return obj({key: array(item), "next": nullable(string())})
+
+
+operations = {
+    ("GET", "/admin/stats"): _admin("Counts.", {200: obj({
+        "users": integer(), "active_sessions": integer(), "passkeys": integer(),
+        "email_queue": obj({s: integer() for s in EMAIL_STATUSES}), "uptime_seconds": integer(),
+    })}),
+    ("GET", "/admin/users"): _admin(
+        "Users, oldest first; `email` filters.", {200: _paged("users", obj(_USER))}, query={"email": string(), **_LIST},
+    ),
+    ("GET", "/admin/users/{id}"): _admin("One user with their passkeys.", {200: obj({
+        **_USER, "passkeys": array(PASSKEY), "active_sessions": integer(),
+    })}),
+    ("DELETE", "/admin/users/{id}/sessions"): _admin("End all of a user's sessions.", {200: obj({"revoked": integer()})}),
+    ("DELETE", "/admin/users/{id}"): _admin("Delete a user (audit rows stay).", {204: None}),
+    ("GET", "/admin/audit-logs"): _admin("The audit log.", {200: _paged("events", _EVENT)}, query={
+        "event_type": string(), "user_id": string(), "success": string(enum=["true", "false", "1", "0"]),
+        "since": integer(minimum=0), **_LIST,
+    }),
+    ("GET", "/admin/emails"): _admin(
+        "The email queue (never a body, token or code).", {200: _paged("emails", _EMAIL)},
+        query={"status": string(enum=list(EMAIL_STATUSES)), **_LIST},
+    ),
+    ("POST", "/admin/emails/{id}/retry"): _admin(
+        "Send a dead email again (400 for one that is not dead).", {202: obj({"status": string(enum=["pending"])})},
+        errors=(400,),
+    ),
+}

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from passwordless import __version__
 from passwordless.platform.errors import ApiError
 from passwordless.health import service
+from passwordless.web.openapi import METRICS, NONE, Op, integer, obj, string
 from passwordless.deps import deps
 
 _NO_STORE = {"cache-control": "no-store"}
@@ -62,3 +63,25 @@ routes = [
     Route("/health", health, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]
+
+_STATUS = obj({"status": string()}, closed=False)
+operations = {
+    ("GET", "/liveness"): Op("Alive while the event loop runs.", {200: _STATUS}, tag="health"),
+    ("GET", "/readiness"): Op(
+        "Ready for traffic; 503 while migrations are pending, the database is unreachable or draining.",
+        {200: _STATUS, 503: obj({"status": string(), "reason": string()}, required=["status"], closed=False)},
+        tag="health",
+    ),
+    ("GET", "/health"): Op(
+        "Health with its checks; 503 when one fails.",
+        {code: obj({
+            "status": string(), "version": string(), "uptime_seconds": integer(), "timestamp": integer(),
+            "checks": {"type": "object", "additionalProperties": string()},
+        }) for code in (200, 503)},
+        tag="health",
+    ),
+    ("GET", "/metrics"): Op(
+        "Prometheus text format; 404 when metrics.enabled is false.", {200: string()}, security=(METRICS, NONE),
+        errors=(404,), media_type="text/plain", tag="health",
+    ),
+}

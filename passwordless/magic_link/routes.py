@@ -10,10 +10,11 @@ from starlette.routing import Route
 
 from passwordless.platform.errors import ApiError
 from passwordless.magic_link import service
+from passwordless.web.openapi import Op, obj, string
 from passwordless.web.pages import message_page, page, text
 from passwordless.sessions import service as sessions
 from passwordless.deps import deps
-from passwordless.sessions.http import set_session_cookie, token_response
+from passwordless.sessions.http import set_session_cookie, token_response, TOKEN_RESPONSE
 from passwordless.web.client import client_of
 from passwordless.web.origin import check_origin
 from passwordless.web.request import Fields, read_json
@@ -103,3 +104,22 @@ routes = [
     Route("/auth/magic-link/verify", verify_link, methods=["POST"]),
     Route("/auth/code/verify", verify_code, methods=["POST"]),
 ]
+
+# The GET verify page and the form variant of POST verify are HTML for browsers: not listed.
+_EMAIL = string(maxLength=1024)
+operations = {
+    ("POST", "/auth/magic-link"): Op(
+        "Email a sign-in link and code (202 whether or not an account exists).",
+        {202: obj({"status": string(enum=["sent"])})},
+        body=obj({"email": _EMAIL, "redirect_to": string(maxLength=2048)}, required=["email"]),
+        errors=(429,), tag="email",
+    ),
+    ("POST", "/auth/magic-link/verify"): Op(
+        "Spend a link's token (JSON; the confirmation page posts a form instead).", {200: TOKEN_RESPONSE},
+        body=obj({"token": string(maxLength=MAX_TOKEN)}), errors=(401, 403, 429), tag="email",
+    ),
+    ("POST", "/auth/code/verify"): Op(
+        "Spend the emailed 6-digit code.", {200: TOKEN_RESPONSE},
+        body=obj({"email": _EMAIL, "code": string(maxLength=16)}), errors=(401, 429), tag="email",
+    ),
+}

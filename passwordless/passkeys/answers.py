@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from passwordless.passkeys.store import Passkey
+from passwordless.web.openapi import array, integer, nullable, obj, string
 
 
 def passkey_json(p: Passkey) -> dict[str, Any]:
@@ -18,3 +19,10 @@ def passkey_json(p: Passkey) -> dict[str, Any]:
         "backed_up": p.backed_up,
         "transports": list(p.transports),
     }
+
+
+# The same object in the OpenAPI document.
+PASSKEY = obj({
+    "id": string(), "name": string(), "created_at": integer(), "last_used_at": nullable(integer()),
+    "aaguid": string(), "backed_up": {"type": "boolean"}, "transports": array(string()),
+})

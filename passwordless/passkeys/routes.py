@@ -9,12 +9,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from passwordless.platform.errors import invalid_request
+from passwordless.web.openapi import BEARER, COOKIE, Op, array, obj, string
 from passwordless.passkeys import service
-from passwordless.passkeys.answers import passkey_json
+from passwordless.passkeys.answers import PASSKEY, passkey_json
 from passwordless.config.kinds import origin_of
 from passwordless.sessions import service as sessions
 from passwordless.deps import deps
-from passwordless.sessions.http import authenticate, set_session_cookie, token_response
+from passwordless.sessions.http import authenticate, set_session_cookie, token_response, TOKEN_RESPONSE
 from passwordless.web.client import client_of
 from passwordless.web.request import Fields, read_json
 
@@ -98,3 +99,34 @@ routes = [
     Route("/auth/passkeys/{id}", rename, methods=["PATCH"]),
     Route("/auth/passkeys/{id}", delete, methods=["DELETE"]),
 ]
+
+_SECURED = (BEARER, COOKIE)
+_OPTIONS = obj({"options": {"type": "object"}})
+_CREDENTIAL = {"type": "object", "description": "What credential.toJSON() returns."}
+operations = {
+    ("POST", "/auth/passkeys/register/options"): Op(
+        "WebAuthn creation options for a new passkey.", {200: _OPTIONS}, body=obj({}), body_optional=True,
+        security=_SECURED, errors=(403, 409), tag="passkeys",
+    ),
+    ("POST", "/auth/passkeys/register/verify"): Op(
+        "Store the new passkey.", {201: PASSKEY},
+        body=obj({"credential": _CREDENTIAL, "name": string(maxLength=service.MAX_NAME)}, required=["credential"]),
+        security=_SECURED, errors=(403, 409), tag="passkeys",
+    ),
+    ("POST", "/auth/passkeys/login/options"): Op(
+        "WebAuthn request options; with an email, that user's credentials.", {200: _OPTIONS},
+        body=obj({"email": string(maxLength=1024)}, required=()), body_optional=True, errors=(429,), tag="passkeys",
+    ),
+    ("POST", "/auth/passkeys/login/verify"): Op(
+        "Sign in with a passkey.", {200: TOKEN_RESPONSE}, body=obj({"credential": _CREDENTIAL}),
+        errors=(401, 429), tag="passkeys",
+    ),
+    ("GET", "/auth/passkeys"): Op(
+        "The user's passkeys.", {200: obj({"passkeys": array(PASSKEY)})}, security=_SECURED, tag="passkeys",
+    ),
+    ("PATCH", "/auth/passkeys/{id}"): Op(
+        "Rename a passkey.", {200: PASSKEY}, body=obj({"name": string(maxLength=256)}), security=_SECURED,
+        tag="passkeys",
+    ),
+    ("DELETE", "/auth/passkeys/{id}"): Op("Remove a passkey.", {204: None}, security=_SECURED, tag="passkeys"),
+}

@@ -10,6 +10,7 @@ from passwordless.config.settings import Config
 from passwordless.deps import deps
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import Principal, SignIn
+from passwordless.web import openapi
 from passwordless.web.origin import SAFE_METHODS, check_origin
 
 
@@ -60,3 +61,11 @@ def token_response(request: Request, sign_in: SignIn) -> JSONResponse:
         "user": {"id": sign_in.user.id, "email": sign_in.user.email},
     }
     return JSONResponse(body, headers={"cache-control": "no-store", "pragma": "no-cache"})
+
+
+# The token response, as the OpenAPI document describes it (every sign-in and refresh answers it).
+TOKEN_RESPONSE = openapi.obj({
+    "access_token": openapi.string(), "token_type": openapi.string(enum=["Bearer"]),
+    "expires_in": openapi.integer(), "refresh_token": openapi.string(),
+    "user": openapi.obj({"id": openapi.string(), "email": openapi.string()}),
+})

@@ -6,10 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from passwordless.web.openapi import BEARER, COOKIE, NONE, Op, array, integer, nullable, obj, string
 from passwordless.keys import service as keys
 from passwordless.sessions import service
 from passwordless.deps import deps
-from passwordless.sessions.http import authenticate, clear_session_cookie, token_response
+from passwordless.sessions.http import authenticate, clear_session_cookie, token_response, TOKEN_RESPONSE
 from passwordless.web.client import client_of
 from passwordless.web.request import Fields, read_json
 
@@ -81,3 +82,33 @@ routes = [
     Route("/auth/sessions/{id}", end_session, methods=["DELETE"]),
     Route("/.well-known/jwks.json", jwks, methods=["GET"]),
 ]
+
+_SECURED = (BEARER, COOKIE)
+_SESSION = obj({
+    "id": string(), "created_at": integer(), "last_used_at": nullable(integer()), "ip": nullable(string()),
+    "user_agent": nullable(string()), "current": {"type": "boolean"},
+})
+_REFRESH = obj({"refresh_token": string()})
+operations = {
+    ("GET", "/auth/me"): Op(
+        "The signed-in user.", {200: obj({"id": string(), "email": string(), "created_at": integer(), "passkeys": integer()})},
+        security=_SECURED, tag="sessions",
+    ),
+    ("POST", "/auth/refresh"): Op(
+        "A new token response for a refresh token (single use).", {200: TOKEN_RESPONSE}, body=_REFRESH,
+        errors=(401,), tag="sessions",
+    ),
+    ("POST", "/auth/logout"): Op(
+        "End the session: by the refresh token in the body, else by the Bearer token or cookie.", {204: None},
+        body=obj({"refresh_token": string()}, required=()), body_optional=True, security=(*_SECURED, NONE),
+        errors=(401,), tag="sessions",
+    ),
+    ("GET", "/auth/sessions"): Op(
+        "The user's active sessions.", {200: obj({"sessions": array(_SESSION)})}, security=_SECURED, tag="sessions",
+    ),
+    ("DELETE", "/auth/sessions/{id}"): Op("End one of the user's sessions.", {204: None}, security=_SECURED, tag="sessions"),
+    ("GET", "/.well-known/jwks.json"): Op(
+        "The public keys that verify access tokens (empty with HS256).",
+        {200: obj({"keys": array({"type": "object"})})}, tag="sessions",
+    ),
+}
