@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from passwordless.crypto import b64url, from_b64url, new_id
 
 TOKEN_TYPE = "at+jwt"
+CLIENT_ID = "passwordless"  # RFC 9068 client_id of tokens from this API (OIDC issues others)
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "exp", "iat", "jti"]
 VERIFIED_TOKENS_KEPT = 10_000  # about 5 MB at most
 
@@ -108,7 +109,9 @@ class Signer:
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": list(self._jwks)}
 
-    def issue(self, *, user_id: str, session_id: str, email: str, amr: Sequence[str], now: float) -> str:
+    def issue(
+        self, *, user_id: str, session_id: str, email: str, amr: Sequence[str], auth_time: int, now: float
+    ) -> str:
         claims = {
             "iss": self.issuer,
             "aud": self.audience,
@@ -119,6 +122,8 @@ class Signer:
             "iat": int(now),
             "exp": int(now) + self.access_ttl,
             "jti": new_id(),
+            "client_id": CLIENT_ID,
+            "auth_time": auth_time,
         }
         signing_input = f"{self._signing_header}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"
         signature = self._algorithm.sign(signing_input.encode(), self._signing[1])

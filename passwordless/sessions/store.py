@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from passwordless.db import delete_where
 from passwordless.users.store import User
 
-_COLUMNS = "id, user_id, amr, ip, user_agent, created_at, last_used_at, expires_at"
+_COLUMNS = "id, user_id, amr, ip, user_agent, created_at, last_used_at, expires_at, auth_time"
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Session:
     created_at: int
     last_used_at: int
     expires_at: int
+    auth_time: int  # when the user signed in to start it; a refresh keeps it
 
 
 def _session(row: sqlite3.Row | None) -> Session | None:
@@ -30,16 +31,16 @@ def _session(row: sqlite3.Row | None) -> Session | None:
         return None
     return Session(
         row["id"], row["user_id"], tuple(json.loads(row["amr"])), row["ip"], row["user_agent"],
-        row["created_at"], row["last_used_at"], row["expires_at"],
+        row["created_at"], row["last_used_at"], row["expires_at"], row["auth_time"],
     )
 
 
 def insert(conn: sqlite3.Connection, session: Session, refresh_hash: bytes) -> None:
     conn.execute(
-        f"INSERT INTO sessions ({_COLUMNS}, refresh_token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO sessions ({_COLUMNS}, refresh_token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             session.id, session.user_id, json.dumps(list(session.amr)), session.ip, session.user_agent,
-            session.created_at, session.last_used_at, session.expires_at, refresh_hash,
+            session.created_at, session.last_used_at, session.expires_at, session.auth_time, refresh_hash,
         ),
     )
 
