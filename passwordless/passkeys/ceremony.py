@@ -31,6 +31,13 @@ _MALFORMED = (
 )
 
 
+MAX_CREDENTIAL_ID_BYTES = 1023  # WebAuthn Level 3: a credential ID is at most 1023 bytes
+
+
+def credential_id_too_long(raw: bytes) -> bool:
+    return len(raw) > MAX_CREDENTIAL_ID_BYTES
+
+
 class MalformedCredential(Exception):
     """Not a credential: missing fields, bad base64url, undecodable CBOR or JSON."""
 

@@ -122,6 +122,15 @@ async def _principal(deps: Deps, session_id: str, via: str) -> Principal:
     return Principal(user, session_id, via)
 
 
+async def require_recent_sign_in(deps: Deps, principal: Principal) -> None:
+    """Some actions (adding a passkey) need the person to have signed in within
+    auth.reauth_window, so a stolen access token or cookie cannot make itself a permanent key.
+    The session's sign-in time counts, not its last refresh."""
+    signed_in_at = await deps.db.read(store.auth_time, principal.session_id)
+    if signed_in_at is None or deps.clock() - signed_in_at > deps.config.auth.reauth_window:
+        raise ApiError(403, "reauthentication_required", "Sign in again to confirm it is you, then retry.")
+
+
 def cookie_value(deps: Deps, session_id: str) -> str:
     return deps.cookies.dumps(session_id)
 

@@ -64,6 +64,12 @@ def active(conn: sqlite3.Connection, session_id: str, now: float) -> Session | N
     )
 
 
+def auth_time(conn: sqlite3.Connection, session_id: str) -> int | None:
+    """When the user signed in to start a session (None for an unknown one)."""
+    row = conn.execute("SELECT auth_time FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    return int(row[0]) if row else None
+
+
 def rotate(conn: sqlite3.Connection, old_hash: bytes, new_hash: bytes, now: float) -> Session | None:
     """Exchange a live refresh token for a new one, in one statement; None if it is not live."""
     row = conn.execute(
