@@ -10,8 +10,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
-from http.cookies import SimpleCookie
-from urllib.parse import urlencode
 
 import pytest
 
@@ -19,8 +17,8 @@ from tests.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
 from tests.helpers import FakeClock
 from tests.mailbox import Sink, start_sink, text_of
-from tests.signin_helpers import FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, emails_to, request_sign_in, rows
-from tests.test_passkeys import ORIGIN, PUBLIC, Server, serving
+from tests.signin_helpers import FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, emails_to, rows
+from tests.test_passkeys import ORIGIN, PUBLIC, Server, cookie_sign_in, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -51,6 +49,7 @@ async def test_an_old_sign_in_cannot_add_a_passkey_and_a_refresh_does_not_make_i
         for stale in (headers, refreshed):
             r = await server.http.post("/auth/passkeys/register/options", json={}, headers=stale)
             assert_error(r, 403, "reauthentication_required")
+            assert r.headers["www-authenticate"] == f'Bearer error="insufficient_user_authentication", max_age={WINDOW}'
         assert_error(await server.register_verify(refreshed, credential), 403, "reauthentication_required")
         assert rows(server.config, "SELECT * FROM passkeys") == []
         assert [e for e in emails_to(server.config, "ada@example.com") if e["subject"] == ADDED] == []
@@ -62,16 +61,7 @@ async def test_an_old_sign_in_cannot_add_a_passkey_and_a_refresh_does_not_make_i
 
 async def test_the_window_comes_from_config_and_holds_for_the_session_cookie(make_config: MakeConfig) -> None:
     async with server_with(make_config, '[auth]\nreauth_window = "1m"\n') as server:
-        token, _ = await request_sign_in(server.http, server.config, "ada@example.com")
-        response = await server.http.post(
-            "/auth/magic-link/verify", content=urlencode({"token": token}),
-            headers={"content-type": "application/x-www-form-urlencoded", "origin": PUBLIC},
-        )
-        assert response.status_code == 303, response.text
-        cookie: SimpleCookie = SimpleCookie()
-        cookie.load(response.headers["set-cookie"])
-        server.http.cookies.clear()
-        jar = {"cookie": f"pl_session={cookie['pl_session'].value}", "origin": PUBLIC}
+        jar = {**await cookie_sign_in(server, "ada@example.com"), "origin": PUBLIC}
 
         server.clock.advance(59)
         options = await server.register_options(jar)

@@ -126,9 +126,13 @@ async def require_recent_sign_in(deps: Deps, principal: Principal) -> None:
     """Some actions (adding a passkey) need the person to have signed in within
     auth.reauth_window, so a stolen access token or cookie cannot make itself a permanent key.
     The session's sign-in time counts, not its last refresh."""
+    window = deps.config.auth.reauth_window
     signed_in_at = await deps.db.read(store.auth_time, principal.session_id)
-    if signed_in_at is None or deps.clock() - signed_in_at > deps.config.auth.reauth_window:
-        raise ApiError(403, "reauthentication_required", "Sign in again to confirm it is you, then retry.")
+    if signed_in_at is None or deps.clock() - signed_in_at > window:
+        # RFC 9470 (step-up authentication) says the same to a client that knows it.
+        challenge = f'Bearer error="insufficient_user_authentication", max_age={int(window)}'
+        raise ApiError(403, "reauthentication_required", "Sign in again to confirm it is you, then retry.",
+                       {"www-authenticate": challenge})
 
 
 def cookie_value(deps: Deps, session_id: str) -> str:
