@@ -53,6 +53,7 @@ class LiveServer:
         for thread in self._threads:
             thread.start()
         self.emails_taken = 0
+        self.notices: list[str] = []  # the "passkey added" emails met by next_email
 
     def url(self, path: str) -> str:
         return self.public_url + path
@@ -74,13 +75,18 @@ class LiveServer:
         raise AssertionError("the server did not become ready:\n" + self.logs())
 
     def next_email(self, timeout: float = 10) -> Email:
-        """The next email printed on stdout (the worker sends at once, so this waits briefly)."""
+        """The next sign-in email printed on stdout (the worker sends at once, so this waits
+        briefly); notices met on the way are kept in `notices`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             blocks = re.findall(rf"^{RULE}\n(From: .*?)\n{RULE}$", "".join(self.out), re.S | re.M)
-            if len(blocks) > self.emails_taken:
+            while len(blocks) > self.emails_taken:
                 self.emails_taken += 1
-                return _parse_email(blocks[self.emails_taken - 1])
+                block = blocks[self.emails_taken - 1]
+                if re.search(r"^Subject: A passkey was added", block, re.M):
+                    self.notices.append(block)  # a notice, not a sign-in email: kept aside
+                    continue
+                return _parse_email(block)
             time.sleep(0.02)
         raise AssertionError("no email was printed:\n" + "".join(self.out) + self.logs())
 

@@ -11,8 +11,10 @@ phone's view and the branded page are saved to test-artifacts/ (git-ignored)."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +26,7 @@ from playwright.sync_api import Page, Response, expect
 from tests.browser import (  # noqa: F401 (fixtures: browser, chromium, open_browser, start_server)
     VIRTUAL_AUTHENTICATOR, Browser, Email, LiveServer, browser, chromium, open_browser, serving, start_server,
 )
+from tests.signin_helpers import other_code
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -426,6 +429,52 @@ def test_passkeys_on_the_account_page(server: LiveServer, browser: Browser) -> N
     expect(page.locator("main")).to_contain_text("No passkeys yet.")
     expect(page.locator(".notice").filter(has_text="Add a passkey to sign in")).to_have_count(1)
     assert browser.fetch("/auth/passkeys")[1] == {"passkeys": []}
+    assert csp_violations(said) == [] and [line for line in said if line.startswith("pageerror")] == []
+
+
+def age_sign_in(server: LiveServer, address: str) -> None:
+    """Makes the user's sessions an hour old, as if they signed in long ago (auth.reauth_window
+    is 10 minutes): the real server reads the session's auth_time from its database."""
+    with closing(sqlite3.connect(server.db, timeout=10)) as conn, conn:
+        conn.execute(
+            "UPDATE sessions SET auth_time = auth_time - 3600"
+            " WHERE user_id = (SELECT id FROM users WHERE email = ?)",
+            (address,),
+        )
+
+
+def test_adding_a_passkey_after_an_old_sign_in_asks_to_confirm_first(server: LiveServer, browser: Browser) -> None:
+    page = browser.page
+    address = "reauth.user@example.com"
+    said = watch(page)
+    sign_in_by_code(server, browser, address)
+    age_sign_in(server, address)
+
+    # no passkey yet: the page offers an emailed code; a wrong one is said so, the right one
+    # signs this browser in anew and the passkey is added without another click
+    page.get_by_role("button", name="Add a passkey").click()
+    expect(page.locator("#status")).to_have_text("Confirm it is you to add a passkey.")
+    expect(page.get_by_role("button", name="Confirm with a passkey")).to_be_hidden()
+    page.get_by_role("button", name="Email me a code").click()
+    expect(page.locator("#status")).to_have_text(f"We sent a 6-digit code to {address}. Type it here.")
+    mail = email_to(server, address)
+    page.get_by_label("Code from the email").fill(other_code(mail.code))
+    page.get_by_role("button", name="Confirm and add the passkey").click()
+    expect(page.locator("#status")).to_have_text(WRONG_CODE)
+    page.get_by_label("Code from the email").fill(mail.code)
+    with page.expect_navigation(url=server.url("/account?done=added")):
+        page.get_by_role("button", name="Confirm and add the passkey").click()
+    expect(item(page, "Passkey (Chrome on Linux)")).to_have_count(1)
+    assert len(browser.credentials()) == 1
+
+    # with a passkey: confirming with it is offered, and adding goes on at once (this device
+    # holds the account's passkey already, so the authenticator declines the new one)
+    age_sign_in(server, address)
+    assert browser.fetch("/auth/passkeys/register/options", "POST", {})[0] == 403
+    page.get_by_role("button", name="Add a passkey").click()
+    page.get_by_role("button", name="Confirm with a passkey").click()
+    expect(page.locator("#status")).to_have_text("This device already has a passkey for your account.")
+    assert browser.fetch("/auth/passkeys/register/options", "POST", {})[0] == 200  # a new, recent sign-in
     assert csp_violations(said) == [] and [line for line in said if line.startswith("pageerror")] == []
 
 

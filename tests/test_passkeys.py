@@ -344,8 +344,9 @@ async def test_a_registration_challenge_belongs_to_the_user_it_was_made_for(serv
     assert len(failed) == 1 and failed[0]["user_id"] == server.user_id("bob@example.com")
 
 
-async def test_registration_with_the_session_cookie_passes_the_origin_check(server: Server) -> None:
-    token, _ = await request_sign_in(server.http, server.config, "ada@example.com")
+async def cookie_sign_in(server: Server, email: str) -> dict[str, str]:
+    """Signs in as the hosted pages do (the link's form); the Cookie header of that session."""
+    token, _ = await request_sign_in(server.http, server.config, email)
     response = await server.http.post(
         "/auth/magic-link/verify", content=urlencode({"token": token}),
         headers={"content-type": "application/x-www-form-urlencoded", "origin": PUBLIC},
@@ -353,9 +354,12 @@ async def test_registration_with_the_session_cookie_passes_the_origin_check(serv
     assert response.status_code == 303, response.text
     cookie: SimpleCookie = SimpleCookie()
     cookie.load(response.headers["set-cookie"])
-    value = cookie["pl_session"].value
     server.http.cookies.clear()
-    jar = {"cookie": f"pl_session={value}"}
+    return {"cookie": f"pl_session={cookie['pl_session'].value}"}
+
+
+async def test_registration_with_the_session_cookie_passes_the_origin_check(server: Server) -> None:
+    jar = await cookie_sign_in(server, "ada@example.com")
 
     assert_error(await server.http.post("/auth/passkeys/register/options", json={}, headers=jar), 403, "forbidden")
     assert_error(

@@ -105,6 +105,9 @@ class AuthSettings:
     magic_link_ttl: float = setting("15m", Duration(), "Lifetime of an emailed link and code.")
     code_max_attempts: int = setting(5, Integer(1, 100), "Wrong codes that burn a sign-in ticket.")
     allow_signup: bool = setting(True, Boolean(), "Create a user at the first sign-in of an unknown email.")
+    reauth_window: float = setting(
+        "10m", Duration(), "Adding a passkey needs a sign-in this recent (a refresh does not count)."
+    )
     allowed_redirects: tuple[str, ...] = setting(
         [], TextList(Url()), "Allowed redirect_to prefixes. Default: [public_url + \"/\"].",
         example=["https://app.example.com/"],
@@ -129,6 +132,7 @@ class WebauthnSettings:
         "preferred", Choice("required", "preferred"), "Ask for a discoverable passkey (sign-in without a username)."
     )
     challenge_ttl: float = setting("5m", Duration(), "Lifetime of a passkey challenge.")
+    max_passkeys: int = setting(20, Integer(1, 1000), "Passkeys one user may hold (one more is 409 passkey_limit).")
 
 
 @dataclass(frozen=True)

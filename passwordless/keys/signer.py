@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from passwordless.platform.crypto import HS256_KID, b64url, from_b64url, hs256_key, new_id, subkey
 
 TOKEN_TYPE = "at+jwt"
+CLIENT_ID = "passwordless"  # RFC 9068 client_id of tokens from this API (OIDC issues others)
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "exp", "iat", "jti"]
 VERIFIED_TOKENS_KEPT = 10_000  # about 5 MB at most
 # Our tokens are well under 2 KB and their header under 100 characters; anything much longer is
@@ -145,7 +146,9 @@ class Signer:
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": list(self._jwks)}
 
-    def issue(self, *, user_id: str, session_id: str, email: str, amr: Sequence[str], now: float) -> str:
+    def issue(
+        self, *, user_id: str, session_id: str, email: str, amr: Sequence[str], auth_time: int, now: float
+    ) -> str:
         claims = {
             "iss": self.issuer,
             "aud": self.audience,
@@ -156,6 +159,8 @@ class Signer:
             "iat": int(now),
             "exp": int(now) + self.access_ttl,
             "jti": new_id(),
+            "client_id": CLIENT_ID,
+            "auth_time": auth_time,
         }
         signing = self._signing_at(now)
         signing_input = f"{signing.header}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}"

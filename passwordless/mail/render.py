@@ -18,6 +18,7 @@ from string import Template
 BUILT_IN = Path(__file__).parent / "templates"
 KINDS = {
     "magic_link": ("site", "link", "code", "expires_at", "expires_minutes", "ip", "browser", "email"),
+    "passkey_added": ("site", "name", "time", "link", "email"),
 }
 PARTS = ("subject.txt", "txt", "html")
 LAYOUT_NAMES = ("subject", "content")  # of layout.html, which every kind's HTML body goes into

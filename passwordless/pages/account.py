@@ -41,6 +41,24 @@ def _back(notice: str) -> Response:
     return RedirectResponse(f"/account?done={notice}", status_code=303)
 
 
+def _confirm_area(has_passkeys: bool) -> str:
+    """Adding a passkey needs a recent sign-in (auth.reauth_window): account.js shows this when
+    the API answers reauthentication_required, signs the person in again from here (by a
+    passkey they hold, or an emailed code), then adds the passkey."""
+    by_passkey = "" if has_passkeys else " hidden"
+    return f"""<div id="confirm-area" class="stack" hidden>
+<p>To add a passkey, first confirm it is you: your last sign-in was a while ago.</p>
+<button type="button" id="confirm-passkey" class="secondary"{by_passkey}>Confirm with a passkey</button>
+<button type="button" id="confirm-email" class="secondary">Email me a code</button>
+<form id="confirm-code-form" class="stack" hidden novalidate>
+<label for="confirm-code">Code from the email</label>
+<input id="confirm-code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code"
+ pattern="[0-9]{{6}}" maxlength="6" required>
+<button type="submit">Confirm and add the passkey</button>
+</form>
+</div>"""
+
+
 NOTICES = {
     "added": "Your passkey was added. Next time, sign in with it.",
     "renamed": "The passkey was renamed.",
@@ -88,13 +106,15 @@ last used {_when(k.last_used_at)}</small></div>
 {offer}<ul class="list">{key_items or "<li>No passkeys yet.</li>"}</ul>
 <div id="add-area" hidden><button type="button" id="add-passkey">Add a passkey</button></div>
 <p id="status" role="status" aria-live="polite"></p>
+{_confirm_area(has_passkeys=bool(keys))}
 <h2>Sessions</h2>
 <ul class="list">{session_items}</ul>
 <form method="post" action="/account/sessions/end-others"><button type="submit" class="secondary">End all other
 sessions</button></form>
 <h2>Sign out</h2>
 <form method="post" action="/account/sign-out"><button type="submit">Sign out</button></form>"""
-    return page(d.config.ui, "Your account", body, scripts=("/static/passkeys.js", "/static/account.js"))
+    scripts = ("/static/passkeys.js", "/static/account.js")
+    return page(d.config.ui, "Your account", body, scripts=scripts, data={"email": principal.user.email})
 
 
 async def rename_passkey(request: Request) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import sqlite3
+from datetime import datetime, timezone
 from typing import Any
 
 from webauthn import generate_authentication_options, generate_registration_options
@@ -23,6 +24,8 @@ from passwordless.deps import Deps
 from passwordless.platform.client import Client
 from passwordless.platform.errors import ApiError, invalid_request
 from passwordless.sessions.limits import check_ip_limit
+from passwordless.mail import queue
+from passwordless.mail.render import Rendered
 from passwordless.users.rules import browser_name, normalise_email
 from passwordless.passkeys import ceremony, store
 from passwordless.passkeys.ceremony import MalformedCredential, RejectedCredential
@@ -48,15 +51,23 @@ def _invalid(message: str = "The passkey could not be verified.") -> ApiError:
     return ApiError(401, "invalid_credential", message)
 
 
+def _passkey_limit(deps: Deps) -> ApiError:
+    limit = deps.config.webauthn.max_passkeys
+    return ApiError(409, "passkey_limit", f"An account holds at most {limit} passkeys; delete one first.")
+
+
 async def registration_options(deps: Deps, principal: Principal) -> dict[str, Any]:
     config, now = deps.config.webauthn, deps.clock()
     user = principal.user
+    await sessions.require_recent_sign_in(deps, principal)
 
     def prepare(conn: sqlite3.Connection) -> tuple[bytes, list[Passkey]]:
         handle = users.webauthn_handle(conn, user.id) or b""
         return handle, store.for_user(conn, user.id)
 
     handle, existing = await deps.db.read(prepare)
+    if len(existing) >= config.max_passkeys:
+        raise _passkey_limit(deps)
     challenge = random_bytes(32)
     options = generate_registration_options(
         rp_id=config.rp_id, rp_name=config.rp_name, user_name=user.email, user_id=handle,
@@ -78,14 +89,19 @@ async def register(
     deps: Deps, principal: Principal, credential: dict[str, Any], name: str | None, client: Client
 ) -> Passkey:
     config, now = deps.config.webauthn, deps.clock()
+    await sessions.require_recent_sign_in(deps, principal)
     try:
         challenge = ceremony.challenge_of(credential)
+        if ceremony.credential_id_too_long(ceremony.raw_id_of(credential)):
+            raise MalformedCredential("credential ID longer than 1023 bytes")
         found, owner = await deps.db.write(store.spend_challenge, _challenge_hash(challenge), "registration", now)
         if not found or owner != principal.user.id:
             raise RejectedCredential("unknown, used or expired challenge")
         verified = ceremony.verify_registration(
             credential, challenge, config.rp_id, list(config.origins), config.user_verification == "required"
         )
+        if ceremony.credential_id_too_long(verified.credential_id):
+            raise MalformedCredential("credential ID longer than 1023 bytes")
     except (MalformedCredential, RejectedCredential) as exc:
         await _failed(deps, "passkey_registration_failed", client, principal.user.id, exc)
         raise _answer(exc) from None
@@ -95,18 +111,42 @@ async def register(
         verified.credential_backed_up, " ".join((name or "").split()) or f"Passkey ({browser_name(client.user_agent)})",
         int(now), None,
     )
+    notice = _added_notice(deps, principal.user.email, passkey.name, now)
 
-    def save(conn: sqlite3.Connection) -> bool:
+    def save(conn: sqlite3.Connection) -> str:
+        # Counted in the write transaction: two verifies racing cannot both take the last place.
+        if store.count_for_user(conn, principal.user.id) >= config.max_passkeys:
+            return "limit"
         if not store.insert(conn, passkey):
-            return False
+            return "duplicate"
         details: dict[str, object] = {"passkey_id": passkey.id, "aaguid": passkey.aaguid}
         audit.record(conn, _event("passkey_registered", True, client, principal.user.id, details), now)
         events.emit(conn, deps.outbox, "passkey.registered", principal.user, now, passkey_id=passkey.id)
-        return True
+        # The owner hears of every new key, whoever added it; only if the passkey is saved.
+        queue.enqueue(conn, principal.user.email, notice.subject, notice.text, notice.html, now)
+        return "saved"
 
-    if not await deps.db.write(save):
+    outcome = await deps.db.write(save)
+    if outcome == "limit":
+        raise _passkey_limit(deps)
+    if outcome == "duplicate":
         raise invalid_request("This passkey is registered already.")
+    deps.wake_mail()
     return passkey
+
+
+def _added_notice(deps: Deps, email: str, name: str, now: float) -> Rendered:
+    when = datetime.fromtimestamp(int(now), tz=timezone.utc).strftime("%H:%M UTC on %d %b %Y")
+    return deps.templates.render(
+        "passkey_added",
+        {
+            "site": deps.config.webauthn.rp_name,
+            "name": name,
+            "time": when,
+            "link": f"{deps.config.server.public_url}/account",
+            "email": email,
+        },
+    )
 
 
 # At most this many of a user's credentials (most recently used first) are listed for a sign-in with

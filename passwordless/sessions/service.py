@@ -26,6 +26,7 @@ class SignIn:
     session_id: str
     refresh_token: str
     amr: tuple[str, ...]
+    auth_time: int  # when the user signed in to start the session; a refresh keeps it
     redirect_to: str | None = None
 
 
@@ -54,17 +55,17 @@ def open_session(
     refresh_token = new_token()
     session = store.Session(
         new_id(), user.id, amr, client.ip, client.user_agent, int(now), int(now),
-        int(now + deps.config.jwt.refresh_ttl),
+        int(now + deps.config.jwt.refresh_ttl), int(now),
     )
     store.insert(conn, session, token_hash(refresh_token))
     users.mark_signed_in(conn, user.id, now)
-    return SignIn(user, session.id, refresh_token, amr, redirect_to)
+    return SignIn(user, session.id, refresh_token, amr, session.auth_time, redirect_to)
 
 
 def access_token(deps: Deps, sign_in: SignIn) -> str:
     return deps.signer.issue(
         user_id=sign_in.user.id, session_id=sign_in.session_id, email=sign_in.user.email,
-        amr=sign_in.amr, now=deps.clock(),
+        amr=sign_in.amr, auth_time=sign_in.auth_time, now=deps.clock(),
     )
 
 
@@ -77,7 +78,7 @@ async def refresh(deps: Deps, refresh_token: str, client: Client) -> SignIn:
         user = users.by_id(conn, session.user_id) if session else None
         if session and user:
             _audit(conn, "session_refreshed", True, client, now, user, {"session_id": session.id})
-            return SignIn(user, session.id, new, session.amr)
+            return SignIn(user, session.id, new, session.amr, session.auth_time)
         reused = store.session_of_rotated(conn, old_hash)
         if reused is None:
             return "invalid"
@@ -119,6 +120,19 @@ async def _principal(deps: Deps, session_id: str, via: str) -> Principal:
     if user is None:
         raise ApiError(401, "invalid_token", "This session has ended; sign in again.")
     return Principal(user, session_id, via)
+
+
+async def require_recent_sign_in(deps: Deps, principal: Principal) -> None:
+    """Some actions (adding a passkey) need the person to have signed in within
+    auth.reauth_window, so a stolen access token or cookie cannot make itself a permanent key.
+    The session's sign-in time counts, not its last refresh."""
+    window = deps.config.auth.reauth_window
+    signed_in_at = await deps.db.read(store.auth_time, principal.session_id)
+    if signed_in_at is None or deps.clock() - signed_in_at > window:
+        # RFC 9470 (step-up authentication) says the same to a client that knows it.
+        challenge = f'Bearer error="insufficient_user_authentication", max_age={int(window)}'
+        raise ApiError(403, "reauthentication_required", "Sign in again to confirm it is you, then retry.",
+                       {"www-authenticate": challenge})
 
 
 def cookie_value(deps: Deps, session_id: str) -> str:

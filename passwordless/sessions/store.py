@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from passwordless.platform.sql import delete_where
 from passwordless.users.store import User
 
-_COLUMNS = "id, user_id, amr, ip, user_agent, created_at, last_used_at, expires_at"
+_COLUMNS = "id, user_id, amr, ip, user_agent, created_at, last_used_at, expires_at, auth_time"
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Session:
     created_at: int
     last_used_at: int
     expires_at: int
+    auth_time: int  # when the user signed in to start it; a refresh keeps it
 
 
 def _session(row: sqlite3.Row | None) -> Session | None:
@@ -30,16 +31,16 @@ def _session(row: sqlite3.Row | None) -> Session | None:
         return None
     return Session(
         row["id"], row["user_id"], tuple(json.loads(row["amr"])), row["ip"], row["user_agent"],
-        row["created_at"], row["last_used_at"], row["expires_at"],
+        row["created_at"], row["last_used_at"], row["expires_at"], row["auth_time"],
     )
 
 
 def insert(conn: sqlite3.Connection, session: Session, refresh_hash: bytes) -> None:
     conn.execute(
-        f"INSERT INTO sessions ({_COLUMNS}, refresh_token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO sessions ({_COLUMNS}, refresh_token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             session.id, session.user_id, json.dumps(list(session.amr)), session.ip, session.user_agent,
-            session.created_at, session.last_used_at, session.expires_at, refresh_hash,
+            session.created_at, session.last_used_at, session.expires_at, session.auth_time, refresh_hash,
         ),
     )
 
@@ -61,6 +62,12 @@ def active(conn: sqlite3.Connection, session_id: str, now: float) -> Session | N
             (session_id, int(now)),
         ).fetchone()
     )
+
+
+def auth_time(conn: sqlite3.Connection, session_id: str) -> int | None:
+    """When the user signed in to start a session (None for an unknown one)."""
+    row = conn.execute("SELECT auth_time FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    return int(row[0]) if row else None
 
 
 def rotate(conn: sqlite3.Connection, old_hash: bytes, new_hash: bytes, now: float) -> Session | None:
