@@ -156,7 +156,7 @@ async def build(config: Config) -> Ledger:
         await request_sign_in(http, config, "new@example.com")
         rotated = await http.post("/auth/refresh", json={"refresh_token": rotated.json()["refresh_token"]})
         assert rotated.status_code == 200
-        live = await http.post("/auth/passkeys/register/options", json={}, headers=bearer(rotated.json()))
+        live = await http.get("/auth/me", headers=bearer(rotated.json()))
         assert live.status_code == 200
         credential = SoftAuthenticator().make_credential(live.json()["options"], config.server.public_url)
         made = await http.post(
