@@ -40,7 +40,7 @@ TABLES = (
     "audit_logs",
 )
 REPORTED = ("sign_in_tickets", "webauthn_challenges", "sessions", "email_queue", "webhook_queue", "audit_logs")
-SETTINGS = '[email]\ntransport = "file"\nkeep_sent = "7d"\n[retention]\naudit_log = "30d"\n' + NO_RATE_LIMITS
+SETTINGS = '[auth]\nreauth_window = "400d"\n[email]\ntransport = "file"\nkeep_sent = "7d"\n[retention]\naudit_log = "30d"\n' + NO_RATE_LIMITS
 LINE = re.compile(r"^(would delete|deleted)\s+(\d+)\s+(\w+)$")
 
 
@@ -156,7 +156,7 @@ async def build(config: Config) -> Ledger:
         await request_sign_in(http, config, "new@example.com")
         rotated = await http.post("/auth/refresh", json={"refresh_token": rotated.json()["refresh_token"]})
         assert rotated.status_code == 200
-        live = await http.get("/auth/me", headers=bearer(rotated.json()))
+        live = await http.post("/auth/passkeys/register/options", json={}, headers=bearer(rotated.json()))
         assert live.status_code == 200
         credential = SoftAuthenticator().make_credential(live.json()["options"], config.server.public_url)
         made = await http.post(
