@@ -40,7 +40,7 @@ TABLES = (
     "audit_logs",
 )
 REPORTED = ("sign_in_tickets", "webauthn_challenges", "sessions", "email_queue", "webhook_queue", "audit_logs")
-SETTINGS = '[email]\ntransport = "file"\nkeep_sent = "7d"\n[retention]\naudit_log = "30d"\n' + NO_RATE_LIMITS
+SETTINGS = '[auth]\nreauth_window = "400d"\n[email]\ntransport = "file"\nkeep_sent = "7d"\n[retention]\naudit_log = "30d"\n' + NO_RATE_LIMITS
 LINE = re.compile(r"^(would delete|deleted)\s+(\d+)\s+(\w+)$")
 
 
