@@ -2,7 +2,7 @@
 signature over the challenge the server has just handed out.
 
 Each of --workers workers is one browser with one platform authenticator
-(tests/authenticator.py's SoftAuthenticator) and one keep-alive HTTP/1.1 connection. Before the
+(tests/support/authenticator.py's SoftAuthenticator) and one keep-alive HTTP/1.1 connection. Before the
 clock starts every worker signs its own user in with a prepared magic-link token (from
 --tokens, one per line) and registers a passkey through the real API; so sign counts never race.
 Then each worker repeats the usernameless ceremony, as a browser's passkey button does:
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.authenticator
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.support.authenticator
 
-from tests.authenticator import SoftAuthenticator  # noqa: E402
+from tests.support.authenticator import SoftAuthenticator  # noqa: E402
 
 TIMEOUT = 10.0  # seconds allowed for one request before it counts as a socket error
 

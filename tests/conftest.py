@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 
 from passwordless.config.settings import Config
 from passwordless.config.load import load_config
-from tests.helpers import running
+from tests.support.app import running
 
 MakeConfig = Callable[..., Config]
 

@@ -17,8 +17,8 @@ from joserfc.jwk import KeySet, OctKey
 
 from passwordless.config.settings import Config
 from passwordless.platform.crypto import hs256_key
-from tests.helpers import FakeClock, running
-from tests.signin_helpers import claims
+from tests.support.app import FakeClock, running
+from tests.support.signin import claims
 from tests.test_tokens import PUBLIC_URL, SECRET, _jwks, _sign_in, _toml
 
 pytestmark = pytest.mark.anyio

@@ -26,10 +26,11 @@ from starlette.applications import Starlette
 from passwordless.config.settings import Config
 from passwordless.platform.crypto import new_id
 from passwordless.users import store as users
-from tests.authenticator import SoftAuthenticator
+from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
-from tests.helpers import PEER, FakeClock, deps_of, free_port, running
-from tests.signin_helpers import (
+from tests.support.app import PEER, FakeClock, deps_of, running
+from tests.support.processes import free_port
+from tests.support.signin import (
     FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, count, emails_to, request_sign_in, rows, verify_code,
     verify_link,
 )

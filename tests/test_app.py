@@ -28,8 +28,8 @@ from passwordless.web import request as web
 from passwordless.platform.crypto import DEV_SECRET_FILE
 from passwordless.platform.logs import JsonFormatter, TextFormatter
 from tests.conftest import MakeConfig
-from tests.signin_helpers import assert_error
-from tests.helpers import deps_of, running
+from tests.support.signin import assert_error
+from tests.support.app import deps_of, running
 
 pytestmark = pytest.mark.anyio
 

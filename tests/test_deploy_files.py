@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MakeConfig
-from tests.helpers import running
+from tests.support.app import running
 
 pytestmark = pytest.mark.anyio
 

@@ -24,8 +24,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.helpers import EXECUTABLE, cli, clean_env, free_port, stop_process
-from tests.mailbox import Sink, SlowSink, start_sink, text_of, tls_server_context, write_test_certificate
+from tests.support.processes import EXECUTABLE, cli, clean_env, free_port, stop_process
+from tests.support.mail import Sink, SlowSink, start_sink, text_of, tls_server_context, write_test_certificate
 
 T = TypeVar("T")
 

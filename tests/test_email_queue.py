@@ -3,7 +3,7 @@ log", "Health and metrics"; CONFIG.md email.*).
 
 Store functions run against a real migrated SQLite file; the mail worker runs inside the app
 (`running`) or on its own, and delivers to a real SMTP server on 127.0.0.1 (aiosmtpd, see
-tests/mailbox.py). A FakeClock is used wherever a test must hold time still (backoff, leases,
+tests/support/mail.py). A FakeClock is used wherever a test must hold time still (backoff, leases,
 health), so nothing sleeps for real longer than a fraction of a second."""
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
 from passwordless.platform.metrics import Metrics
 from tests.conftest import MakeConfig
-from tests.helpers import FakeClock, deps_of, free_port, running
-from tests.mailbox import (
+from tests.support.app import FakeClock, deps_of, running
+from tests.support.processes import free_port
+from tests.support.mail import (
     Sink, SlowSink, start_sink, text_of, tls_server_context, wait_for_outbox, write_test_certificate,
 )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from passwordless.mail.render import Templates, TemplateError
-from tests.helpers import clean_env, cli
+from tests.support.processes import clean_env, cli
 
 VALUES = {
     "site": "Café <Example> & Co",

@@ -27,12 +27,12 @@ from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import ConsoleTransport
 from tests.conftest import MakeConfig
-from tests.helpers import FakeClock, running
-from tests.mailbox import Sink, wait_for_outbox
+from tests.support.app import FakeClock, running
+from tests.support.mail import Sink, wait_for_outbox
 from tests.test_email_queue import (
     LINK, START, SinkServers, all_have, audit, emails, eventually, migrated, sign_in, smtp_config, sinks,
 )
-from tests.signin_helpers import NO_RATE_LIMITS
+from tests.support.signin import NO_RATE_LIMITS
 from tests.test_webhooks import BASE, hook, new_secret, serving
 
 pytestmark = pytest.mark.anyio

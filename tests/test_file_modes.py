@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EXECUTABLE, clean_env, free_port, stop_process
+from tests.support.processes import EXECUTABLE, clean_env, free_port, stop_process
 
 UMASKS = [pytest.param(0o022, id="umask-022"), pytest.param(0o000, id="umask-000")]
 CONFIG = '[email]\ntransport = "file"\n'

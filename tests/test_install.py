@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env
-from tests.live_server import LiveServer, serving
-from tests.mailbox import Sink, start_sink, text_of
+from tests.support.processes import clean_env
+from tests.support.live import LiveServer, serving
+from tests.support.mail import Sink, start_sink, text_of
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every folder of files the server opens at run time, as (folder in the checkout, place in the package).

@@ -19,8 +19,8 @@ import pytest
 
 from passwordless.config.settings import Config
 from tests.conftest import MakeConfig
-from tests.helpers import PEER, FakeClock, running
-from tests.signin_helpers import (
+from tests.support.app import PEER, FakeClock, running
+from tests.support.signin import (
     FILE_MAIL, USER_AGENT, assert_error, claims, count, emails_to, last_email, link_in, other_code,
     request_sign_in, rows, verify_code, verify_form, verify_link,
 )

@@ -16,9 +16,9 @@ import pytest
 
 from passwordless.config.settings import Config
 from passwordless.sessions.http import cookie_name
-from tests.helpers import running
-from tests.live_server import LiveServer, live_server  # noqa: F401 (fixture)
-from tests.signin_helpers import request_sign_in
+from tests.support.app import running
+from tests.support.live import LiveServer, live_server  # noqa: F401 (fixture)
+from tests.support.signin import request_sign_in
 from tests.test_tokens import _toml, hs256_key
 
 pytestmark = pytest.mark.anyio

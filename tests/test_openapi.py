@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from passwordless.web import openapi
-from tests.live_server import LiveServer, serving
+from tests.support.live import LiveServer, serving
 
 pytestmark = pytest.mark.anyio
 

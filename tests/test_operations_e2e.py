@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.authenticator import SoftAuthenticator
-from tests.helpers import cli, clean_env
-from tests.mailbox import Sink, start_sink, text_of
-from tests.live_server import LiveServer, serving
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.processes import cli, clean_env
+from tests.support.mail import Sink, start_sink, text_of
+from tests.support.live import LiveServer, serving
 
 
 def sign_in_by_email(http: httpx.Client, server: LiveServer, email: str) -> dict[str, object]:

@@ -13,11 +13,11 @@ from email.message import EmailMessage
 
 import pytest
 
-from tests.authenticator import SoftAuthenticator
+from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
-from tests.helpers import FakeClock
-from tests.mailbox import Sink, start_sink, text_of
-from tests.signin_helpers import FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, emails_to, rows
+from tests.support.app import FakeClock
+from tests.support.mail import Sink, start_sink, text_of
+from tests.support.signin import FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, emails_to, rows
 from tests.test_passkeys import ORIGIN, PUBLIC, Server, cookie_sign_in, serving
 
 pytestmark = pytest.mark.anyio

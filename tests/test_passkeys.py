@@ -3,7 +3,7 @@ registration, sign-in with and without an email, replay and expiry of challenges
 assertion can be wrong, sign-count regression, management, malformed bodies and rate limits.
 
 Everything goes through the real endpoints with real signatures: a software authenticator
-(tests/authenticator.py) answers the server's options as a browser and a platform authenticator
+(tests/support/authenticator.py) answers the server's options as a browser and a platform authenticator
 would, and users sign in first by magic link to get a Bearer token."""
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import pytest
 from starlette.applications import Starlette
 
 from passwordless.config.settings import Config
-from tests.authenticator import (
+from tests.support.authenticator import (
     AAGUID, AT, BE, BS, UP, UV, CredentialExcluded, NoCredential, SoftAuthenticator, b64url, b64url_decode,
     client_data,
 )
 from tests.conftest import MakeConfig
-from tests.helpers import PEER, FakeClock, deps_of, running
-from tests.signin_helpers import (
+from tests.support.app import PEER, FakeClock, deps_of, running
+from tests.support.signin import (
     FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, database, request_sign_in, rows, verify_link,
 )
 

@@ -19,7 +19,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from tests.browser import (  # noqa: F401 (fixtures: browser, chromium, live_server)
+from tests.support.browser import (  # noqa: F401 (fixtures: browser, chromium, live_server)
     Browser, Email, LiveServer, browser, chromium, live_server,
 )
 

@@ -29,10 +29,11 @@ from passwordless.config.settings import Config
 from passwordless.platform.crypto import new_id
 from passwordless.platform.db import Database
 from passwordless.housekeeping import service as housekeeping
-from tests.authenticator import SoftAuthenticator
+from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
-from tests.helpers import FakeClock, clean_env, cli, running
-from tests.signin_helpers import NO_RATE_LIMITS, count, request_sign_in, rows, verify_link
+from tests.support.app import FakeClock, running
+from tests.support.processes import clean_env, cli
+from tests.support.signin import NO_RATE_LIMITS, count, request_sign_in, rows, verify_link
 
 DAY = 86400
 TABLES = (

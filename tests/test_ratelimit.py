@@ -22,7 +22,7 @@ from passwordless.config.kinds import Rate
 from passwordless.platform.ratelimit import MAX_KEYS, SWEEP_STEP, RateLimiter, client_key
 from passwordless.users import store as users
 from tests.conftest import MakeConfig
-from tests.helpers import PEER, FakeClock, deps_of, running
+from tests.support.app import PEER, FakeClock, deps_of, running
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EXECUTABLE, cli, clean_env, free_port, stop_process
+from tests.support.processes import EXECUTABLE, cli, clean_env, free_port, stop_process
 
 
 class Server:

@@ -19,8 +19,8 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 
 from passwordless.config.settings import Config
-from tests.helpers import PEER, FakeClock, running
-from tests.signin_helpers import bearer, request_sign_in
+from tests.support.app import PEER, FakeClock, running
+from tests.support.signin import bearer, request_sign_in
 
 pytestmark = pytest.mark.anyio
 

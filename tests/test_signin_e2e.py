@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live_server import LiveServer, serving
+from tests.support.live import LiveServer, serving
 
 DRAIN_DELAY = 0.2  # the drain delay `serving` configures
 

@@ -20,8 +20,9 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from passwordless.platform import crypto
 from passwordless.config.settings import Config
 from passwordless.sessions.http import cookie_name
-from tests.helpers import clean_env, cli, deps_of, running
-from tests.signin_helpers import request_sign_in
+from tests.support.app import deps_of, running
+from tests.support.processes import clean_env, cli
+from tests.support.signin import request_sign_in
 from tests.test_tokens import KEY, PUBLIC_URL, SECRET, _b64, _toml
 
 pytestmark = pytest.mark.anyio

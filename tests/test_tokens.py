@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from passwordless.config.settings import Config
 from passwordless.keys import service as keys_service
-from tests.helpers import FakeClock, clean_env, cli, running
-from tests.signin_helpers import request_sign_in
+from tests.support.app import FakeClock, running
+from tests.support.processes import clean_env, cli
+from tests.support.signin import request_sign_in
 
 pytestmark = pytest.mark.anyio
 

@@ -31,10 +31,10 @@ from passwordless.config.settings import Config
 from passwordless.config.load import ConfigError
 from passwordless.magic_link import service as magic_link_service
 from passwordless.webhooks import worker as webhook_worker
-from tests.authenticator import SoftAuthenticator
+from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
-from tests.helpers import FakeClock, running
-from tests.signin_helpers import (
+from tests.support.app import FakeClock, running
+from tests.support.signin import (
     NO_RATE_LIMITS, assert_error, claims, count, last_email, request_sign_in, rows, verify_code, verify_link,
 )
 

@@ -1,4 +1,5 @@
-"""Helpers shared by tests: running the real app in-process and finding free ports."""
+"""The command under test as a process: where it is, a clean environment to run it in, a
+free port for it, and stopping it."""
 
 from __future__ import annotations
 
@@ -6,41 +7,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-
-import httpx
-from starlette.applications import Starlette
-
-from passwordless.app import create_app
-from passwordless.config.settings import Config
-from passwordless.deps import Deps
-
-PEER = ("203.0.113.7", 50000)
 
 # The command under test: the installed console script, or (CI, after scripts/build-binary)
 # the single-file executable named by PASSWORDLESS_EXECUTABLE.
 EXECUTABLE = str(Path(os.environ.get("PASSWORDLESS_EXECUTABLE") or Path(sys.executable).parent / "passwordless").absolute())
-
-
-@asynccontextmanager
-async def running(
-    config: Config, clock: Callable[[], float] = time.time, peer: tuple[str, int] = PEER
-) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    """The app with its lifespan running (database open, migrations applied) and a client
-    connecting from `peer`. Pass a clock to move time without sleeping."""
-    app = create_app(config, clock=clock)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=peer)
-        async with httpx.AsyncClient(transport=transport, base_url=config.server.public_url) as client:
-            yield app, client
-
-
-def deps_of(app: Starlette) -> Deps:
-    deps: Deps = app.state.deps
-    return deps
 
 
 def free_port() -> int:
@@ -76,19 +47,6 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
         text=True,
         timeout=60,
     )
-
-
-class FakeClock:
-    """A clock that stands still until moved: `clock.advance(seconds)`."""
-
-    def __init__(self, start: float | None = None) -> None:
-        self.now = time.time() if start is None else start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def stop_process(process: subprocess.Popen[str], timeout: float = 15) -> None:

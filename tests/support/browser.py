@@ -5,7 +5,7 @@ passkey tests").
 
 Use the sync API from plain (non-anyio) test functions: it cannot run inside an asyncio loop.
 
-    from tests.browser import Browser, LiveServer, browser, chromium, live_server  # noqa: F401 (fixtures)
+    from tests.support.browser import Browser, LiveServer, browser, chromium, live_server  # noqa: F401 (fixtures)
 
     def test_something(live_server: LiveServer, browser: Browser) -> None:
         browser.page.goto(live_server.url("/health"))
@@ -25,7 +25,7 @@ import pytest
 from playwright.sync_api import Browser as PlaywrightBrowser
 from playwright.sync_api import BrowserContext, CDPSession, Page, sync_playwright
 
-from tests.live_server import (  # noqa: F401 (fixtures and types re-exported for the browser tests)
+from tests.support.live import (  # noqa: F401 (fixtures and types re-exported for the browser tests)
     Email,
     LiveServer,
     live_server,

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.helpers import free_port
+from tests.support.processes import free_port
 
 
 def parse(data: bytes) -> EmailMessage:

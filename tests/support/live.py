@@ -18,7 +18,7 @@ from typing import IO
 
 import pytest
 
-from tests.helpers import EXECUTABLE, clean_env, free_port
+from tests.support.processes import EXECUTABLE, clean_env, free_port
 
 RULE = "-" * 72
 
@@ -185,6 +185,3 @@ def start_server(tmp_path: Path) -> Iterator[Callable[[str], LiveServer]]:
             return stack.enter_context(serving(folder, extra_config))
 
         yield start
-
-
-# --------------------------------------------------------------------------------------- browser

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from passwordless.config.settings import Config
-from tests.mailbox import parse, text_of
+from tests.support.mail import parse, text_of
 
 # TOML sections; concatenate the ones a test needs (each section at most once).
 # FILE_MAIL: emails written as .eml files to outbox/ beside the database (see `delivered`).
