@@ -15,24 +15,21 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass
+from contextlib import closing
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from passwordless.config.settings import Config
 from passwordless.platform.crypto import new_id
 from passwordless.users import store as users
 from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
-from tests.support.app import PEER, FakeClock, deps_of, running
+from tests.support.app import PEER, AppServer, FakeClock, deps_of
 from tests.support.processes import free_port
 from tests.support.signin import (
-    FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, count, emails_to, request_sign_in, rows, verify_code,
-    verify_link,
+    FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, count, emails_to, request_sign_in, rows,
 )
 
 pytestmark = pytest.mark.anyio
@@ -65,19 +62,8 @@ ROUTES = [
 # --- the running server -------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    app: Starlette
-    http: httpx.AsyncClient
-    config: Config
+class Server(AppServer):
     clock: FakeClock
-
-    async def sign_in(self, email: str, by_code: bool = False) -> dict[str, Any]:
-        token, code = await request_sign_in(self.http, self.config, email)
-        response = await (verify_code(self.http, email, code) if by_code else verify_link(self.http, token))
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
 
     async def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return await self.http.request(method, path, headers=ADMIN, **kwargs)
@@ -99,7 +85,7 @@ class Server:
 
     async def create_user(self, email: str) -> users.User:
         """A user straight through the store (fast, for counts and pages)."""
-        made: users.User = await deps_of(self.app).db.write(users.create, email, self.clock())
+        made: users.User = await self.deps().db.write(users.create, email, self.clock())
         return made
 
     def sql(self, statement: str, *params: object) -> int:
@@ -107,12 +93,6 @@ class Server:
             cursor = conn.execute(statement, params)
             conn.commit()
             return cursor.rowcount
-
-    def audit(self, event_type: str) -> list[dict[str, Any]]:
-        found = rows(self.config, "SELECT * FROM audit_logs WHERE event_type = ? ORDER BY rowid", event_type)
-        for row in found:
-            row["details"] = json.loads(row["details"])
-        return found
 
 
 def assert_refused(response: httpx.Response) -> None:
@@ -122,13 +102,6 @@ def assert_refused(response: httpx.Response) -> None:
     assert_error(response, 401, code)
 
 
-@asynccontextmanager
-async def serving(config: Config, clock: FakeClock | None = None) -> AsyncIterator[Server]:
-    clock = clock or FakeClock()
-    async with running(config, clock=clock) as (app, http):
-        yield Server(app, http, config, clock)
-
-
 @pytest.fixture
 def config(make_config: MakeConfig) -> Config:
     return make_config(BASE + ADMIN_SECTION)
@@ -136,7 +109,7 @@ def config(make_config: MakeConfig) -> Config:
 
 @pytest.fixture
 async def server(config: Config) -> AsyncIterator[Server]:
-    async with serving(config) as s:
+    async with Server.serving(config) as s:
         yield s
 
 
@@ -154,7 +127,7 @@ async def wait_until_sent(server: Server) -> None:
 async def test_without_an_admin_token_every_admin_route_is_404(make_config: MakeConfig) -> None:
     config = make_config(BASE)
     assert not config.admin.token
-    async with serving(config) as server:
+    async with Server.serving(config) as server:
         for method, path, _ in ROUTES:
             for headers in ({}, ADMIN, {"authorization": "Bearer "}):
                 response = await server.http.request(method, path, headers=headers)
@@ -665,7 +638,7 @@ async def test_a_dead_email_can_be_retried_and_goes_back_to_pending(make_config:
         + f'[email.smtp]\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"\ntimeout = "2s"\n'
     )
     clock = FakeClock()
-    async with serving(config, clock) as server:
+    async with Server.serving(config, clock) as server:
         accepted = await server.http.post("/auth/magic-link", json={"email": "lou@example.com"})
         assert accepted.status_code == 202
         email_id = emails_to(config, "lou@example.com")[0]["id"]

@@ -21,6 +21,7 @@ import pytest
 from passwordless.platform import migrate
 from passwordless.platform.db import Database, DatabaseClosed
 from passwordless.platform.db.writer import RESET_FRAMES
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -337,15 +338,6 @@ async def test_foreign_keys_are_enforced(migrated_db: Database) -> None:
 # --- online backup while writing -------------------------------------------------------------
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
-
-
 def check_backup(path: Path) -> tuple[int, int]:
     with closing(sqlite3.connect(path)) as conn:
         assert scalar(conn, "PRAGMA integrity_check") == "ok"
@@ -385,7 +377,7 @@ async def test_backup_while_writing_is_consistent(db: Database, tmp_path: Path) 
         for n in range(total):
             if n == total // 2:  # pause until a backup has been taken wholly within the pause
                 taken = len(counts)
-                assert await asyncio.to_thread(wait_until, lambda: len(counts) >= taken + 2 or bool(errors))
+                await asyncio.to_thread(wait_until, lambda: len(counts) >= taken + 2 or bool(errors), "two more counts", 30, 0.001)
             await db.write(insert_pair, n)
     finally:
         stop.set()

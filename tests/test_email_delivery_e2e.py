@@ -26,6 +26,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.support.processes import EXECUTABLE, cli, clean_env, free_port, stop_process
 from tests.support.mail import Sink, SlowSink, start_sink, text_of, tls_server_context, write_test_certificate
+from tests.support.waiting import wait_until
 
 T = TypeVar("T")
 
@@ -157,17 +158,6 @@ def emails(tmp_path: Path) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute("SELECT * FROM email_queue ORDER BY created_at, rowid")]
 
 
-def wait_until(check: Callable[[], T], what: str, timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value {result!r}")
-        time.sleep(0.05)
-
-
 def all_rows(tmp_path: Path, count: int, ok: Callable[[dict[str, Any]], bool]) -> Callable[[], list[dict[str, Any]]]:
     def check() -> list[dict[str, Any]]:
         found = emails(tmp_path)
@@ -188,7 +178,7 @@ def test_queued_emails_survive_sigkill_and_arrive_once_after_restart(
     first = start("--config", str(config))
     for address in addresses:
         first.sign_in(address)
-    wait_until(all_rows(tmp_path, 5, lambda r: r["attempts"] >= 1), "a failed attempt at each email")
+    wait_until(all_rows(tmp_path, 5, lambda r: r["attempts"] >= 1), "a failed attempt at each email", timeout=15)
     first.stop(signal.SIGKILL)
     assert first.process.returncode == -signal.SIGKILL
     left = emails(tmp_path)
@@ -196,7 +186,7 @@ def test_queued_emails_survive_sigkill_and_arrive_once_after_restart(
 
     sink, _ = sinks(port=smtp_port)
     second = start("--config", str(config))
-    sent = wait_until(all_rows(tmp_path, 5, lambda r: r["status"] == "sent"), "every email sent after the restart")
+    sent = wait_until(all_rows(tmp_path, 5, lambda r: r["status"] == "sent"), "every email sent after the restart", timeout=15)
     time.sleep(0.5)  # a duplicate would have arrived by now
     assert sorted(m["To"] for m in sink.received) == addresses  # each one, once
     assert all(r["body_text"] is None and r["attempts"] >= 2 for r in sent)
@@ -221,7 +211,7 @@ def test_emails_leased_by_a_killed_server_are_sent_by_the_next_one(
         first = start("--config", str(config))
         for i in range(3):
             first.sign_in(f"user{i}@example.com")
-        wait_until(lambda: len([r for r in emails(tmp_path) if r["status"] == "sending"]) >= 2, "two leased rows")
+        wait_until(lambda: len([r for r in emails(tmp_path) if r["status"] == "sending"]) >= 2, "two leased rows", timeout=15)
         first.stop(signal.SIGKILL)
     finally:
         silent.close()
@@ -230,7 +220,7 @@ def test_emails_leased_by_a_killed_server_are_sent_by_the_next_one(
 
     sink, _ = sinks(port=smtp_port)
     second = start("--config", str(config))
-    wait_until(all_rows(tmp_path, 3, lambda r: r["status"] == "sent"), "every email sent after the restart")
+    wait_until(all_rows(tmp_path, 3, lambda r: r["status"] == "sent"), "every email sent after the restart", timeout=15)
     time.sleep(0.3)
     assert sorted(m["To"] for m in sink.received) == [f"user{i}@example.com" for i in range(3)]
     logs = second.stop()
@@ -266,7 +256,7 @@ def test_two_servers_on_one_database_deliver_each_email_exactly_once(
     addresses = [f"user{i:02}@example.com" for i in range(50)]
     for i, address in enumerate(addresses):
         servers[i % 2].sign_in(address)
-    wait_until(all_rows(tmp_path, 50, lambda r: r["attempts"] >= 1), "a failed attempt at each email")
+    wait_until(all_rows(tmp_path, 50, lambda r: r["attempts"] >= 1), "a failed attempt at each email", timeout=15)
     sink, _ = sinks(port=smtp_port)
     wait_until(all_rows(tmp_path, 50, lambda r: r["status"] == "sent"), "fifty emails sent", timeout=30)
     time.sleep(0.5)

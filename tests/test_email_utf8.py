@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import datetime, timezone
@@ -33,7 +34,7 @@ from tests.test_email_queue import (
     LINK, START, SinkServers, all_have, audit, emails, eventually, migrated, sign_in, smtp_config, sinks,
 )
 from tests.support.signin import NO_RATE_LIMITS
-from tests.test_webhooks import BASE, hook, new_secret, serving
+from tests.test_webhooks import BASE, Server, hook, new_secret
 
 pytestmark = pytest.mark.anyio
 __all__ = ["sinks"]  # the fixture, used by name
@@ -151,7 +152,7 @@ async def test_a_webhook_failing_with_an_unexpected_exception_ends_dead_after_ma
     with garbage_http_server() as url:
         config = make_config(BASE + hook(url, new_secret(), ["user.created"]))
         assert config.email.max_attempts == 3
-        async with serving(config) as server:
+        async with Server.serving(config, time.time) as server:
             await server.sign_in("carl@example.com")
             [dead] = await server.settled(timeout=15)
             assert dead["status"] == "dead" and dead["attempts"] == 3

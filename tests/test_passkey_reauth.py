@@ -18,7 +18,7 @@ from tests.conftest import MakeConfig
 from tests.support.app import FakeClock
 from tests.support.mail import Sink, start_sink, text_of
 from tests.support.signin import FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, emails_to, rows
-from tests.test_passkeys import ORIGIN, PUBLIC, Server, cookie_sign_in, serving
+from tests.test_passkeys import ORIGIN, PUBLIC, Server, cookie_sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -28,7 +28,7 @@ ADDED = "A passkey was added to your account"
 
 @asynccontextmanager
 async def server_with(make_config: MakeConfig, extra: str = "") -> AsyncIterator[Server]:
-    async with serving(make_config(FILE_MAIL + NO_RATE_LIMITS + extra), FakeClock()) as server:
+    async with Server.serving(make_config(FILE_MAIL + NO_RATE_LIMITS + extra), FakeClock()) as server:
         yield server
 
 
@@ -127,7 +127,7 @@ async def test_the_owner_is_emailed_about_every_passkey_added(make_config: MakeC
         f'[email.smtp]\nhost = "127.0.0.1"\nport = {controller.port}\nsecurity = "none"\ntimeout = "3s"\n'
     )
     try:
-        async with serving(make_config(smtp + NO_RATE_LIMITS), FakeClock()) as server:
+        async with Server.serving(make_config(smtp + NO_RATE_LIMITS), FakeClock()) as server:
             await server.http.post("/auth/magic-link", json={"email": "ada@example.com"})
             link = text_of(await _wait_for(sink, "ada@example.com", "Sign in to passwordless"))
             token = link.split("token=", 1)[1].split()[0]

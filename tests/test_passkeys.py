@@ -13,8 +13,6 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlencode
@@ -22,7 +20,6 @@ from urllib.parse import urlencode
 import cbor2
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from passwordless.config.settings import Config
 from tests.support.authenticator import (
@@ -30,9 +27,9 @@ from tests.support.authenticator import (
     client_data,
 )
 from tests.conftest import MakeConfig
-from tests.support.app import PEER, FakeClock, deps_of, running
+from tests.support.app import PEER, AppServer, FakeClock, deps_of
 from tests.support.signin import (
-    FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, database, request_sign_in, rows, verify_link,
+    FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, database, request_sign_in, rows,
 )
 
 pytestmark = pytest.mark.anyio
@@ -54,23 +51,8 @@ BASE = FILE_MAIL + NO_RATE_LIMITS
 # --- the running server and a few steps every test takes ---------------------------------------
 
 
-@dataclass
-class Server:
-    app: Starlette
-    http: httpx.AsyncClient
-    config: Config
+class Server(AppServer):
     clock: FakeClock
-
-    async def sign_in(self, email: str) -> dict[str, Any]:
-        """A token response for `email`, by magic link (the user is created on first sign-in)."""
-        token, _ = await request_sign_in(self.http, self.config, email)
-        response = await verify_link(self.http, token)
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def bearer(self, email: str) -> dict[str, str]:
-        return bearer((await self.sign_in(email))["access_token"])
 
     async def register_options(self, headers: dict[str, str]) -> dict[str, Any]:
         response = await self.http.post("/auth/passkeys/register/options", json={}, headers=headers)
@@ -136,12 +118,6 @@ class Server:
         body: dict[str, Any] = response.json()
         return body
 
-    def audit(self, event_type: str) -> list[dict[str, Any]]:
-        found = rows(self.config, "SELECT * FROM audit_logs WHERE event_type = ? ORDER BY rowid", event_type)
-        for row in found:
-            row["details"] = json.loads(row["details"]) if row["details"] else {}
-        return found
-
     def stored(self, passkey_id: str) -> dict[str, Any] | None:
         found = rows(self.config, "SELECT * FROM passkeys WHERE id = ?", passkey_id)
         return found[0] if found else None
@@ -149,13 +125,6 @@ class Server:
     def user_id(self, email: str) -> str:
         user_id: str = rows(self.config, "SELECT id FROM users WHERE email = ?", email)[0]["id"]
         return user_id
-
-
-@asynccontextmanager
-async def serving(config: Config, clock: FakeClock | None = None) -> AsyncIterator[Server]:
-    clock = clock or FakeClock()
-    async with running(config, clock=clock) as (app, http):
-        yield Server(app, http, config, clock)
 
 
 @pytest.fixture
@@ -168,7 +137,7 @@ def config(make_config: MakeConfig) -> Config:
 
 @pytest.fixture
 async def server(config: Config) -> AsyncIterator[Server]:
-    async with serving(config) as s:
+    async with Server.serving(config) as s:
         yield s
 
 
@@ -647,7 +616,7 @@ async def test_an_expired_challenge_is_refused(server: Server) -> None:
 
 async def test_challenge_ttl_comes_from_config(make_config: MakeConfig) -> None:
     config = make_config(BASE + '[webauthn]\nchallenge_ttl = "30s"\n')
-    async with serving(config) as server:
+    async with Server.serving(config) as server:
         authenticator = SoftAuthenticator()
         await server.register(await server.bearer("ada@example.com"), authenticator)
         options = await server.login_options("ada@example.com")
@@ -772,7 +741,7 @@ async def test_a_deleted_credential_no_longer_signs_in(server: Server) -> None:
 
 async def test_user_verification_required_by_config(make_config: MakeConfig) -> None:
     config = make_config(BASE + '[webauthn]\nuser_verification = "required"\n')
-    async with serving(config) as server:
+    async with Server.serving(config) as server:
         headers = await server.bearer("ada@example.com")
         options = await server.register_options(headers)
         assert options["authenticatorSelection"]["userVerification"] == "required"
@@ -1167,7 +1136,7 @@ async def test_unknown_fields_in_options_bodies_are_refused(server: Server) -> N
 async def test_failed_passkey_verifications_are_rate_limited_per_ip(make_config: MakeConfig) -> None:
     # One passkey sign-in spends two of passkey_per_ip: the options and the verify.
     config = make_config(FILE_MAIL + '[rate_limit]\npasskey_per_ip = "6/1m"\nverify_per_ip = "1/1m"\n')
-    async with serving(config) as server:
+    async with Server.serving(config) as server:
         stranger = SoftAuthenticator()  # its credential was never registered
         stranger.make_credential(
             {"rp": {"id": RP_ID}, "user": {"id": b64url(b"u" * 32), "name": "x"}, "challenge": "AA"}, ORIGIN,
@@ -1199,7 +1168,7 @@ async def _post_from(server: Server, ip: str, path: str, body: dict[str, Any]) -
 
 async def test_passkey_options_and_verify_are_limited_per_ip_and_per_ipv6_64(make_config: MakeConfig) -> None:
     config = make_config(FILE_MAIL + '[rate_limit]\npasskey_per_ip = "3/1m"\n')
-    async with serving(config) as server:
+    async with Server.serving(config) as server:
         authenticator = SoftAuthenticator()
         await server.register(await server.bearer("ada@example.com"), authenticator)
         attacker = "2001:db8:1:2::1"

@@ -16,27 +16,25 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
 
-from passwordless.config.settings import Config
 from passwordless.config.load import ConfigError
 from passwordless.magic_link import service as magic_link_service
 from passwordless.webhooks import worker as webhook_worker
 from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
-from tests.support.app import FakeClock, running
+from tests.support.app import AppServer, FakeClock
 from tests.support.signin import (
     NO_RATE_LIMITS, assert_error, claims, count, last_email, request_sign_in, rows, verify_code, verify_link,
 )
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -199,26 +197,15 @@ def hook(url: str, secret: str | None, events: list[str] | None = None) -> str:
     return text
 
 
-@dataclass
-class Server:
-    app: Starlette
-    http: httpx.AsyncClient
-    config: Config
-    clock: Callable[[], float]
-
-    async def sign_in(self, email: str, by_code: bool = False) -> dict[str, Any]:
-        token, code = await request_sign_in(self.http, self.config, email)
-        response = await (verify_code(self.http, email, code) if by_code else verify_link(self.http, token))
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
+class Server(AppServer):
+    """Started on real time (`Server.serving(config, time.time)`) unless a test moves the clock."""
 
     def deliveries(self, where: str = "1", *params: object) -> list[dict[str, Any]]:
         return rows(self.config, f"SELECT * FROM webhook_queue WHERE {where} ORDER BY created_at, rowid", *params)
 
     async def settled(self, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Every queued delivery finished (sent or dead)."""
-        await until(lambda: count(self.config, "webhook_queue", "status IN ('pending', 'sending')") == 0, timeout)
+        await until(lambda: count(self.config, "webhook_queue", "status IN ('pending', 'sending')") == 0, timeout=timeout)
         return self.deliveries()
 
     async def metric(self, result: str) -> float:
@@ -226,19 +213,6 @@ class Server:
         match = re.search(rf'^webhook_deliveries_total\{{result="{result}"\}} (\S+)$', text, re.M)
         assert match, text
         return float(match[1])
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.01)
-
-
-@asynccontextmanager
-async def serving(config: Config, clock: Callable[[], float] = time.time) -> AsyncIterator[Server]:
-    async with running(config, clock=clock) as (app, http):
-        yield Server(app, http, config, clock)
 
 
 # --- what is sent ---------------------------------------------------------------------------------
@@ -250,7 +224,7 @@ async def test_a_first_sign_in_sends_user_created_and_login_succeeded_signed(mak
         config = make_config(
             BASE + hook(receiver.url("/all"), every) + hook(receiver.url("/created"), created_only, ["user.created"])
         )
-        async with serving(config) as server:
+        async with Server.serving(config, time.time) as server:
             signed_in = await server.sign_in("alice@example.com")
             queued = await server.settled()
             assert {(d["url"], d["event_type"]) for d in queued} == {
@@ -299,7 +273,7 @@ async def test_a_500_is_retried_with_the_same_id_and_a_new_timestamp_and_signatu
     clock = FakeClock()
     with receiving(Receiver(script=[500, 200])) as receiver:
         config = make_config(BASE + hook(receiver.url(), secret, ["user.created"]))
-        async with serving(config, clock) as server:
+        async with Server.serving(config, clock) as server:
             await server.sign_in("bob@example.com")
             await until(lambda: len(receiver.hits) == 1)
             await until(lambda: server.deliveries()[0]["status"] == "pending")
@@ -331,7 +305,7 @@ async def test_dead_after_max_attempts_audited_and_counted(make_config: MakeConf
     with receiving(Receiver(default=500)) as receiver:
         config = make_config(BASE + hook(receiver.url(), secret, ["user.created"]))
         assert config.email.max_attempts == 3
-        async with serving(config) as server:
+        async with Server.serving(config, time.time) as server:
             await server.sign_in("carl@example.com")
             [dead] = await server.settled()
             assert dead["status"] == "dead" and dead["attempts"] == 3 and "500" in dead["last_error"]
@@ -359,7 +333,7 @@ async def test_410_gone_makes_the_delivery_dead_at_once(make_config: MakeConfig)
     secret = new_secret()
     with receiving(Receiver(default=410)) as receiver:
         config = make_config(BASE + hook(receiver.url(), secret, ["user.created"]))
-        async with serving(config) as server:
+        async with Server.serving(config, time.time) as server:
             await server.sign_in("dora@example.com")
             [dead] = await server.settled()
             assert dead["status"] == "dead" and dead["attempts"] == 1 and "410" in dead["last_error"]
@@ -380,7 +354,7 @@ async def test_a_redirect_is_not_success(make_config: MakeConfig, status: int) -
     with receiving(receiver):
         receiver.location = receiver.url("/moved")
         config = make_config(BASE + hook(receiver.url(), secret, ["user.created"]))
-        async with serving(config) as server:
+        async with Server.serving(config, time.time) as server:
             await server.sign_in("finn@example.com")
             [delivery] = await server.settled()
             assert receiver.on("/moved") == [], "the redirect was followed"
@@ -393,7 +367,7 @@ async def test_a_timeout_is_retried(make_config: MakeConfig, monkeypatch: pytest
     secret = new_secret()
     with receiving(Receiver(script=[(200, 1.0)])) as receiver:
         config = make_config(BASE + hook(receiver.url(), secret, ["user.created"]))
-        async with serving(config) as server:
+        async with Server.serving(config, time.time) as server:
             await server.sign_in("eli@example.com")
             [delivered] = await server.settled()
             assert delivered["status"] == "sent" and delivered["attempts"] == 2
@@ -405,9 +379,9 @@ async def test_a_slow_receiver_never_slows_a_sign_in(make_config: MakeConfig) ->
     secret = new_secret()
     with receiving(Receiver(delay=3.0)) as receiver:
         config = make_config(BASE + hook(receiver.url(), secret))
-        async with serving(config) as server:
+        async with Server.serving(config, time.time) as server:
             await server.sign_in("fred@example.com")
-            await until(lambda: len(receiver.hits) >= 1, 5)  # the receiver is now sitting on a delivery
+            await until(lambda: len(receiver.hits) >= 1, timeout=5)  # the receiver is now sitting on a delivery
             assert count(config, "webhook_queue", "status = 'sending'") >= 1
 
             accepted = await server.http.post("/auth/magic-link", json={"email": "gina@example.com"})
@@ -430,7 +404,7 @@ async def test_passkey_session_and_user_events(make_config: MakeConfig) -> None:
     secret = new_secret()
     with receiving(Receiver()) as receiver:
         config = make_config(BASE + hook(receiver.url(), secret))
-        async with serving(config) as server:
+        async with Server.serving(config, time.time) as server:
             http = server.http
             first = await server.sign_in("hana@example.com")
             user_id = first["user"]["id"]
@@ -484,7 +458,7 @@ async def test_events_are_queued_in_the_transaction_of_the_sign_in(
     clock = FakeClock()
     with receiving(Receiver()) as receiver:
         config = make_config(BASE + hook(receiver.url(), secret))
-        async with serving(config, clock) as server:
+        async with Server.serving(config, clock) as server:
             http = server.http
             token, code = await request_sign_in(http, config, "ian@example.com")
             later, _ = await request_sign_in(http, config, "ian@example.com")
@@ -533,7 +507,7 @@ async def test_each_hook_signs_with_its_own_secret_even_on_a_shared_url(make_con
         config = make_config(
             BASE + hook(receiver.url(), first, ["user.created"]) + hook(receiver.url(), second, ["login.succeeded"])
         )
-        async with serving(config) as server:
+        async with Server.serving(config, time.time) as server:
             await server.sign_in("jan@example.com")
             await server.settled()
             await until(lambda: len(receiver.hits) == 2)
