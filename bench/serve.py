@@ -4,20 +4,20 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import sqlite3
 import subprocess
+import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from passwordless.config.settings import Config
 
 import prepare
 from harness import BenchError, Children, DRAIN_TIMEOUT, call, free_port, wait_ready
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.support
+from tests.support.processes import clean_env  # noqa: E402
 
 
 PUBLIC_URL = "https://auth.bench.test"  # production refuses http; the server still listens on http
@@ -29,27 +29,6 @@ HUGE_RATE_PER_IP = "1000000000/1m"
 HUGE_RATE_PER_EMAIL = "1000000000/15m"
 
 # --- the server under test ---------------------------------------------------------------------
-
-
-def config_env_names() -> set[str]:
-    """Environment variables the server reads as settings (they would override the file)."""
-    names = {"PASSWORDLESS_CONFIG"}
-
-    def walk(cls: type[Any]) -> None:
-        for f in fields(cls):
-            if "setting" in f.metadata and f.metadata["setting"].env:
-                names.add(f.metadata["setting"].env)
-            for key in ("section", "table_array"):
-                if key in f.metadata:
-                    walk(f.metadata[key])
-
-    walk(Config)
-    return names
-
-
-def server_env() -> dict[str, str]:
-    drop = config_env_names()
-    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 def write_config(folder: Path, port: int, sink_port: int, secret: str) -> Path:
@@ -93,6 +72,12 @@ passkey_per_ip = "{HUGE_RATE_PER_IP}"
     return path
 
 
+# Why not tests/support/live.py's LiveServer (the tests' one harness for `passwordless serve`):
+# it shares the environment (clean_env) but not the process. The bench's server logs every request
+# to a file, where LiveServer pumps output through Python threads that would share the two cores
+# with the load being measured; it is one of the bench's Children (stopped in order with SIGINT,
+# killed by process group, sampled for RSS by PID); and readiness is polled every 5 ms because
+# the time to it is a measured figure.
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -115,7 +100,7 @@ def start_serve(children: Children, command: Path, folder: Path, sink_port: int)
     with log.open("ab") as out:
         started = time.perf_counter()
         process = children.start(
-            [str(command), "serve", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=server_env()
+            [str(command), "serve", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=clean_env()
         )
     server = Server(process, port, folder, secret, log)
     try:

@@ -1,109 +1,29 @@
 """End to end: the real `passwordless serve` and `passwordless send-test-email` processes
 delivering to a real SMTP server on 127.0.0.1 (issue 4; API.md "Email queue"; CONFIG.md email.*).
 
-Servers are started the way tests/test_serve.py starts them; their logs go to files so a chatty
-process can never block on a full pipe."""
+Servers are started the way tests/test_serve.py starts them (tests/support/live.py's `launch`)."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import socket
 import sqlite3
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.support.processes import EXECUTABLE, cli, clean_env, free_port, stop_process
+from tests.support.live import LiveServer, launch  # noqa: F401 (fixture)
+from tests.support.processes import cli, clean_env, free_port
 from tests.support.mail import Sink, SlowSink, start_sink, text_of, tls_server_context, write_test_certificate
 from tests.support.waiting import wait_until
 
-T = TypeVar("T")
-
-
-class Server:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.process, self.port, self.log = process, port, log
-        self.base = f"http://127.0.0.1:{port}"
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def request(self, method: str, path: str, body: dict[str, object] | None = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.base + path, data=data, method=method, headers={"content-type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
-
-    def sign_in(self, address: str) -> None:
-        status, body = self.request("POST", "/auth/magic-link", {"email": address})
-        assert (status, body) == (202, {"status": "sent"}), (status, body)
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.logs()
-            try:
-                if self.request("GET", "/readiness")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("the server did not become ready:\n" + self.logs())
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> str:
-        """Signal the server, wait for it to exit, and return what it logged."""
-        if self.process.poll() is None:
-            if sig == signal.SIGKILL:  # a crash kills every process of the server (the executable has two)
-                os.killpg(self.process.pid, sig)
-            else:
-                self.process.send_signal(sig)
-        self.process.wait(timeout=timeout)
-        return self.logs()
-
-
-Start = Callable[..., Server]
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
-    started: list[Server] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Server:
-        port = free_port()
-        log = tmp_path / f"serve-{len(started)}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [EXECUTABLE, "serve", "--port", str(port), *args],
-                cwd=tmp_path,
-                env=env if env is not None else clean_env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so a simulated crash kills it all
-            )
-        server = Server(process, port, log)
-        started.append(server)
-        server.wait_ready()
-        return server
-
-    yield start
-    for server in started:
-        stop_process(server.process)
+Launch = Callable[..., LiveServer]
 
 
 @pytest.fixture
@@ -170,14 +90,14 @@ def all_rows(tmp_path: Path, count: int, ok: Callable[[dict[str, Any]], bool]) -
 
 
 def test_queued_emails_survive_sigkill_and_arrive_once_after_restart(
-    start: Start, sinks: Callable[..., tuple[Sink, int]], tmp_path: Path
+    launch: Launch, sinks: Callable[..., tuple[Sink, int]], tmp_path: Path
 ) -> None:
     smtp_port = free_port()  # the SMTP server is not running yet
     config = write_config(tmp_path, smtp_port)
     addresses = [f"user{i}@example.com" for i in range(5)]
-    first = start("--config", str(config))
+    first = launch("--config", str(config))
     for address in addresses:
-        first.sign_in(address)
+        first.request_link(address)
     wait_until(all_rows(tmp_path, 5, lambda r: r["attempts"] >= 1), "a failed attempt at each email", timeout=15)
     first.stop(signal.SIGKILL)
     assert first.process.returncode == -signal.SIGKILL
@@ -185,7 +105,7 @@ def test_queued_emails_survive_sigkill_and_arrive_once_after_restart(
     assert all(r["status"] in ("pending", "sending") and r["body_text"] for r in left), left
 
     sink, _ = sinks(port=smtp_port)
-    second = start("--config", str(config))
+    second = launch("--config", str(config))
     sent = wait_until(all_rows(tmp_path, 5, lambda r: r["status"] == "sent"), "every email sent after the restart", timeout=15)
     time.sleep(0.5)  # a duplicate would have arrived by now
     assert sorted(m["To"] for m in sink.received) == addresses  # each one, once
@@ -197,7 +117,7 @@ def test_queued_emails_survive_sigkill_and_arrive_once_after_restart(
 
 
 def test_emails_leased_by_a_killed_server_are_sent_by_the_next_one(
-    start: Start, sinks: Callable[..., tuple[Sink, int]], tmp_path: Path
+    launch: Launch, sinks: Callable[..., tuple[Sink, int]], tmp_path: Path
 ) -> None:
     """Killed mid-send (an SMTP server that accepts connections and never answers), the rows stay
     'sending' under a lease; the next server takes them again once the lease (1 s) is over.
@@ -208,9 +128,9 @@ def test_emails_leased_by_a_killed_server_are_sent_by_the_next_one(
     silent.listen(16)
     try:
         config = write_config(tmp_path, smtp_port, email="concurrency = 2")
-        first = start("--config", str(config))
+        first = launch("--config", str(config))
         for i in range(3):
-            first.sign_in(f"user{i}@example.com")
+            first.request_link(f"user{i}@example.com")
         wait_until(lambda: len([r for r in emails(tmp_path) if r["status"] == "sending"]) >= 2, "two leased rows", timeout=15)
         first.stop(signal.SIGKILL)
     finally:
@@ -219,7 +139,7 @@ def test_emails_leased_by_a_killed_server_are_sent_by_the_next_one(
     assert len(leased) >= 2 and all(r["lease_expires_at"] for r in leased)
 
     sink, _ = sinks(port=smtp_port)
-    second = start("--config", str(config))
+    second = launch("--config", str(config))
     wait_until(all_rows(tmp_path, 3, lambda r: r["status"] == "sent"), "every email sent after the restart", timeout=15)
     time.sleep(0.3)
     assert sorted(m["To"] for m in sink.received) == [f"user{i}@example.com" for i in range(3)]
@@ -228,13 +148,13 @@ def test_emails_leased_by_a_killed_server_are_sent_by_the_next_one(
 
 
 def test_sigterm_during_a_slow_send_exits_0_and_loses_nothing(
-    start: Start, sinks: Callable[..., tuple[Sink, int]], tmp_path: Path
+    launch: Launch, sinks: Callable[..., tuple[Sink, int]], tmp_path: Path
 ) -> None:
     sink = SlowSink(1.0)
     _, smtp_port = sinks(sink)
     config = write_config(tmp_path, smtp_port, email='lease = "1m"')
-    server = start("--config", str(config))
-    server.sign_in("a@example.com")
+    server = launch("--config", str(config))
+    server.request_link("a@example.com")
     assert sink.receiving.wait(10), "the email never reached the SMTP server"
     logs = server.stop(signal.SIGTERM)
     assert server.process.returncode == 0, logs
@@ -248,14 +168,14 @@ def test_sigterm_during_a_slow_send_exits_0_and_loses_nothing(
 
 
 def test_two_servers_on_one_database_deliver_each_email_exactly_once(
-    start: Start, sinks: Callable[..., tuple[Sink, int]], tmp_path: Path
+    launch: Launch, sinks: Callable[..., tuple[Sink, int]], tmp_path: Path
 ) -> None:
     smtp_port = free_port()  # down at first: both servers' workers keep retrying the same rows
     config = write_config(tmp_path, smtp_port, email="concurrency = 4", extra="[rate_limit]\nenabled = false\n")
-    servers = [start("--config", str(config)), start("--config", str(config))]
+    servers = [launch("--config", str(config)), launch("--config", str(config))]
     addresses = [f"user{i:02}@example.com" for i in range(50)]
     for i, address in enumerate(addresses):
-        servers[i % 2].sign_in(address)
+        servers[i % 2].request_link(address)
     wait_until(all_rows(tmp_path, 50, lambda r: r["attempts"] >= 1), "a failed attempt at each email", timeout=15)
     sink, _ = sinks(port=smtp_port)
     wait_until(all_rows(tmp_path, 50, lambda r: r["status"] == "sent"), "fifty emails sent", timeout=30)

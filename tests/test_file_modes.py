@@ -5,19 +5,17 @@ Each case runs the real `passwordless` executable under a umask set by the shell
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import stat
 import subprocess
-import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import EXECUTABLE, clean_env, free_port, stop_process
+from tests.support.live import LiveServer, launch  # noqa: F401 (fixture)
+from tests.support.processes import EXECUTABLE, clean_env, free_port
+from tests.support.waiting import wait_until
 
 UMASKS = [pytest.param(0o022, id="umask-022"), pytest.param(0o000, id="umask-000")]
 CONFIG = '[email]\ntransport = "file"\n'
@@ -27,8 +25,13 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
+def umask_prefix(umask: int) -> list[str]:
+    """A shell that sets the umask, then becomes the command after it."""
+    return ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"']
+
+
 def under_umask(umask: int, *args: str) -> list[str]:
-    return ["sh", "-c", f"umask {umask:03o} && exec {shlex.join([EXECUTABLE, *args])}"]
+    return [*umask_prefix(umask), EXECUTABLE, *args]
 
 
 def run(tmp_path: Path, umask: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,54 +41,21 @@ def run(tmp_path: Path, umask: int, *args: str) -> subprocess.CompletedProcess[s
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[object]:
-    started: list[subprocess.Popen[str]] = []
-
-    def serve(umask: int) -> str:
+def serve(launch: Callable[..., LiveServer], tmp_path: Path) -> Callable[[int], LiveServer]:
+    def serve(umask: int) -> LiveServer:
         (tmp_path / "config.toml").write_text(CONFIG, encoding="utf-8")
-        port = free_port()
-        process = subprocess.Popen(
-            under_umask(umask, "serve", "--config", "config.toml", "--port", str(port)),
-            cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        started.append(process)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert process.poll() is None, process.communicate()
-            try:
-                with urllib.request.urlopen(base + "/readiness", timeout=5):
-                    return base
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("the server did not become ready")
+        return launch("--config", "config.toml", prefix=umask_prefix(umask))
 
-    yield serve
-    for process in started:
-        stop_process(process)
-
-
-def ask_link(base: str, email: str) -> None:
-    body = json.dumps({"email": email}).encode()
-    request = urllib.request.Request(base + "/auth/magic-link", body, {"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.status == 202
+    return serve
 
 
 def wait_for(folder: Path, pattern: str) -> list[Path]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = sorted(folder.glob(pattern)) if folder.is_dir() else []
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"nothing matching {pattern} appeared in {folder}")
+    return wait_until(lambda: sorted(folder.glob(pattern)) if folder.is_dir() else [], f"{pattern} in {folder}", 30, 0.05)
 
 
 @pytest.mark.parametrize("umask", UMASKS)
 def test_the_server_keeps_its_files_private(serve, tmp_path: Path, umask: int) -> None:  # type: ignore[no-untyped-def]
-    base = serve(umask)
-    ask_link(base, "someone@example.com")
+    serve(umask).request_link("someone@example.com")
     data = tmp_path / "data"
     emails = wait_for(data / "outbox", "*.eml")
     assert mode(data) == 0o700

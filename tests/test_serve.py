@@ -6,72 +6,13 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.support.processes import EXECUTABLE, cli, clean_env, free_port, stop_process
-
-
-class Server:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
-        self.process, self.port = process, port
-        self.base = f"http://127.0.0.1:{port}"
-
-    def get(self, path: str) -> tuple[int, dict[str, object]]:
-        try:
-            with urllib.request.urlopen(self.base + path, timeout=5) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.stop()
-            try:
-                if self.get("/readiness")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("the server did not become ready:\n" + self.stop())
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> str:
-        """Signal the server, wait for it to exit, and return what it logged."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        _, err = self.process.communicate(timeout=timeout)
-        return err
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[object]:
-    started: list[Server] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Server:
-        port = free_port()
-        process = subprocess.Popen(
-            [EXECUTABLE, "serve", "--port", str(port), *args],
-            cwd=tmp_path,
-            env=env if env is not None else clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        server = Server(process, port)
-        started.append(server)
-        server.wait_ready()
-        return server
-
-    yield start
-    for server in started:
-        stop_process(server.process)
+from tests.support.live import launch  # noqa: F401 (fixture)
+from tests.support.processes import cli, clean_env
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -80,9 +21,9 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_sigterm_turns_readiness_503_then_exits_cleanly(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_turns_readiness_503_then_exits_cleanly(launch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     config = write_config(tmp_path, '[server]\ndrain_delay = "2s"\n[database]\npath = "db/auth.db"\n')
-    server = start("--config", str(config))
+    server = launch("--config", str(config))
     status, body = server.get("/health")
     assert status == 200 and body["status"] == "healthy"
     env = clean_env(PORT=str(server.port))
@@ -100,8 +41,8 @@ def test_sigterm_turns_readiness_503_then_exits_cleanly(start, tmp_path: Path) -
     assert (tmp_path / "db" / "auth.db").exists()
 
 
-def test_no_config_at_all_runs_on_development_defaults(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = start()
+def test_no_config_at_all_runs_on_development_defaults(launch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = launch()
     status, body = server.get("/health")
     assert status == 200 and body["checks"] == {"database": "ok", "email_queue": "ok"}
     assert (tmp_path / "data" / "auth.db").is_file()
@@ -113,8 +54,8 @@ def test_no_config_at_all_runs_on_development_defaults(start, tmp_path: Path) ->
     assert secret.read_text().strip() not in logs
 
 
-def test_json_logs_are_one_object_per_line_without_tokens(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = start(env=clean_env(LOG_FORMAT="json", DRAIN_DELAY="100ms"))
+def test_json_logs_are_one_object_per_line_without_tokens(launch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = launch(env=clean_env(LOG_FORMAT="json", DRAIN_DELAY="100ms"))
     request = urllib.request.Request(
         server.base + "/readiness?token=SEKRET-TOKEN", headers={"X-Request-ID": "req-abc.123"}
     )
@@ -129,21 +70,21 @@ def test_json_logs_are_one_object_per_line_without_tokens(start, tmp_path: Path)
     assert "SEKRET-TOKEN" not in logs
 
 
-def test_a_port_in_use_stops_start_up(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = start()
+def test_a_port_in_use_stops_start_up(launch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = launch()
     again = cli("serve", "--port", str(server.port), "--host", "127.0.0.1", cwd=tmp_path)
     assert again.returncode != 0
     assert "address already in use" in again.stderr.lower()
     assert os.path.exists(tmp_path / "data" / "auth.db")
 
 
-def test_max_connections_turns_away_slow_clients_beyond_the_limit(start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_max_connections_turns_away_slow_clients_beyond_the_limit(launch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Half-sent requests hold a connection (uvicorn has no header timeout: that is the reverse
     proxy's job); server.max_connections bounds how many, so they cannot exhaust the process."""
     import socket
 
     config = write_config(tmp_path, "[server]\nmax_connections = 5\n")
-    server = start("--config", str(config))
+    server = launch("--config", str(config))
     slow: list[socket.socket] = []
 
     def half_sent() -> None:

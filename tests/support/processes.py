@@ -7,7 +7,11 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
+
+from passwordless.config.settings import Config
 
 # The command under test: the installed console script, or (CI, after scripts/build-binary)
 # the single-file executable named by PASSWORDLESS_EXECUTABLE.
@@ -21,18 +25,26 @@ def free_port() -> int:
         return port
 
 
-# Environment variables that would change the configuration of a server started by a test.
-CONFIG_ENV_VARS = (
-    "PASSWORDLESS_CONFIG", "ENVIRONMENT", "HOST", "PORT", "PUBLIC_URL", "TRUSTED_PROXIES",
-    "DATABASE_PATH", "JWT_SECRET", "JWT_ALGORITHM", "WEBAUTHN_RP_ID", "WEBAUTHN_ORIGIN",
-    "EMAIL_TRANSPORT", "EMAIL_FROM", "EMAIL_FILE_DIR", "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD",
-    "SMTP_SECURITY", "CORS_ALLOWED_ORIGINS", "ADMIN_TOKEN", "METRICS_TOKEN", "LOG_LEVEL",
-    "LOG_FORMAT", "DRAIN_DELAY",
-)
+def config_env_names() -> set[str]:
+    """Environment variables the server reads as settings (they would override its file)."""
+    names = {"PASSWORDLESS_CONFIG"}
+
+    def walk(cls: type[Any]) -> None:
+        for f in fields(cls):
+            if "setting" in f.metadata and f.metadata["setting"].env:
+                names.add(f.metadata["setting"].env)
+            for key in ("section", "table_array"):
+                if key in f.metadata:
+                    walk(f.metadata[key])
+
+    walk(Config)
+    return names
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_VARS}
+    """This environment without the settings it may hold, plus `extra`."""
+    drop = config_env_names()
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra)
     return env
 
