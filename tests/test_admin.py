@@ -13,7 +13,6 @@ import asyncio
 import json
 import re
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from contextlib import closing
 from typing import Any
@@ -29,8 +28,9 @@ from tests.conftest import MakeConfig
 from tests.support.app import PEER, AppServer, FakeClock, deps_of
 from tests.support.processes import free_port
 from tests.support.signin import (
-    FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, count, emails_to, request_sign_in, rows,
+    FILE_MAIL, NO_RATE_LIMITS, all_mail_sent, assert_error, bearer, claims, count, emails_to, request_sign_in, rows,
 )
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -111,14 +111,6 @@ def config(make_config: MakeConfig) -> Config:
 async def server(config: Config) -> AsyncIterator[Server]:
     async with Server.serving(config) as s:
         yield s
-
-
-async def wait_until_sent(server: Server) -> None:
-    """Every queued email delivered (the worker writes its email_sent audit row with it)."""
-    deadline = time.monotonic() + 10
-    while count(server.config, "email_queue", "status IN ('pending', 'sending')"):
-        assert time.monotonic() < deadline, "emails were not delivered"
-        await asyncio.sleep(0.01)
 
 
 # --- off, and the token ---------------------------------------------------------------------------
@@ -220,7 +212,7 @@ async def test_stats_count_what_was_made(server: Server) -> None:
         "UPDATE sessions SET expires_at = ? WHERE id = ?", int(server.clock()) - 10, claims(a2["access_token"])["sid"]
     )
     assert expired == 1
-    await wait_until_sent(server)
+    await all_mail_sent(server.config)
     now = int(server.clock())
     for status, lease in (("pending", None), ("sending", now + 600), ("dead", None)):
         server.sql(
@@ -486,7 +478,7 @@ async def test_audit_log_filters_and_order(server: Server) -> None:
     bob = await server.sign_in("bob@example.com")
     clock.advance(100)
     await server.sign_in("alice@example.com", by_code=True)
-    await wait_until_sent(server)
+    await all_mail_sent(server.config)
     await asyncio.sleep(0.005)  # the admin calls below come in a later millisecond
 
     async def events(**params: str) -> list[dict[str, Any]]:
@@ -556,7 +548,7 @@ async def test_a_since_beyond_any_time_is_no_server_error(server: Server) -> Non
 async def test_audit_log_cursor_is_stable_while_rows_are_added(server: Server) -> None:
     for i in range(6):
         await server.sign_in(f"user{i}@example.com")
-    await wait_until_sent(server)
+    await all_mail_sent(server.config)
     before = [r["id"] for r in rows(server.config, "SELECT id FROM audit_logs ORDER BY id DESC")]
     assert len(before) >= 24
 
@@ -588,7 +580,7 @@ async def test_audit_log_cursor_is_stable_while_rows_are_added(server: Server) -
 async def test_emails_page_shows_no_body_token_or_code(server: Server) -> None:
     config = server.config
     token, code = await request_sign_in(server.http, config, "jo@example.com")
-    await wait_until_sent(server)
+    await all_mail_sent(server.config)
     await asyncio.sleep(0.005)
     now = int(server.clock())
     pending_id = new_id()
@@ -644,13 +636,13 @@ async def test_a_dead_email_can_be_retried_and_goes_back_to_pending(make_config:
         email_id = emails_to(config, "lou@example.com")[0]["id"]
 
         async def settled(status: str, attempts: int) -> dict[str, Any]:
-            deadline = time.monotonic() + 10
-            while True:
-                row = emails_to(config, "lou@example.com")[0]
-                if row["status"] == status and row["attempts"] == attempts:
-                    return row
-                assert time.monotonic() < deadline, row
-                await asyncio.sleep(0.01)
+            def row() -> dict[str, Any] | None:
+                found = emails_to(config, "lou@example.com")[0]
+                return found if (found["status"], found["attempts"]) == (status, attempts) else None
+
+            settled_row = await until(row, f"the email {status} after {attempts} attempts")
+            assert settled_row is not None
+            return settled_row
 
         await settled("pending", 1)
         clock.advance(2 * 3600)
@@ -678,7 +670,7 @@ async def test_a_dead_email_can_be_retried_and_goes_back_to_pending(make_config:
 
 async def test_retrying_a_sent_or_unknown_email_is_refused(server: Server) -> None:
     await request_sign_in(server.http, server.config, "max@example.com")
-    await wait_until_sent(server)
+    await all_mail_sent(server.config)
     email_id = emails_to(server.config, "max@example.com")[0]["id"]
     assert_error(await server.admin("POST", f"/admin/emails/{email_id}/retry"), 400, "invalid_request")
     assert emails_to(server.config, "max@example.com")[0]["status"] == "sent"

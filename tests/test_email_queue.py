@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import aiosmtplib
 import httpx
@@ -42,10 +42,10 @@ from tests.support.processes import free_port
 from tests.support.mail import (
     Sink, SlowSink, start_sink, text_of, tls_server_context, wait_for_outbox, write_test_certificate,
 )
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 
-T = TypeVar("T")
 SENDER = "Passwordless Tests <auth@mail.example.test>"
 PUBLIC = "http://localhost:3000"
 LINK = re.compile(re.escape(PUBLIC) + r"/auth/magic-link/verify\?token=([A-Za-z0-9_\-]+)")
@@ -87,18 +87,6 @@ def emails(config: Config, where: str = "1", *params: object) -> list[dict[str, 
 
 def audit(config: Config, event_type: str) -> list[dict[str, Any]]:
     return rows(config, "SELECT * FROM audit_logs WHERE event_type = ? ORDER BY rowid", event_type)
-
-
-async def eventually(check: Callable[[], T], what: str, timeout: float = 10.0) -> T:
-    """Poll `check` (without blocking the event loop the worker runs on) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value {result!r}")
-        await asyncio.sleep(0.02)
 
 
 def all_have(config: Config, count: int, where: str, *params: object) -> Callable[[], list[dict[str, Any]]]:
@@ -230,8 +218,8 @@ async def test_sign_in_email_is_delivered_over_plain_smtp_with_proper_headers(
         before = time.time()
         await sign_in(client, "a@example.com")
         # Delivery within seconds: the enqueue woke the worker.
-        [message] = await eventually(lambda: sink.to("a@example.com"), "the sign-in email", timeout=5)
-        sent = await eventually(all_have(config, 1, "status = 'sent'"), "the row to be marked sent")
+        [message] = await until(lambda: sink.to("a@example.com"), "the sign-in email", timeout=5)
+        sent = await until(all_have(config, 1, "status = 'sent'"), "the row to be marked sent")
 
         assert message["From"] == SENDER
         assert message["To"] == "a@example.com"
@@ -274,7 +262,7 @@ async def test_starttls_delivery_reuses_one_connection_for_a_burst(
     async with running(config) as (_, client):
         for address in addresses:
             await sign_in(client, address)
-        await eventually(all_have(config, 10, "status = 'sent'"), "ten emails sent")
+        await until(all_have(config, 10, "status = 'sent'"), "ten emails sent")
 
     assert sorted(m["To"] for m in sink.received) == sorted(addresses)
     assert sink.over_tls == [True] * 10
@@ -292,7 +280,7 @@ async def test_starttls_with_an_untrusted_certificate_sends_nothing(
     config = smtp_config(make_config, port, security="starttls", email='retry_initial = "10s"\nretry_max = "20s"')
     async with running(config, clock=FakeClock(START)) as (_, client):
         await sign_in(client, "a@example.com")
-        [row] = await eventually(all_have(config, 1, "attempts = 1 AND status = 'pending'"), "a failed attempt")
+        [row] = await until(all_have(config, 1, "attempts = 1 AND status = 'pending'"), "a failed attempt")
     assert sink.received == []
     assert "certificate" in row["last_error"].lower(), row["last_error"]
 
@@ -305,7 +293,7 @@ async def test_temporary_failures_are_retried_until_delivered(make_config: MakeC
         wake = deps_of(app).wake_mail
         await sign_in(client, "a@example.com")
         for attempt in (1, 2):
-            [row] = await eventually(
+            [row] = await until(
                 all_have(config, 1, "status = 'pending' AND attempts = ?", attempt), f"failed attempt {attempt}"
             )
             assert row["last_error"] == TRY_LATER
@@ -316,7 +304,7 @@ async def test_temporary_failures_are_retried_until_delivered(make_config: MakeC
             assert sink.received == [] and emails(config)[0]["attempts"] == attempt
             clock.now = row["next_attempt_at"]
             wake()
-        [row] = await eventually(all_have(config, 1, "status = 'sent'"), "delivery on the third attempt")
+        [row] = await until(all_have(config, 1, "status = 'sent'"), "delivery on the third attempt")
         samples = await metric_samples(client)
 
     assert row["attempts"] == 3
@@ -333,7 +321,7 @@ async def test_a_permanent_refusal_is_dead_at_once_and_an_operator_can_retry_it(
     config = smtp_config(make_config, port)
     async with running(config) as (app, client):
         await sign_in(client, "a@example.com")
-        [row] = await eventually(all_have(config, 1, "status = 'dead'"), "a dead email")
+        [row] = await until(all_have(config, 1, "status = 'dead'"), "a dead email")
         assert row["attempts"] == 1
         assert NO_SUCH_USER in row["last_error"]
         assert row["body_text"] and row["body_html"]  # kept whole, so it can be retried
@@ -351,7 +339,7 @@ async def test_a_permanent_refusal_is_dead_at_once_and_an_operator_can_retry_it(
         if pending["status"] == "pending":  # the worker may already have it
             assert pending["attempts"] == 0 and pending["last_error"] is None
         deps.wake_mail()
-        [sent] = await eventually(all_have(config, 1, "status = 'sent'"), "the retried email sent")
+        [sent] = await until(all_have(config, 1, "status = 'sent'"), "the retried email sent")
         assert await deps.db.write(queue.retry, row["id"], deps.clock()) is False  # only dead rows
     assert [m["To"] for m in sink.received] == ["a@example.com"]
     assert sent["attempts"] == 1 and sent["body_text"] is None
@@ -362,7 +350,7 @@ async def test_only_temporary_answers_end_dead_after_max_attempts(make_config: M
     config = smtp_config(make_config, port, email="max_attempts = 3")
     async with running(config) as (_, client):
         await sign_in(client, "a@example.com")
-        [row] = await eventually(all_have(config, 1, "status = 'dead'"), "a dead email", timeout=15)
+        [row] = await until(all_have(config, 1, "status = 'dead'"), "a dead email", timeout=15)
         samples = await metric_samples(client)
     assert row["attempts"] == 3
     assert row["last_error"] == TRY_LATER
@@ -380,11 +368,11 @@ async def test_outage_then_recovery_delivers_every_email(make_config: MakeConfig
     async with running(config) as (_, client):
         for address in addresses:
             await sign_in(client, address)
-        failed = await eventually(all_have(config, 3, "attempts >= 2 AND status != 'sent'"), "failed attempts")
+        failed = await until(all_have(config, 3, "attempts >= 2 AND status != 'sent'"), "failed attempts")
         assert all(r["status"] in ("pending", "sending") for r in failed), failed
         assert all(r["last_error"] for r in emails(config, "status = 'pending'"))
         sink, _ = sinks(port=port)
-        await eventually(all_have(config, 3, "status = 'sent'"), "delivery after the outage", timeout=15)
+        await until(all_have(config, 3, "status = 'sent'"), "delivery after the outage", timeout=15)
         await asyncio.sleep(0.2)
     assert sorted(m["To"] for m in sink.received) == addresses
 
@@ -396,12 +384,12 @@ async def test_a_kept_connection_closed_by_the_server_is_replaced_without_a_fail
     config = smtp_config(make_config, port, email="concurrency = 1")
     async with running(config) as (_, client):
         await sign_in(client, "first@example.com")
-        await eventually(all_have(config, 1, "status = 'sent'"), "the first email")
+        await until(all_have(config, 1, "status = 'sent'"), "the first email")
         # The server restarts: the connection the transport keeps is closed under it.
         sinks.stop(port)
         restarted, _ = sinks(port=port)
         await sign_in(client, "second@example.com")
-        [_, row] = await eventually(all_have(config, 2, "status = 'sent'"), "the second email")
+        [_, row] = await until(all_have(config, 2, "status = 'sent'"), "the second email")
     assert row["to_address"] == "second@example.com"
     assert row["attempts"] == 1 and row["last_error"] is None
     assert [m["To"] for m in sink.received] == ["first@example.com"]
@@ -423,7 +411,7 @@ async def test_one_refused_recipient_does_not_hold_up_the_others(make_config: Ma
 
         await deps.db.write(enqueue_all)
         deps.wake_mail()
-        await eventually(all_have(config, 5, "status IN ('sent', 'dead')"), "every email finished")
+        await until(all_have(config, 5, "status IN ('sent', 'dead')"), "every email finished")
     [bad] = emails(config, "status = 'dead'")
     assert bad["to_address"] == "bad@example.com" and bad["attempts"] == 1
     assert NO_SUCH_USER in bad["last_error"]
@@ -454,7 +442,7 @@ async def test_two_workers_on_one_database_send_each_email_exactly_once(
 
         await databases[0].write(enqueue_all)
         tasks = [asyncio.create_task(w.run()) for w in workers]
-        await eventually(all_have(config, 50, "status = 'sent'"), "fifty emails sent", timeout=20)
+        await until(all_have(config, 50, "status = 'sent'"), "fifty emails sent", timeout=20)
         await asyncio.sleep(0.3)  # a duplicate would have arrived by now
     finally:
         for w in workers:
@@ -513,14 +501,14 @@ async def test_a_lease_left_by_a_crash_is_taken_again_once_it_expires(
         )
     clock = FakeClock(START)
     async with running(config, clock=clock) as (app, _):
-        [taken] = await eventually(lambda: emails(config, "status = 'sent'"), "the expired lease retaken")
+        [taken] = await until(lambda: emails(config, "status = 'sent'"), "the expired lease retaken")
         assert taken["id"] == expired and taken["attempts"] == 2
         await asyncio.sleep(0.3)
         [waiting] = emails(config, "status = 'sending'")
         assert waiting["id"] == live  # its lease still runs: another worker may be sending it
         clock.advance(50)
         deps_of(app).wake_mail()
-        await eventually(all_have(config, 2, "status = 'sent'"), "the second lease retaken")
+        await until(all_have(config, 2, "status = 'sent'"), "the second lease retaken")
     assert sorted(m["To"] for m in sink.received) == ["expired@example.com", "live@example.com"]
 
 
@@ -545,7 +533,7 @@ async def test_backoff_doubles_from_retry_initial_with_jitter_and_is_capped_by_r
         await deps.db.write(enqueue_all)
         deps.wake_mail()
         for attempt, (low, high) in bounds.items():
-            failed = await eventually(
+            failed = await until(
                 all_have(config, 4, "status = 'pending' AND attempts = ?", attempt), f"failed attempt {attempt}"
             )
             delays = [r["next_attempt_at"] - clock.now for r in failed]
@@ -564,7 +552,7 @@ async def test_sub_second_backoff_is_kept_not_rounded_away(make_config: MakeConf
     clock = FakeClock(START + 0.5)  # time stands still between whole seconds
     async with running(config, clock=clock) as (_, client):
         await sign_in(client, "a@example.com")
-        await eventually(lambda: emails(config, "attempts >= 1 AND status = 'pending'"), "a failed attempt")
+        await until(lambda: emails(config, "attempts >= 1 AND status = 'pending'"), "a failed attempt")
         await asyncio.sleep(0.3)  # with the clock held, no retry is due yet
         [row] = emails(config)
     assert row["attempts"] == 1, f"retried {row['attempts'] - 1} time(s) without any time passing"
@@ -584,7 +572,7 @@ async def test_metrics_count_the_queue_and_the_deliveries(make_config: MakeConfi
         assert [deliveries(empty, r) for r in ("sent", "retry", "dead")] == [0, 0, 0]
         for i in range(4):
             await sign_in(client, f"u{i}@example.com")
-        await eventually(all_have(config, 4, "status IN ('sent', 'dead')"), "four emails done")
+        await until(all_have(config, 4, "status IN ('sent', 'dead')"), "four emails done")
         deps = deps_of(app)
         await deps.db.write(queue.enqueue, "later@example.com", "s", "t", "h", deps.clock() + 3600)
         samples = await metric_samples(client)
@@ -607,7 +595,7 @@ async def test_health_is_degraded_while_an_email_waits_longer_than_the_link_live
     clock = FakeClock(START)
     async with running(config, clock=clock) as (app, client):
         await sign_in(client, "a@example.com")
-        await eventually(lambda: emails(config, "attempts >= 1 AND status = 'pending'"), "a failed attempt")
+        await until(lambda: emails(config, "attempts >= 1 AND status = 'pending'"), "a failed attempt")
         young = await client.get("/health")
         assert young.status_code == 200
         assert young.json()["status"] == "healthy"
@@ -621,7 +609,7 @@ async def test_health_is_degraded_while_an_email_waits_longer_than_the_link_live
 
         sink, _ = sinks(port=port)  # the server comes back and the backlog drains
         deps_of(app).wake_mail()
-        await eventually(lambda: emails(config, "status = 'sent'"), "the email sent after the outage")
+        await until(lambda: emails(config, "status = 'sent'"), "the email sent after the outage")
         recovered = await client.get("/health")
         assert recovered.status_code == 200
         assert recovered.json()["checks"]["email_queue"] == "ok"  # a sent email, however old, is fine
@@ -668,7 +656,7 @@ async def test_stop_lets_a_send_in_flight_finish(make_config: MakeConfig, sinks:
     config = smtp_config(make_config, port)
     async with running(config) as (_, client):
         await sign_in(client, "a@example.com")
-        await eventually(sink.receiving.is_set, "the server receiving the message")
+        await until(sink.receiving.is_set, "the server receiving the message")
     # Leaving `running` ran the app's shutdown, which waits for the send.
     [row] = emails(config)
     assert row["status"] == "sent" and row["lease_expires_at"] is None
@@ -684,7 +672,7 @@ async def test_stop_hands_back_a_send_that_outlasts_the_grace_period(
     config = smtp_config(make_config, port)
     async with running(config) as (_, client):
         await sign_in(client, "a@example.com")
-        await eventually(sink.receiving.is_set, "the server receiving the message")
+        await until(sink.receiving.is_set, "the server receiving the message")
     [row] = emails(config)
     assert row["status"] == "pending" and row["lease_expires_at"] is None
     assert row["attempts"] == 0  # the interrupted attempt is not counted
@@ -795,7 +783,7 @@ async def test_up_to_concurrency_emails_are_sent_at_once_over_kept_connections(
 
         await deps.db.write(enqueue_all)
         deps.wake_mail()
-        await eventually(all_have(config, 9, "status = 'sent'"), "nine emails sent")
+        await until(all_have(config, 9, "status = 'sent'"), "nine emails sent")
     assert len(sink.received) == 9
     assert sink.most_at_once == 3  # never more than email.concurrency, and that many in parallel
     assert sink.connections == 3  # one per slot, each reused
@@ -810,7 +798,7 @@ async def test_implicit_tls_delivers(
     config = smtp_config(make_config, port, security="tls")
     async with running(config) as (_, client):
         await sign_in(client, "a@example.com")
-        await eventually(all_have(config, 1, "status = 'sent'"), "the email sent")
+        await until(all_have(config, 1, "status = 'sent'"), "the email sent")
     assert [m["To"] for m in sink.received] == ["a@example.com"]
     assert sink.over_tls == [True]
 
@@ -822,7 +810,7 @@ async def test_file_transport_writes_eml_files_to_outbox_beside_the_database(mak
     async with running(config) as (_, client):
         await sign_in(client, "a@example.com")
         [message] = await wait_for_outbox(folder, "a@example.com", 1)
-        [row] = await eventually(all_have(config, 1, "status = 'sent'"), "the row marked sent")
+        [row] = await until(all_have(config, 1, "status = 'sent'"), "the row marked sent")
     assert (folder / f"{row['id']}.eml").is_file()
     assert message.get_content_type() == "multipart/alternative"
     assert LINK.search(text_of(message))
@@ -834,7 +822,7 @@ async def test_console_transport_prints_the_email(make_config: MakeConfig, capsy
     config = make_config('[email]\ntransport = "console"\n')
     async with running(config) as (_, client):
         await sign_in(client, "a@example.com")
-        await eventually(all_have(config, 1, "status = 'sent'"), "the row marked sent")
+        await until(all_have(config, 1, "status = 'sent'"), "the row marked sent")
     printed = capsys.readouterr().out
     assert "To: a@example.com" in printed
     assert LINK.search(printed)

@@ -31,10 +31,11 @@ from tests.conftest import MakeConfig
 from tests.support.app import FakeClock, running
 from tests.support.mail import Sink, wait_for_outbox
 from tests.test_email_queue import (
-    LINK, START, SinkServers, all_have, audit, emails, eventually, migrated, sign_in, smtp_config, sinks,
+    LINK, START, SinkServers, all_have, audit, emails, migrated, sign_in, smtp_config, sinks,
 )
 from tests.support.signin import NO_RATE_LIMITS
 from tests.test_webhooks import BASE, Server, hook, new_secret
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio
 __all__ = ["sinks"]  # the fixture, used by name
@@ -63,7 +64,7 @@ async def test_a_non_ascii_address_goes_out_with_smtputf8(
     config = smtp_config(make_config, port, extra=NO_RATE_LIMITS)
     async with running(config) as (_, client):
         await sign_in(client, address)
-        [row] = await eventually(all_have(config, 1, "status = 'sent'"), "the email sent")
+        [row] = await until(all_have(config, 1, "status = 'sent'"), "the email sent")
     assert row["attempts"] == 1
     [(options, recipients)] = sink.envelopes
     assert "SMTPUTF8" in [o.upper() for o in options]
@@ -82,7 +83,7 @@ async def test_a_server_without_smtputf8_makes_a_non_ascii_address_dead_at_once(
     async with running(config) as (_, client):
         await sign_in(client, address)
         await sign_in(client, "plain@example.com")
-        await eventually(all_have(config, 2, "status IN ('sent', 'dead')"), "both emails finished", timeout=15)
+        await until(all_have(config, 2, "status IN ('sent', 'dead')"), "both emails finished", timeout=15)
         await asyncio.sleep(0.3)
         dead, sent = emails(config, "status = 'dead'"), emails(config, "status = 'sent'")
     assert [r["to_address"] for r in dead] == [address]
@@ -98,7 +99,7 @@ async def test_the_file_transport_writes_a_non_ascii_address(make_config: MakeCo
     async with running(config) as (_, client):
         await sign_in(client, "zoë@example.com")
         [message] = await wait_for_outbox(folder, "zoë@example.com", 1)
-        await eventually(all_have(config, 1, "status = 'sent'"), "the row marked sent")
+        await until(all_have(config, 1, "status = 'sent'"), "the row marked sent")
     assert LINK.search(message.get_body(preferencelist=("plain",)).get_content())  # type: ignore[union-attr]
 
 
@@ -204,7 +205,7 @@ async def test_the_delivered_message_has_a_numeric_date_and_a_complete_readable_
     config = smtp_config(make_config, port)
     async with running(config) as (_, client):
         await sign_in(client, "a@example.com")
-        await eventually(all_have(config, 1, "status = 'sent'"), "the email sent")
+        await until(all_have(config, 1, "status = 'sent'"), "the email sent")
     [message] = sink.received
     date = str(message["Date"])
     assert re.search(r" \+0000$", date), date  # RFC 5322 numeric zone, not the obsolete "GMT"
@@ -248,7 +249,7 @@ async def test_a_row_whose_last_attempt_never_finished_is_dead_not_tried_beyond_
                 " WHERE id = ?", (attempts, START - 61, START - 1, row_id),
             )
     async with running(config, clock=FakeClock(START)) as _:
-        await eventually(all_have(config, 2, "status IN ('sent', 'dead')"), "both rows finished")
+        await until(all_have(config, 2, "status IN ('sent', 'dead')"), "both rows finished")
     [dead] = emails(config, "status = 'dead'")
     assert dead["id"] == last and dead["attempts"] == 3
     assert "did not finish" in dead["last_error"]

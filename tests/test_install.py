@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.error
 import urllib.request
 import venv
@@ -26,6 +25,7 @@ import pytest
 from tests.support.processes import clean_env
 from tests.support.live import LiveServer, serving
 from tests.support.mail import Sink, start_sink, text_of
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every folder of files the server opens at run time, as (folder in the checkout, place in the package).
@@ -157,11 +157,5 @@ def _post(server: LiveServer, path: str, body: dict[str, str]) -> tuple[int, dic
 
 
 def _wait_for_message(sink: Sink, to: str, timeout: float = 15) -> EmailMessage:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sink.to(to)
-        if found:
-            return found[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no email to {to} reached the SMTP server")
+    return wait_until(lambda: sink.to(to), f"an email to {to} at the SMTP server", timeout, every=0.05)[0]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tests.support.authenticator import SoftAuthenticator
 from tests.support.processes import cli, clean_env
 from tests.support.mail import Sink, start_sink, text_of
 from tests.support.live import LiveServer, serving
+from tests.support.waiting import wait_until
 
 
 def sign_in_by_email(http: httpx.Client, server: LiveServer, email: str) -> dict[str, object]:
@@ -78,10 +78,7 @@ def test_magic_link_sign_in_through_a_real_smtp_server(tmp_path: Path) -> None:
             base_url=server.public_url, trust_env=False, timeout=10
         ) as http:
             assert http.post("/auth/magic-link", json={"email": "ada@example.com"}).status_code == 202
-            deadline = time.monotonic() + 10
-            while not sink.to("ada@example.com") and time.monotonic() < deadline:
-                time.sleep(0.02)
-            [message] = sink.to("ada@example.com")
+            [message] = wait_until(lambda: sink.to("ada@example.com"), "the email at the SMTP server")
             link = re.search(r"token=([A-Za-z0-9_-]+)", text_of(message))
             assert link, text_of(message)
             tokens = http.post("/auth/magic-link/verify", json={"token": link.group(1)}).json()

@@ -33,7 +33,7 @@ from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
 from tests.support.app import FakeClock, running
 from tests.support.processes import clean_env, cli
-from tests.support.signin import NO_RATE_LIMITS, count, request_sign_in, rows, verify_link
+from tests.support.signin import NO_RATE_LIMITS, all_mail_sent, count, request_sign_in, rows, verify_link
 
 DAY = 86400
 TABLES = (
@@ -88,14 +88,6 @@ class Ledger:
         return new
 
 
-async def quiet(config: Config) -> None:
-    """Every email handed to the file transport and marked sent (with its audit row)."""
-    deadline = time.monotonic() + 10
-    while count(config, "email_queue", "status IN ('pending', 'sending')"):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
-
-
 async def sign_in(http: httpx.AsyncClient, config: Config, email: str) -> dict[str, Any]:
     token, _ = await request_sign_in(http, config, email)
     response = await verify_link(http, token)
@@ -123,7 +115,7 @@ async def build(config: Config) -> Ledger:
         await request_sign_in(http, config, "old@example.com")  # never used: expired long ago
         challenge = await http.post("/auth/passkeys/register/options", json={}, headers=bearer(refreshed.json()))
         assert challenge.status_code == 200
-        await quiet(config)
+        await all_mail_sent(config)
         old_phase = ledger.label(
             sign_in_tickets=True, webauthn_challenges=True, sessions=True, rotated_refresh_tokens=True,
             email_queue=True, audit_logs=True,
@@ -134,7 +126,7 @@ async def build(config: Config) -> Ledger:
         clock.now = now - 3 * DAY
         mid = await sign_in(http, config, "mid@example.com")
         assert (await http.post("/auth/logout", headers=bearer(mid))).status_code == 204
-        await quiet(config)
+        await all_mail_sent(config)
         ledger.label(sign_in_tickets=True, sessions=True, email_queue=False, audit_logs=False)
 
         # 2 hours ago: a session revoked 2 hours ago and tickets spent then stay (less than a day);
@@ -143,7 +135,7 @@ async def build(config: Config) -> Ledger:
         ended = await sign_in(http, config, "new@example.com")
         assert (await http.post("/auth/logout", headers=bearer(ended))).status_code == 204
         active = await sign_in(http, config, "new@example.com")
-        await quiet(config)
+        await all_mail_sent(config)
         ledger.label(sign_in_tickets=False, sessions=False, email_queue=False, audit_logs=False)
         expired = await http.post("/auth/passkeys/register/options", json={}, headers=bearer(active))
         assert expired.status_code == 200
@@ -166,7 +158,7 @@ async def build(config: Config) -> Ledger:
         assert made.status_code == 201
         fresh = await http.post("/auth/passkeys/register/options", json={}, headers=bearer(rotated.json()))
         assert fresh.status_code == 200
-        await quiet(config)
+        await all_mail_sent(config)
         ledger.label(
             sign_in_tickets=False, webauthn_challenges=False, rotated_refresh_tokens=False, email_queue=False,
             audit_logs=False,

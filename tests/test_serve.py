@@ -6,13 +6,13 @@ import json
 import os
 import signal
 import stat
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tests.support.live import launch  # noqa: F401 (fixture)
 from tests.support.processes import cli, clean_env
+from tests.support.waiting import wait_until
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -111,7 +111,5 @@ def test_max_connections_turns_away_slow_clients_beyond_the_limit(launch, tmp_pa
     finally:
         for sock in slow:
             sock.close()
-    deadline = time.monotonic() + 20
-    while liveness()[0] != 200:  # the slots come back once the slow clients go
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    # The slots come back once the slow clients go.
+    wait_until(lambda: liveness()[0] == 200, "a free connection slot", timeout=20, every=0.05)

@@ -10,7 +10,6 @@ import email.policy
 import ipaddress
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.processes import free_port
+from tests.support.waiting import until
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -47,14 +47,11 @@ def outbox(folder: Path, to: str | None = None) -> list[EmailMessage]:
 async def wait_for_outbox(folder: Path, to: str, count: int, timeout: float = 10.0) -> list[EmailMessage]:
     """Wait (without blocking the event loop the mail worker runs on) until `count` emails to
     `to` are in the folder; returns them, oldest first."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def enough() -> list[EmailMessage]:
         found = outbox(folder, to)
-        if len(found) >= count:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"expected {count} email(s) to {to} in {folder}, found {len(found)}")
-        await asyncio.sleep(0.01)
+        return found if len(found) >= count else []
+
+    return await until(enough, f"{count} email(s) to {to} in {folder}", timeout)
 
 
 @dataclass

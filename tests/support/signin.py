@@ -9,12 +9,10 @@ file times."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ import httpx
 
 from passwordless.config.settings import Config
 from tests.support.mail import parse, text_of
+from tests.support.waiting import until
 
 # TOML sections; concatenate the ones a test needs (each section at most once).
 # FILE_MAIL: emails written as .eml files to outbox/ beside the database (see `delivered`).
@@ -81,15 +80,17 @@ class Mail:
 async def delivered(config: Config, email_id: str, timeout: float = 10.0) -> Mail:
     """The email of one queue row, once the worker has written it to the outbox folder."""
     path = Path(config.email.file_dir) / f"{email_id}.eml"
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"email {email_id} was not delivered to {path.parent}"
-        await asyncio.sleep(0.01)
+    await until(path.exists, f"email {email_id} delivered to {path.parent}", timeout)
     message = parse(path.read_bytes())
     html = message.get_body(preferencelist=("html",))
     return Mail(
         str(message["To"]), str(message["Subject"]), text_of(message), str(html.get_content()) if html else ""
     )
+
+
+async def all_mail_sent(config: Config) -> None:
+    """Every queued email handed to the transport and marked sent (with its audit row)."""
+    await until(lambda: not count(config, "email_queue", "status IN ('pending', 'sending')"), "every email sent")
 
 
 async def last_email(config: Config, address: str) -> Mail:
