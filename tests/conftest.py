@@ -16,6 +16,10 @@ from tests.support.app import running
 
 MakeConfig = Callable[..., Config]
 
+# Fixtures of the shared harnesses, for every test: live_server, start_server, launch (the real
+# server) and chromium, browser, open_browser (Chromium).
+pytest_plugins = ("tests.support.live", "tests.support.browser")
+
 
 @pytest.fixture
 def anyio_backend() -> str:

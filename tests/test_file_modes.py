@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.live import LiveServer, launch  # noqa: F401 (fixture)
+from tests.support.live import LiveServer
 from tests.support.processes import EXECUTABLE, clean_env, free_port
 from tests.support.waiting import wait_until
 

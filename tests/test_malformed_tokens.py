@@ -17,7 +17,7 @@ import pytest
 from passwordless.config.settings import Config
 from passwordless.sessions.http import cookie_name
 from tests.support.app import running
-from tests.support.live import LiveServer, live_server  # noqa: F401 (fixture)
+from tests.support.live import LiveServer
 from tests.support.signin import request_sign_in
 from tests.test_tokens import _toml, hs256_key
 

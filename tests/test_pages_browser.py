@@ -23,9 +23,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, Response, expect
 
-from tests.support.browser import (  # noqa: F401 (fixtures: browser, chromium, open_browser, start_server)
-    VIRTUAL_AUTHENTICATOR, Browser, Email, LiveServer, browser, chromium, open_browser, serving, start_server,
-)
+from tests.support.browser import VIRTUAL_AUTHENTICATOR, Browser
+from tests.support.live import Email, LiveServer, serving
 from tests.support.signin import other_code
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,9 +19,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from tests.support.browser import (  # noqa: F401 (fixtures: browser, chromium, live_server)
-    Browser, Email, LiveServer, browser, chromium, live_server,
-)
+from tests.support.browser import Browser
+from tests.support.live import Email, LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

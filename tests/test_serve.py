@@ -10,7 +10,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.support.live import launch  # noqa: F401 (fixture)
 from tests.support.processes import cli, clean_env
 from tests.support.waiting import wait_until
 

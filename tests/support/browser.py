@@ -5,7 +5,8 @@ passkey tests").
 
 Use the sync API from plain (non-anyio) test functions: it cannot run inside an asyncio loop.
 
-    from tests.support.browser import Browser, LiveServer, browser, chromium, live_server  # noqa: F401 (fixtures)
+    from tests.support.browser import Browser
+    from tests.support.live import LiveServer
 
     def test_something(live_server: LiveServer, browser: Browser) -> None:
         browser.page.goto(live_server.url("/health"))
@@ -24,14 +25,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser as PlaywrightBrowser
 from playwright.sync_api import BrowserContext, CDPSession, Page, sync_playwright
-
-from tests.support.live import (  # noqa: F401 (fixtures and types re-exported for the browser tests)
-    Email,
-    LiveServer,
-    live_server,
-    serving,
-    start_server,
-)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
