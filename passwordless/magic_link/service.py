@@ -162,9 +162,8 @@ def _sign_in(
         user = users.create(conn, ticket.email, now)
         _audit(conn, "user_created", True, client, now, user.id, user.email, {})
         events.emit(conn, deps.outbox, "user.created", user, now)
-    sign_in = sessions.open_session(conn, deps, user, amr, client, now, ticket.redirect_to)
-    events.emit(conn, deps.outbox, "login.succeeded", user, now, session_id=sign_in.session_id, method=amr[0])
-    return sign_in
+    proof = sessions.Proof(amr[0], amr, ticket.redirect_to)
+    return sessions.complete_sign_in(conn, deps.config.jwt.refresh_ttl, deps.outbox, user, proof, client, now)
 
 
 def _audit(

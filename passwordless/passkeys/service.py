@@ -248,9 +248,8 @@ async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignI
         store.record_use(conn, found_passkey.id, verified.new_sign_count, verified.credential_backed_up, now)
         details = {"passkey_id": found_passkey.id, "user_verified": verified.user_verified}
         audit.record(conn, _event("passkey_login_succeeded", True, client, user.id, details, user.email), now)
-        sign_in = sessions.open_session(conn, deps, user, amr, client, now)
-        events.emit(conn, deps.outbox, "login.succeeded", user, now, session_id=sign_in.session_id, method="passkey")
-        return sign_in
+        proof = sessions.Proof("passkey", amr)
+        return sessions.complete_sign_in(conn, deps.config.jwt.refresh_ttl, deps.outbox, user, proof, client, now)
 
     result = await deps.db.write(sign_in)
     deps.metrics.attempt("passkey", result is not None)

@@ -47,19 +47,31 @@ def unauthorized(message: str = "Sign in first.") -> ApiError:
     return ApiError(401, "unauthorized", message, {"www-authenticate": "Bearer"})
 
 
-def open_session(
-    conn: sqlite3.Connection, deps: Deps, user: User, amr: tuple[str, ...], client: Client, now: float,
-    redirect_to: str | None = None,
+@dataclass(frozen=True)
+class Proof:
+    """How a user just proved who they are, for complete_sign_in: the method's name as webhooks
+    report it ("email", "otp", "passkey"), its amr values, and where to go afterwards."""
+
+    method: str
+    amr: tuple[str, ...]
+    redirect_to: str | None = None
+
+
+def complete_sign_in(
+    conn: sqlite3.Connection, refresh_ttl: float, outbox: events.Outbox, user: User, proof: Proof,
+    client: Client, now: float,
 ) -> SignIn:
-    """A new session for a user who just proved who they are (runs inside the sign-in transaction)."""
+    """What every sign-in method ends with, inside its own write transaction: a new session with
+    its refresh token, the user's last sign-in, and the login.succeeded event."""
     refresh_token = new_token()
     session = store.Session(
-        new_id(), user.id, amr, client.ip, client.user_agent, int(now), int(now),
-        int(now + deps.config.jwt.refresh_ttl), int(now),
+        new_id(), user.id, proof.amr, client.ip, client.user_agent, int(now), int(now),
+        int(now + refresh_ttl), int(now),
     )
     store.insert(conn, session, token_hash(refresh_token))
     users.mark_signed_in(conn, user.id, now)
-    return SignIn(user, session.id, refresh_token, amr, session.auth_time, redirect_to)
+    events.emit(conn, outbox, "login.succeeded", user, now, session_id=session.id, method=proof.method)
+    return SignIn(user, session.id, refresh_token, proof.amr, session.auth_time, proof.redirect_to)
 
 
 def access_token(deps: Deps, sign_in: SignIn) -> str:
