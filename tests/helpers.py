@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 
 from passwordless.app import create_app
 from passwordless.config.settings import Config
-from passwordless.deps import Deps
+from passwordless.parts import Parts
 
 PEER = ("203.0.113.7", 50000)
 
@@ -38,9 +38,9 @@ async def running(
             yield app, client
 
 
-def deps_of(app: Starlette) -> Deps:
-    deps: Deps = app.state.deps
-    return deps
+def deps_of(app: Starlette) -> Parts:
+    """What the app's lifespan built: each feature's dependencies (parts.py)."""
+    return Parts(**{name: getattr(app.state, name) for name in Parts.__dataclass_fields__})
 
 
 def free_port() -> int:

@@ -15,8 +15,8 @@ from passwordless.pages.signin import form_fields
 from passwordless.passkeys import service as passkeys
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import Principal
-from passwordless.deps import deps
-from passwordless.sessions.http import authenticate, clear_session_cookie
+from passwordless.pages.parts import passkeys_of, ui_of
+from passwordless.sessions.http import session_deps, authenticate, clear_session_cookie
 from passwordless.web.client import client_of
 
 
@@ -72,9 +72,8 @@ async def account_page(request: Request) -> Response:
     principal = await _principal(request)
     if principal is None:
         return _to_sign_in()
-    d = deps(request)
-    keys = await passkeys.list_passkeys(d, principal)
-    active = await sessions.list_sessions(d, principal)
+    keys = await passkeys.list_passkeys(passkeys_of(request), principal)
+    active = await sessions.list_sessions(session_deps(request), principal)
     notice = NOTICES.get(request.query_params.get("done", ""))
     offer = "" if keys else (
         '<p class="notice">Add a passkey to sign in next time with your fingerprint, face or screen lock '
@@ -114,7 +113,7 @@ sessions</button></form>
 <h2>Sign out</h2>
 <form method="post" action="/account/sign-out"><button type="submit">Sign out</button></form>"""
     scripts = ("/static/passkeys.js", "/static/account.js")
-    return page(d.config.ui, "Your account", body, scripts=scripts, data={"email": principal.user.email})
+    return page(ui_of(request), "Your account", body, scripts=scripts, data={"email": principal.user.email})
 
 
 async def rename_passkey(request: Request) -> Response:
@@ -123,7 +122,7 @@ async def rename_passkey(request: Request) -> Response:
     if principal is None:
         return _to_sign_in()
     try:
-        await passkeys.rename(deps(request), principal, request.path_params["id"], fields.get("name", ""))
+        await passkeys.rename(passkeys_of(request), principal, request.path_params["id"], fields.get("name", ""))
     except ApiError:
         return _back("")
     return _back("renamed")
@@ -135,7 +134,7 @@ async def remove_passkey(request: Request) -> Response:
     if principal is None:
         return _to_sign_in()
     try:
-        await passkeys.delete(deps(request), principal, request.path_params["id"], client_of(request))
+        await passkeys.delete(passkeys_of(request), principal, request.path_params["id"], client_of(request))
     except ApiError:
         return _back("")
     return _back("removed")
@@ -147,7 +146,7 @@ async def end_session(request: Request) -> Response:
     if principal is None:
         return _to_sign_in()
     try:
-        await sessions.end_session(deps(request), principal, request.path_params["id"], client_of(request))
+        await sessions.end_session(session_deps(request), principal, request.path_params["id"], client_of(request))
     except ApiError:
         return _back("")
     return _back("ended")
@@ -158,7 +157,7 @@ async def end_other_sessions(request: Request) -> Response:
     principal = await _principal(request)
     if principal is None:
         return _to_sign_in()
-    await sessions.end_other_sessions(deps(request), principal, client_of(request))
+    await sessions.end_other_sessions(session_deps(request), principal, client_of(request))
     return _back("ended-others")
 
 
@@ -167,6 +166,6 @@ async def sign_out(request: Request) -> Response:
     principal = await _principal(request)
     response = _to_sign_in()
     if principal is not None:
-        await sessions.logout(deps(request), principal, client_of(request))
-    clear_session_cookie(response, deps(request).config)
+        await sessions.logout(session_deps(request), principal, client_of(request))
+    clear_session_cookie(response, session_deps(request))
     return response

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,14 +20,17 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from passwordless.config.settings import WebauthnSettings
 from passwordless.platform import audit
+from passwordless.platform.clock import Clock
+from passwordless.platform.db import Database
+from passwordless.platform.metrics import Metrics
 from passwordless.platform.crypto import PASSKEY_DECOY, new_id, random_bytes, subkey
-from passwordless.deps import Deps
 from passwordless.platform.client import Client
 from passwordless.platform.errors import ApiError, invalid_request
-from passwordless.sessions.limits import check_ip_limit
+from passwordless.sessions.limits import Limits, check_ip_limit
 from passwordless.mail import queue
-from passwordless.mail.render import Rendered
+from passwordless.mail.render import Rendered, Templates
 from passwordless.users.rules import browser_name, normalise_email
 from passwordless.passkeys import ceremony, store
 from passwordless.passkeys.ceremony import MalformedCredential, RejectedCredential
@@ -43,6 +48,24 @@ ALGORITHMS = [
 MAX_NAME = 64
 
 
+@dataclass(frozen=True)
+class PasskeyDeps:
+    """What passkeys need, built in app.py."""
+
+    db: Database
+    clock: Clock
+    webauthn: WebauthnSettings
+    public_url: str  # the account page's link in the "passkey added" email
+    decoy_key: str  # the secret whose subkey makes the decoy credential IDs
+    templates: Templates
+    wake_mail: Callable[[], None]
+    outbox: events.Outbox
+    metrics: Metrics
+    limits: Limits
+    sessions: sessions.SessionDeps
+
+
+
 def _challenge_hash(challenge: bytes) -> bytes:
     return hashlib.sha256(challenge).digest()
 
@@ -51,15 +74,15 @@ def _invalid(message: str = "The passkey could not be verified.") -> ApiError:
     return ApiError(401, "invalid_credential", message)
 
 
-def _passkey_limit(deps: Deps) -> ApiError:
-    limit = deps.config.webauthn.max_passkeys
+def _passkey_limit(deps: PasskeyDeps) -> ApiError:
+    limit = deps.webauthn.max_passkeys
     return ApiError(409, "passkey_limit", f"An account holds at most {limit} passkeys; delete one first.")
 
 
-async def registration_options(deps: Deps, principal: Principal) -> dict[str, Any]:
-    config, now = deps.config.webauthn, deps.clock()
+async def registration_options(deps: PasskeyDeps, principal: Principal) -> dict[str, Any]:
+    config, now = deps.webauthn, deps.clock()
     user = principal.user
-    await sessions.require_recent_sign_in(deps, principal)
+    await sessions.require_recent_sign_in(deps.sessions, principal)
 
     def prepare(conn: sqlite3.Connection) -> tuple[bytes, list[Passkey]]:
         handle = users.webauthn_handle(conn, user.id) or b""
@@ -86,10 +109,10 @@ async def registration_options(deps: Deps, principal: Principal) -> dict[str, An
 
 
 async def register(
-    deps: Deps, principal: Principal, credential: dict[str, Any], name: str | None, client: Client
+    deps: PasskeyDeps, principal: Principal, credential: dict[str, Any], name: str | None, client: Client
 ) -> Passkey:
-    config, now = deps.config.webauthn, deps.clock()
-    await sessions.require_recent_sign_in(deps, principal)
+    config, now = deps.webauthn, deps.clock()
+    await sessions.require_recent_sign_in(deps.sessions, principal)
     try:
         challenge = ceremony.challenge_of(credential)
         if ceremony.credential_id_too_long(ceremony.raw_id_of(credential)):
@@ -135,15 +158,15 @@ async def register(
     return passkey
 
 
-def _added_notice(deps: Deps, email: str, name: str, now: float) -> Rendered:
+def _added_notice(deps: PasskeyDeps, email: str, name: str, now: float) -> Rendered:
     when = datetime.fromtimestamp(int(now), tz=timezone.utc).strftime("%H:%M UTC on %d %b %Y")
     return deps.templates.render(
         "passkey_added",
         {
-            "site": deps.config.webauthn.rp_name,
+            "site": deps.webauthn.rp_name,
             "name": name,
             "time": when,
-            "link": f"{deps.config.server.public_url}/account",
+            "link": f"{deps.public_url}/account",
             "email": email,
         },
     )
@@ -162,11 +185,11 @@ _DECOY_LENGTHS = ((16, 96), (20, 56), (32, 72), (64, 32))
 _DECOY_COUNTS = ((1, 150), (2, 76), (3, 30))
 
 
-async def login_options(deps: Deps, email: str | None, client: Client) -> dict[str, Any]:
+async def login_options(deps: PasskeyDeps, email: str | None, client: Client) -> dict[str, Any]:
     """Without an email: any discoverable passkey (usernameless, autofill). With one: that user's
     passkeys — and for an address without any, made-up ones, so the answer tells nothing."""
-    await check_ip_limit(deps, "passkey", client)
-    config, now = deps.config.webauthn, deps.clock()
+    await check_ip_limit(deps.limits, "passkey", client)
+    config, now = deps.webauthn, deps.clock()
     allowed: list[bytes] = []
     if email is not None:
         address = normalise_email(email)
@@ -174,7 +197,7 @@ async def login_options(deps: Deps, email: str | None, client: Client) -> dict[s
         mine = await deps.db.read(
             store.sign_in_ids, user.id, ceremony.MAX_CREDENTIAL_ID_BYTES, MAX_ALLOWED_CREDENTIALS
         ) if user else []
-        allowed = mine or _decoy_ids(deps.secret, address)
+        allowed = mine or _decoy_ids(deps.decoy_key, address)
     challenge = random_bytes(32)
     options = generate_authentication_options(
         rp_id=config.rp_id, challenge=challenge, timeout=int(config.challenge_ttl * 1000),
@@ -210,9 +233,9 @@ def _weighted_pick(byte: int, weighted: tuple[tuple[int, int], ...]) -> int:
     raise AssertionError("weights must add up to 256")
 
 
-async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignIn:
-    await check_ip_limit(deps, "passkey", client)
-    config, now = deps.config.webauthn, deps.clock()
+async def login(deps: PasskeyDeps, credential: dict[str, Any], client: Client) -> SignIn:
+    await check_ip_limit(deps.limits, "passkey", client)
+    config, now = deps.webauthn, deps.clock()
     passkey: Passkey | None = None
     try:
         challenge = ceremony.challenge_of(credential)
@@ -249,7 +272,7 @@ async def login(deps: Deps, credential: dict[str, Any], client: Client) -> SignI
         details = {"passkey_id": found_passkey.id, "user_verified": verified.user_verified}
         audit.record(conn, _event("passkey_login_succeeded", True, client, user.id, details, user.email), now)
         proof = sessions.Proof("passkey", amr)
-        return sessions.complete_sign_in(conn, deps.config.jwt.refresh_ttl, deps.outbox, user, proof, client, now)
+        return sessions.complete_sign_in(conn, deps.sessions.jwt.refresh_ttl, deps.outbox, user, proof, client, now)
 
     result = await deps.db.write(sign_in)
     deps.metrics.attempt("passkey", result is not None)
@@ -268,11 +291,11 @@ def _check_user_handle(credential: dict[str, Any], handle: bytes | None) -> None
         raise RejectedCredential("the user handle does not belong to this credential")
 
 
-async def list_passkeys(deps: Deps, principal: Principal) -> list[Passkey]:
+async def list_passkeys(deps: PasskeyDeps, principal: Principal) -> list[Passkey]:
     return await deps.db.read(store.for_user, principal.user.id)
 
 
-async def rename(deps: Deps, principal: Principal, passkey_id: str, name: str) -> Passkey:
+async def rename(deps: PasskeyDeps, principal: Principal, passkey_id: str, name: str) -> Passkey:
     name = " ".join(name.split())
     if not name or len(name) > MAX_NAME:
         raise invalid_request(f"A passkey's name is 1 to {MAX_NAME} characters.")
@@ -287,7 +310,7 @@ async def rename(deps: Deps, principal: Principal, passkey_id: str, name: str) -
     return passkey
 
 
-async def delete(deps: Deps, principal: Principal, passkey_id: str, client: Client) -> None:
+async def delete(deps: PasskeyDeps, principal: Principal, passkey_id: str, client: Client) -> None:
     now = deps.clock()
 
     def remove(conn: sqlite3.Connection) -> bool:
@@ -315,7 +338,7 @@ def _answer(exc: Exception) -> ApiError:
     return _invalid()
 
 
-async def _failed(deps: Deps, event: str, client: Client, user_id: str | None, exc: Exception) -> None:
+async def _failed(deps: PasskeyDeps, event: str, client: Client, user_id: str | None, exc: Exception) -> None:
     reason = str(exc)[:200]
     details: dict[str, object] = {"reason": reason}
     if "sign count" in reason.lower():
