@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from passwordless.platform.errors import invalid_request
 from passwordless.web.openapi import BEARER, COOKIE, Op, array, obj, string
-from passwordless.passkeys import service
+from passwordless.passkeys import registration, service, signin
 from passwordless.passkeys.answers import PASSKEY, passkey_json
 from passwordless.config.kinds import origin_of
 from passwordless.passkeys.service import PasskeyDeps
@@ -37,7 +37,7 @@ async def register_options(request: Request) -> Response:
     principal = await authenticate(request)
     if await request.body():
         Fields(await read_json(request)).done()
-    options = await service.registration_options(_deps(request), principal)
+    options = await registration.registration_options(_deps(request), principal)
     return JSONResponse({"options": options}, headers=_NO_STORE)
 
 
@@ -47,7 +47,7 @@ async def register_verify(request: Request) -> Response:
     credential = _credential(fields)
     name = fields.optional_text("name", service.MAX_NAME)
     fields.done()
-    passkey = await service.register(_deps(request), principal, credential, name, client_of(request))
+    passkey = await registration.register(_deps(request), principal, credential, name, client_of(request))
     return JSONResponse(passkey_json(passkey), status_code=201)
 
 
@@ -57,7 +57,7 @@ async def login_options(request: Request) -> Response:
         fields = Fields(await read_json(request))
         email = fields.optional_text("email", 1024)
         fields.done()
-    options = await service.login_options(_deps(request), email, client_of(request))
+    options = await signin.login_options(_deps(request), email, client_of(request))
     return JSONResponse({"options": options}, headers=_NO_STORE)
 
 
@@ -66,7 +66,7 @@ async def login_verify(request: Request) -> Response:
     credential = _credential(fields)
     fields.done()
     d = _deps(request)
-    sign_in = await service.login(d, credential, client_of(request))
+    sign_in = await signin.login(d, credential, client_of(request))
     response = token_response(request, sign_in)
     if request.headers.get("origin") == origin_of(d.public_url):
         # Our own hosted page signs the browser in, as the emailed link's form does.
