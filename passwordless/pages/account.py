@@ -62,13 +62,14 @@ def _passkey_item(key: Passkey) -> Html:
 def _session_item(session: Session, current_id: str) -> Html:
     browser, signed_in = browser_name(session.user_agent or ""), _when(session.created_at)
     current = session.id == current_id
+    end = TEMPLATES.render("session_end.html", id=session.id, browser=browser, signed_in=signed_in)
     return TEMPLATES.render(
         "session_item.html",
         browser=browser,
         this_browser=TEMPLATES.render("this_browser.html") if current else "",
         ip=session.ip or "unknown address",
         signed_in=signed_in,
-        end="" if current else TEMPLATES.render("session_end.html", id=session.id, browser=browser, signed_in=signed_in),
+        end="" if current else end,
     )
 
 

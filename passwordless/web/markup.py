@@ -19,9 +19,13 @@ class Html(str):
     __slots__ = ()
 
 
+def _escaped(value: str) -> str:
+    return value if isinstance(value, Html) else escape(value, quote=True)
+
+
 def join(fragments: Iterable[Html], separator: str = "") -> Html:
     """Rendered fragments side by side (the items of a list); the separator is escaped."""
-    return Html(escape(separator, quote=True).join(fragments))
+    return Html(_escaped(separator).join(fragments))
 
 
 class Templates:
@@ -34,7 +38,7 @@ class Templates:
 
     def render(self, file_name: str, /, **values: str) -> Html:
         """`file_name` is positional only, so a template may name any value, `name` included."""
-        escaped = {key: value if isinstance(value, Html) else escape(value, quote=True) for key, value in values.items()}
+        escaped = {key: _escaped(value) for key, value in values.items()}
         return Html(self._template(file_name).substitute(escaped))
 
     def _template(self, name: str) -> Template:
