@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -11,7 +12,8 @@ from starlette.routing import Route
 from passwordless.platform.errors import ApiError
 from passwordless.magic_link import service
 from passwordless.web.openapi import Op, obj, string
-from passwordless.web.pages import message_page, page, text
+from passwordless.web.markup import Templates
+from passwordless.web.pages import message_page, page
 from passwordless.config.settings import UiSettings
 from passwordless.magic_link.service import MagicLinkDeps
 from passwordless.web.parts import part
@@ -21,6 +23,7 @@ from passwordless.web.origin import check_origin
 from passwordless.web.request import Fields, read_json
 
 MAX_TOKEN = 256
+TEMPLATES = Templates(Path(__file__).parent / "templates")
 
 
 def _deps(request: Request) -> MagicLinkDeps:
@@ -42,12 +45,7 @@ async def confirm_page(request: Request) -> Response:
     ui = part(request, "ui", UiSettings)
     if not token or len(token) > MAX_TOKEN or not await service.link_is_live(_deps(request), token):
         return _link_failed(request)
-    body = (
-        f"<p>Continue to sign in to {text(ui.product_name)} in this browser.</p>"
-        '<form method="post" action="/auth/magic-link/verify">'
-        f'<input type="hidden" name="token" value="{text(token)}">'
-        '<button type="submit" autofocus>Sign in</button></form>'
-    )
+    body = TEMPLATES.render("confirm.html", product=ui.product_name, token=token)
     return page(ui, "Sign in", body, redirects=_deps(request).auth.allowed_redirects)
 
 

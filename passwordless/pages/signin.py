@@ -3,6 +3,7 @@ the email path; signin.js adds the passkey button and passkey autofill."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -11,7 +12,8 @@ from starlette.responses import RedirectResponse, Response
 from passwordless.platform.errors import ApiError
 from passwordless.magic_link import service as magic_link
 from passwordless.magic_link.rules import check_redirect
-from passwordless.web.pages import alert, page, text
+from passwordless.web.markup import Templates
+from passwordless.web.pages import alert, page
 from passwordless.sessions.service import SignIn
 from passwordless.pages.parts import magic_link_of, ui_of
 from passwordless.sessions.http import session_deps, set_session_cookie
@@ -19,6 +21,7 @@ from passwordless.web.client import client_of
 from passwordless.web.origin import check_origin
 
 MAX_FIELD = 2048
+TEMPLATES = Templates(Path(__file__).parent / "templates")
 
 
 async def form_fields(request: Request) -> dict[str, str]:
@@ -56,20 +59,9 @@ async def sign_in_page(request: Request) -> Response:
 
 def _email_page(request: Request, email: str, redirect_to: str | None, error: str | None, status: int) -> Response:
     ui = ui_of(request)
-    body = f"""<p>Sign in to {text(ui.product_name)} with your email or a passkey. No password needed.</p>
-<form method="post" action="/" class="stack" novalidate>
-<input type="hidden" name="redirect_to" value="{text(redirect_to or "")}">
-<label for="email">Email address</label>
-<input id="email" name="email" type="email" value="{text(email)}" autocomplete="username webauthn"
- inputmode="email" required autofocus aria-describedby="email-error">
-<div id="email-error">{alert(error)}</div>
-<button type="submit">Email me a sign-in link</button>
-</form>
-<div class="passkey" id="passkey-area" hidden>
-<p class="divider"><span>or</span></p>
-<button type="button" id="passkey-button" class="secondary">Sign in with a passkey</button>
-</div>
-<p id="status" role="status" aria-live="polite"></p>"""
+    body = TEMPLATES.render(
+        "sign_in.html", product=ui.product_name, redirect_to=redirect_to or "", email=email, alert=alert(error)
+    )
     data = {"redirect": redirect_to or "/account"}
     return page(ui, "Sign in", body, status, scripts=("/static/passkeys.js", "/static/signin.js"), data=data)
 
@@ -93,18 +85,10 @@ async def send_link(request: Request) -> Response:
 
 def _code_page(request: Request, email: str, redirect_to: str | None, error: str | None, status: int) -> Response:
     ui = ui_of(request)
-    body = f"""<p>We sent a sign-in link and a 6-digit code to <strong>{text(email)}</strong>.
-Open the link, or type the code here. Both work for {_lifetime(magic_link_of(request).auth.magic_link_ttl)}.</p>
-<form method="post" action="/sign-in/code" class="stack" novalidate>
-<input type="hidden" name="email" value="{text(email)}">
-<input type="hidden" name="redirect_to" value="{text(redirect_to or "")}">
-<label for="code">Code from the email</label>
-<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{{6}}"
- maxlength="6" required autofocus aria-describedby="code-error">
-<div id="code-error">{alert(error)}</div>
-<button type="submit">Sign in</button>
-</form>
-<p><a href="/">Use a different email</a></p>"""
+    lifetime = _lifetime(magic_link_of(request).auth.magic_link_ttl)
+    body = TEMPLATES.render(
+        "code.html", email=email, lifetime=lifetime, redirect_to=redirect_to or "", alert=alert(error)
+    )
     return page(ui, "Check your email", body, status, redirects=magic_link_of(request).auth.allowed_redirects)
 
 
