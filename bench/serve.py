@@ -14,11 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from passwordless.config.settings import Config
-
 import prepare
-from harness import BenchError, Children, DRAIN_TIMEOUT, call, free_port, wait_ready
+from harness import DRAIN_TIMEOUT, BenchError, Children, call, free_port, wait_ready
 
+from passwordless.config.settings import Config
 
 PUBLIC_URL = "https://auth.bench.test"  # production refuses http; the server still listens on http
 ORIGIN = PUBLIC_URL  # webauthn.origins defaults to [public_url]

@@ -19,40 +19,35 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from passwordless import __version__
-
-from passwordless.web import openapi
-
-from passwordless.platform import backup
-
-from passwordless.platform import migrate
+from passwordless import __version__, parts
 from passwordless.admin import routes as admin
 from passwordless.config.kinds import origin_of
 from passwordless.config.settings import Config
-from passwordless.platform.crypto import load_or_create_dev_secret
-from passwordless.platform.db import Database
-from passwordless import parts
-from passwordless.platform.clock import Clock
-from passwordless.platform.errors import ApiError
 from passwordless.health import routes as health
+from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
-from passwordless.platform.lifecycle import Lifecycle
+from passwordless.keys.signer import Signer
 from passwordless.magic_link import routes as magic_link
 from passwordless.mail.render import Templates
-from passwordless.housekeeping import service as housekeeping
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
-from passwordless.platform.queues.worker import QueueWorker
-from passwordless.webhooks.events import Outbox
-from passwordless.webhooks.worker import WebhookWorker
-from passwordless.platform.metrics import Metrics
 from passwordless.pages import routes as pages
 from passwordless.passkeys import routes as passkeys
 from passwordless.passkeys import store as passkey_store
-from passwordless.web.middleware import BodyLimit, Cors, RequestContext
+from passwordless.platform import backup, migrate
+from passwordless.platform.clock import Clock
+from passwordless.platform.crypto import load_or_create_dev_secret
+from passwordless.platform.db import Database
+from passwordless.platform.errors import ApiError
+from passwordless.platform.lifecycle import Lifecycle
+from passwordless.platform.metrics import Metrics
+from passwordless.platform.queues.worker import QueueWorker
 from passwordless.sessions import routes as sessions
-from passwordless.keys.signer import Signer
+from passwordless.web import openapi
 from passwordless.web.errors import handle_api_error, handle_http_exception
+from passwordless.web.middleware import BodyLimit, Cors, RequestContext
+from passwordless.webhooks.events import Outbox
+from passwordless.webhooks.worker import WebhookWorker
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from passwordless.admin import service
-from passwordless.platform.errors import ApiError, invalid_request
-from passwordless.web.openapi import ADMIN, Op, Schema, array, integer, nullable, obj, string
 from passwordless.passkeys.answers import PASSKEY, passkey_json
-from passwordless.web.parts import part
+from passwordless.platform.errors import ApiError, invalid_request
 from passwordless.web.client import client_of
+from passwordless.web.openapi import ADMIN, Op, Schema, array, integer, nullable, obj, string
+from passwordless.web.parts import part
 
 Handler = Callable[[Request], Awaitable[Response]]
 MAX_LIMIT = 200

@@ -6,19 +6,19 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from passwordless.platform import audit
-from passwordless.platform.clock import Clock
-from passwordless.platform.db import Database
-from passwordless.platform.lifecycle import Lifecycle
-from passwordless.platform.audit import AuditFilter as AuditFilter  # re-exported for the routes
-from passwordless.platform.client import Client
-from passwordless.platform.errors import ApiError, invalid_request
-from passwordless.sessions.limits import Limits, first_refusal
 from passwordless.mail import queue
 from passwordless.passkeys import store as passkeys
 from passwordless.passkeys.store import Passkey
+from passwordless.platform import audit
+from passwordless.platform.audit import AuditFilter as AuditFilter  # re-exported for the routes
+from passwordless.platform.client import Client
+from passwordless.platform.clock import Clock
+from passwordless.platform.db import Database
+from passwordless.platform.errors import ApiError, invalid_request
+from passwordless.platform.lifecycle import Lifecycle
 from passwordless.platform.ratelimit import client_key
 from passwordless.sessions import store as sessions
+from passwordless.sessions.limits import Limits, first_refusal
 from passwordless.users import store as users
 from passwordless.webhooks import events
 

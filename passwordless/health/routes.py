@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from passwordless import __version__
-from passwordless.platform.errors import ApiError
 from passwordless.health import service
+from passwordless.platform.errors import ApiError
 from passwordless.web.openapi import METRICS, NONE, Op, integer, obj, string
 from passwordless.web.parts import part
 

@@ -9,13 +9,13 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from passwordless.config.settings import MetricsSettings
+from passwordless.mail import queue
 from passwordless.platform import migrate
 from passwordless.platform.clock import Clock
 from passwordless.platform.db import Database
 from passwordless.platform.lifecycle import Lifecycle
-from passwordless.mail import queue
-from passwordless.sessions import store as sessions
 from passwordless.platform.metrics import EMAIL_STATUSES, Metrics
+from passwordless.sessions import store as sessions
 
 logger = logging.getLogger(__name__)
 

@@ -9,17 +9,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from passwordless.platform.errors import ApiError
-from passwordless.magic_link import service
-from passwordless.web.openapi import Op, obj, string
-from passwordless.web.markup import Templates
-from passwordless.web.pages import message_page, page
 from passwordless.config.settings import UiSettings
+from passwordless.magic_link import service
 from passwordless.magic_link.service import MagicLinkDeps
-from passwordless.web.parts import part
-from passwordless.sessions.http import set_session_cookie, token_response, TOKEN_RESPONSE
+from passwordless.platform.errors import ApiError
+from passwordless.sessions.http import TOKEN_RESPONSE, set_session_cookie, token_response
 from passwordless.web.client import client_of
+from passwordless.web.markup import Templates
+from passwordless.web.openapi import Op, obj, string
 from passwordless.web.origin import check_origin
+from passwordless.web.pages import message_page, page
+from passwordless.web.parts import part
 from passwordless.web.request import Fields, read_json
 
 MAX_TOKEN = 256

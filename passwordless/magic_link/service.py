@@ -9,22 +9,22 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from passwordless.config.settings import AuthSettings, RateLimitSettings
-from passwordless.platform import audit
-from passwordless.platform.clock import Clock
-from passwordless.platform.db import Database
-from passwordless.platform.metrics import Metrics
-from passwordless.platform.crypto import code_hash, new_code, new_id, new_token, same, token_hash
-from passwordless.platform.client import Client
-from passwordless.platform.errors import ApiError
 from passwordless.magic_link import store
 from passwordless.magic_link.rules import check_redirect
-from passwordless.users.rules import browser_name, normalise_email
 from passwordless.mail import queue
 from passwordless.mail.render import Rendered, Templates
-from passwordless.sessions.limits import Limits, check_ip_limit, first_refusal, rate_limited
+from passwordless.platform import audit
+from passwordless.platform.client import Client
+from passwordless.platform.clock import Clock
+from passwordless.platform.crypto import code_hash, new_code, new_id, new_token, same, token_hash
+from passwordless.platform.db import Database
+from passwordless.platform.errors import ApiError
+from passwordless.platform.metrics import Metrics
 from passwordless.sessions import service as sessions
+from passwordless.sessions.limits import Limits, check_ip_limit, first_refusal, rate_limited
 from passwordless.sessions.service import SignIn
 from passwordless.users import store as users
+from passwordless.users.rules import browser_name, normalise_email
 from passwordless.webhooks import events
 
 

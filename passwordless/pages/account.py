@@ -9,19 +9,19 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from passwordless.platform.errors import ApiError
-from passwordless.users.rules import browser_name
-from passwordless.web.markup import Html, Templates, join
-from passwordless.web.pages import page
+from passwordless.pages.parts import passkeys_of, ui_of
 from passwordless.pages.signin import form_fields
 from passwordless.passkeys import service as passkeys
 from passwordless.passkeys.service import Passkey
+from passwordless.platform.errors import ApiError
 from passwordless.sessions import service as sessions
+from passwordless.sessions.http import authenticate, clear_session_cookie, session_deps
 from passwordless.sessions.service import Principal
 from passwordless.sessions.store import Session
-from passwordless.pages.parts import passkeys_of, ui_of
-from passwordless.sessions.http import session_deps, authenticate, clear_session_cookie
+from passwordless.users.rules import browser_name
 from passwordless.web.client import client_of
+from passwordless.web.markup import Html, Templates, join
+from passwordless.web.pages import page
 
 TEMPLATES = Templates(Path(__file__).parent / "templates")
 

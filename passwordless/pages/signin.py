@@ -9,16 +9,16 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from passwordless.platform.errors import ApiError
 from passwordless.magic_link import service as magic_link
 from passwordless.magic_link.rules import check_redirect
-from passwordless.web.markup import Templates
-from passwordless.web.pages import alert, page
-from passwordless.sessions.service import SignIn
 from passwordless.pages.parts import magic_link_of, ui_of
+from passwordless.platform.errors import ApiError
 from passwordless.sessions.http import session_deps, set_session_cookie
+from passwordless.sessions.service import SignIn
 from passwordless.web.client import client_of
+from passwordless.web.markup import Templates
 from passwordless.web.origin import check_origin
+from passwordless.web.pages import alert, page
 
 MAX_FIELD = 2048
 TEMPLATES = Templates(Path(__file__).parent / "templates")

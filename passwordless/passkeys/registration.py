@@ -17,23 +17,21 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from passwordless.platform import audit
-from passwordless.platform.crypto import new_id, random_bytes
-from passwordless.platform.client import Client
-from passwordless.platform.errors import ApiError, invalid_request
 from passwordless.mail import queue
 from passwordless.mail.render import Rendered
-from passwordless.users.rules import browser_name
 from passwordless.passkeys import ceremony, store
-from passwordless.passkeys.store import Passkey
 from passwordless.passkeys.ceremony import MalformedCredential, RejectedCredential
+from passwordless.passkeys.service import PasskeyDeps, answer, audit_event, challenge_hash, failed
+from passwordless.passkeys.store import Passkey
+from passwordless.platform import audit
+from passwordless.platform.client import Client
+from passwordless.platform.crypto import new_id, random_bytes
+from passwordless.platform.errors import ApiError, invalid_request
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import Principal
 from passwordless.users import store as users
+from passwordless.users.rules import browser_name
 from passwordless.webhooks import events
-
-from passwordless.passkeys.service import PasskeyDeps, answer, audit_event, challenge_hash, failed
-
 
 ALGORITHMS = [
     COSEAlgorithmIdentifier.EDDSA,

@@ -8,15 +8,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from passwordless.platform.errors import invalid_request
-from passwordless.web.openapi import BEARER, COOKIE, Op, array, obj, string
+from passwordless.config.kinds import origin_of
 from passwordless.passkeys import registration, service, signin
 from passwordless.passkeys.answers import PASSKEY, passkey_json
-from passwordless.config.kinds import origin_of
 from passwordless.passkeys.service import PasskeyDeps
-from passwordless.web.parts import part
-from passwordless.sessions.http import authenticate, set_session_cookie, token_response, TOKEN_RESPONSE
+from passwordless.platform.errors import invalid_request
+from passwordless.sessions.http import TOKEN_RESPONSE, authenticate, set_session_cookie, token_response
 from passwordless.web.client import client_of
+from passwordless.web.openapi import BEARER, COOKIE, Op, array, obj, string
+from passwordless.web.parts import part
 from passwordless.web.request import Fields, read_json
 
 _NO_STORE = {"cache-control": "no-store"}

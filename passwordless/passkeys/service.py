@@ -9,18 +9,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from passwordless.config.settings import WebauthnSettings
-from passwordless.platform import audit
-from passwordless.platform.clock import Clock
-from passwordless.platform.db import Database
-from passwordless.platform.metrics import Metrics
-from passwordless.platform.client import Client
-from passwordless.platform.errors import ApiError, invalid_request
-from passwordless.sessions.limits import Limits
 from passwordless.mail.render import Templates
 from passwordless.passkeys import store
 from passwordless.passkeys.ceremony import MalformedCredential
 from passwordless.passkeys.store import Passkey as Passkey  # re-exported for the routes
+from passwordless.platform import audit
+from passwordless.platform.client import Client
+from passwordless.platform.clock import Clock
+from passwordless.platform.db import Database
+from passwordless.platform.errors import ApiError, invalid_request
+from passwordless.platform.metrics import Metrics
 from passwordless.sessions import service as sessions
+from passwordless.sessions.limits import Limits
 from passwordless.sessions.service import Principal
 from passwordless.webhooks import events
 

@@ -14,21 +14,19 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from passwordless.platform import audit
-from passwordless.platform.crypto import random_bytes
-from passwordless.platform.client import Client
-from passwordless.sessions.limits import check_ip_limit
-from passwordless.users.rules import normalise_email
 from passwordless.passkeys import ceremony, store
-from passwordless.passkeys.decoys import decoy_ids
-from passwordless.passkeys.store import Passkey
 from passwordless.passkeys.ceremony import MalformedCredential, RejectedCredential
+from passwordless.passkeys.decoys import decoy_ids
+from passwordless.passkeys.service import PasskeyDeps, answer, audit_event, challenge_hash, failed, invalid
+from passwordless.passkeys.store import Passkey
+from passwordless.platform import audit
+from passwordless.platform.client import Client
+from passwordless.platform.crypto import random_bytes
 from passwordless.sessions import service as sessions
+from passwordless.sessions.limits import check_ip_limit
 from passwordless.sessions.service import SignIn
 from passwordless.users import store as users
-
-from passwordless.passkeys.service import PasskeyDeps, answer, audit_event, challenge_hash, failed, invalid
-
+from passwordless.users.rules import normalise_email
 
 # At most this many of a user's credentials (most recently used first) are listed for a sign-in with
 # an email, so that one small request cannot draw a large answer whatever the account holds.

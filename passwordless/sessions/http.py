@@ -9,8 +9,8 @@ from starlette.responses import JSONResponse, Response
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import Principal, SessionDeps, SignIn
 from passwordless.web import openapi
-from passwordless.web.parts import part
 from passwordless.web.origin import SAFE_METHODS, check_origin
+from passwordless.web.parts import part
 
 
 def session_deps(request: Request) -> SessionDeps:

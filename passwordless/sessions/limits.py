@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 from passwordless.config.settings import RateLimitSettings
 from passwordless.platform import audit
+from passwordless.platform.client import Client
 from passwordless.platform.clock import Clock
 from passwordless.platform.db import Database
-from passwordless.platform.metrics import Metrics
-from passwordless.platform.ratelimit import RateLimiter
-from passwordless.platform.client import Client
 from passwordless.platform.errors import ApiError
-from passwordless.platform.ratelimit import client_key
+from passwordless.platform.metrics import Metrics
+from passwordless.platform.ratelimit import RateLimiter, client_key
 
 
 @dataclass(frozen=True)

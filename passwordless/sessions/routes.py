@@ -6,11 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from passwordless.web.openapi import BEARER, COOKIE, NONE, Op, array, integer, nullable, obj, string
 from passwordless.keys import service as keys
 from passwordless.sessions import service
-from passwordless.sessions.http import session_deps, authenticate, clear_session_cookie, token_response, TOKEN_RESPONSE
+from passwordless.sessions.http import TOKEN_RESPONSE, authenticate, clear_session_cookie, session_deps, token_response
 from passwordless.web.client import client_of
+from passwordless.web.openapi import BEARER, COOKIE, NONE, Op, array, integer, nullable, obj, string
 from passwordless.web.request import Fields, read_json
 
 

@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from passwordless.config.settings import AuthSettings, JwtSettings
-from passwordless.platform import audit
-from passwordless.platform.clock import Clock
-from passwordless.platform.db import Database
-from passwordless.platform.metrics import Metrics
-from passwordless.platform.crypto import new_id, new_token, token_hash
-from passwordless.platform.client import Client
-from passwordless.platform.errors import ApiError
-from passwordless.sessions import store
 from passwordless.keys.signer import DECODING_ERRORS, InvalidAccessToken, Signer
+from passwordless.platform import audit
+from passwordless.platform.client import Client
+from passwordless.platform.clock import Clock
+from passwordless.platform.crypto import new_id, new_token, token_hash
+from passwordless.platform.db import Database
+from passwordless.platform.errors import ApiError
+from passwordless.platform.metrics import Metrics
+from passwordless.sessions import store
 from passwordless.users import store as users
 from passwordless.users.store import User
 from passwordless.webhooks import events

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 from starlette.responses import HTMLResponse
 
-from passwordless.config.settings import UiSettings
 from passwordless.config.kinds import origin_of
+from passwordless.config.settings import UiSettings
 from passwordless.web.markup import Html, Templates, join
 
 TEMPLATES = Templates(Path(__file__).parent / "templates")
