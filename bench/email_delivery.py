@@ -44,15 +44,15 @@ from pathlib import Path
 
 import aiosmtplib
 
-from passwordless.platform import migrate
-from passwordless.config.settings import EmailSettings
 from passwordless.config.load import load_config
-from passwordless.platform.crypto import new_id
-from passwordless.platform.db import Database
+from passwordless.config.settings import EmailSettings
 from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import build_message, make_transport
 from passwordless.mail.worker import MailWorker
+from passwordless.platform import migrate
+from passwordless.platform.crypto import new_id
+from passwordless.platform.db import Database
 from passwordless.platform.metrics import Metrics
 
 SUBJECT = "Sign in to Example"

@@ -17,7 +17,6 @@ import prepare
 from harness import BenchError, Children, Run, call, wrk
 from serve import MAGIC_LINK_TTL, REFRESH_TTL, Server, access_token, drain_mail, non_2xx, status_counts
 
-
 HTTP_FLOWS = ("bare", "magic_link", "verify", "code_verify", "refresh", "me")
 ALL_FLOWS = (*HTTP_FLOWS, "passkey", "email", "startup")
 

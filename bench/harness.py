@@ -23,7 +23,6 @@ from typing import Any
 
 import prepare
 
-
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 SERVE = ROOT / ".venv" / "bin" / "passwordless"

@@ -18,10 +18,9 @@ from typing import Any
 
 import email_delivery  # bench/email_delivery.py, beside this file
 import prepare
+from flows import FlowResult
 from harness import BENCH, BenchError, Children, Run, call, children_of, rss_mb, wrk
 from serve import MAGIC_LINK_TTL, ORIGIN, Server, access_token, drain_mail, non_2xx, start_serve, status_counts
-from flows import FlowResult
-
 
 SOAK_SAMPLE_SECONDS = 10
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from passwordless.magic_link import store as tickets
 from passwordless.platform.crypto import code_hash, new_code, new_id, new_token, token_hash
 from passwordless.platform.db import connect
-from passwordless.magic_link import store as tickets
 from passwordless.sessions import store as sessions
 from passwordless.users import store as users
 

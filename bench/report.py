@@ -16,10 +16,9 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
+from flows import HTTP_FLOWS, FlowResult
 from harness import RESULTS, ROOT
-from flows import FlowResult, HTTP_FLOWS
 from other_flows import Soak, Startup
-
 
 P99_TARGET_MS = 25.0
 IDLE_RSS_TARGET_MB = 70.0

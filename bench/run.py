@@ -40,15 +40,29 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from flows import ALL_FLOWS, HTTP_FLOW_SPECS, HTTP_FLOWS, FlowResult, guarded, run_http_flow
 from harness import (
-    BENCH, BINARY, RESULTS, ROOT, SERVE, BenchError, Children, RssSampler, call, free_port, rss_mb,
-    signals_as_interrupt, sink_count, start_sink, tail, wait_ready, wrk,
+    BENCH,
+    BINARY,
+    RESULTS,
+    ROOT,
+    SERVE,
+    BenchError,
+    Children,
+    RssSampler,
+    call,
+    free_port,
+    rss_mb,
+    signals_as_interrupt,
+    sink_count,
+    start_sink,
+    tail,
+    wait_ready,
+    wrk,
 )
-from serve import Server, drain_mail, log_findings, mail_statuses, start_serve
-from flows import ALL_FLOWS, FlowResult, HTTP_FLOWS, HTTP_FLOW_SPECS, guarded, run_http_flow
 from other_flows import Startup, measure_startup, run_email, run_passkey, run_soak
 from report import Findings, busy_seconds, cpu_busy, own_seconds, report, write_results
-
+from serve import Server, drain_mail, log_findings, mail_statuses, start_serve
 
 # --- the run ------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import prepare
-from harness import BenchError, Children, DRAIN_TIMEOUT, call, free_port, wait_ready
+from harness import DRAIN_TIMEOUT, BenchError, Children, call, free_port, wait_ready
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.support
 from tests.support.processes import clean_env  # noqa: E402

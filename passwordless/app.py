@@ -13,48 +13,41 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from itsdangerous import URLSafeTimedSerializer
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from passwordless import __version__
-
-from passwordless.web import openapi
-
-from passwordless.platform import backup
-
-from passwordless.platform import migrate
+from passwordless import __version__, parts
 from passwordless.admin import routes as admin
 from passwordless.config.kinds import origin_of
 from passwordless.config.settings import Config
-from passwordless.platform.crypto import SESSION_COOKIE, load_or_create_dev_secret, subkey
-from passwordless.platform.db import Database
-from passwordless.deps import Deps
-from passwordless.platform.clock import Clock
-from passwordless.platform.errors import ApiError
 from passwordless.health import routes as health
+from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
-from passwordless.platform.lifecycle import Lifecycle
+from passwordless.keys.signer import Signer
 from passwordless.magic_link import routes as magic_link
 from passwordless.mail.render import Templates
-from passwordless.housekeeping import service as housekeeping
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
-from passwordless.platform.queues.worker import QueueWorker
-from passwordless.webhooks.events import Outbox
-from passwordless.webhooks.worker import WebhookWorker
-from passwordless.platform.metrics import Metrics
 from passwordless.pages import routes as pages
 from passwordless.passkeys import routes as passkeys
 from passwordless.passkeys import store as passkey_store
-from passwordless.web.middleware import BodyLimit, Cors, RequestContext
-from passwordless.platform.ratelimit import RateLimiter
+from passwordless.platform import backup, migrate
+from passwordless.platform.clock import Clock
+from passwordless.platform.crypto import load_or_create_dev_secret
+from passwordless.platform.db import Database
+from passwordless.platform.errors import ApiError
+from passwordless.platform.lifecycle import Lifecycle
+from passwordless.platform.metrics import Metrics
+from passwordless.platform.queues.worker import QueueWorker
 from passwordless.sessions import routes as sessions
-from passwordless.keys.signer import Signer
+from passwordless.web import openapi
 from passwordless.web.errors import handle_api_error, handle_http_exception
+from passwordless.web.middleware import BodyLimit, Cors, RequestContext
+from passwordless.webhooks.events import Outbox
+from passwordless.webhooks.worker import WebhookWorker
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +64,9 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            app.state.deps = await _start(config, life, trusted, metrics, clock, stack)
+            built = await _start(config, life, trusted, metrics, clock, stack)
+            for name, part in vars(built).items():  # each feature's routes take their own (web/parts.py)
+                setattr(app.state, name, part)
             logger.info("started", extra={"public_url": config.server.public_url, "environment": config.environment})
             yield
         logger.info("stopped")
@@ -109,7 +104,7 @@ async def _start(
     metrics: Metrics,
     clock: Clock,
     stack: contextlib.AsyncExitStack,
-) -> Deps:
+) -> parts.Parts:
     """Open the database and start the background work; `stack` undoes it all, last first."""
     db_path = Path(config.database.path)
     known = migrate.discover(migrate.default_dir())
@@ -132,18 +127,11 @@ async def _start(
     if config.jwt.algorithm in keys.ASYMMETRIC:
         _background(stack, _every(keys.KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock)))
     _background(stack, _every(PRUNE_SECONDS, lambda: _prune(config, db, clock)))
-    return Deps(
-        config=config, db=db, lifecycle=life, migrations=known, secret=secret, trusted_proxies=trusted,
-        clock=clock, signer=signer, templates=templates, limiter=RateLimiter(), cookies=_cookie_serializer(secret),
-        wake_mail=mail.wake, outbox=outbox, metrics=metrics, count_passkeys=passkey_store.count_for_user,
-    )
-
-
-def _cookie_serializer(secret: str) -> URLSafeTimedSerializer:
-    """Signs with the cookie's own subkey (the last in the list). Cookies signed with jwt.secret
-    itself, by versions before subkeys, are still accepted until they expire (jwt.refresh_ttl),
-    so the upgrade signs no one out of the hosted pages."""
-    return URLSafeTimedSerializer([secret.encode(), subkey(secret, SESSION_COOKIE)], salt="passwordless.session-cookie")
+    return parts.build(parts.Opened(
+        config=config, db=db, clock=clock, lifecycle=life, migrations=known, metrics=metrics, secret=secret,
+        signer=signer, templates=templates, wake_mail=mail.wake, outbox=outbox,
+        count_passkeys=passkey_store.count_for_user,
+    ))
 
 
 def _background(

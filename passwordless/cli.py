@@ -4,33 +4,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import html
 import os
 import sqlite3
 import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from passwordless import __version__
-
-from passwordless.platform import backup
-
-from passwordless.platform import migrate
-from passwordless.config.settings import Config
 from passwordless.config.load import ConfigError, find_config_file, load_config
 from passwordless.config.render import render_effective
-from passwordless.platform.crypto import hs256_key, load_or_create_dev_secret, new_id, new_secret
-from passwordless.platform.db import Database, connect
+from passwordless.config.settings import Config
 from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
-from passwordless.platform.logs import configure_logging
 from passwordless.mail.queue import QueuedEmail
-from passwordless.mail.render import Templates, TemplateError
+from passwordless.mail.render import BUILT_IN, TemplateError, Templates
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, make_transport
+from passwordless.platform import backup, migrate
+from passwordless.platform.crypto import hs256_key, load_or_create_dev_secret, new_id, new_secret
+from passwordless.platform.db import Database, connect
+from passwordless.platform.logs import configure_logging
+from passwordless.web import markup
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -163,7 +160,8 @@ def _send_test_email(args: argparse.Namespace) -> int:
         print(f"error: {to!r} is not an email address", file=sys.stderr)
         return 2
     text = f"This is a test email from passwordless {__version__}: the {config.email.transport} transport works."
-    email = QueuedEmail(new_id(), to, "passwordless test email", text, f"<p>{html.escape(text)}</p>", 1)
+    body = markup.Templates(BUILT_IN).render("test_email.html", text=text)
+    email = QueuedEmail(new_id(), to, "passwordless test email", text, body, 1)
     transport = make_transport(config.email)
 
     async def send() -> str:

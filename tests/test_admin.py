@@ -646,7 +646,7 @@ async def test_a_dead_email_can_be_retried_and_goes_back_to_pending(make_config:
 
         await settled("pending", 1)
         clock.advance(2 * 3600)
-        deps_of(server.app).wake_mail()
+        deps_of(server.app).magic_link.wake_mail()
         dead = await settled("dead", 2)
         assert dead["last_error"]
 

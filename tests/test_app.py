@@ -529,14 +529,14 @@ async def test_dev_secret_is_made_once_beside_the_database(
     assert not path.exists()
     async with running(config) as (app, client):
         assert (await client.get("/readiness")).status_code == 200
-        first = deps_of(app).secret
+        first = deps_of(app).magic_link.code_key
     assert path.exists()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text(encoding="ascii").strip() == first
     assert len(first) >= 32
 
     async with running(config) as (app, _):
-        assert deps_of(app).secret == first
+        assert deps_of(app).magic_link.code_key == first
     assert path.read_text(encoding="ascii").strip() == first
 
     # the warning says where the secret is, never what it is
@@ -550,7 +550,7 @@ async def test_configured_secret_writes_no_file(make_config: MakeConfig, tmp_pat
     secret = "s" * 40
     async with running(make_config(f'[jwt]\nsecret = "{secret}"')) as (app, client):
         assert (await client.get("/readiness")).status_code == 200
-        assert deps_of(app).secret == secret
+        assert deps_of(app).magic_link.code_key == secret
     assert not (tmp_path / DEV_SECRET_FILE).exists()
 
 

@@ -26,7 +26,7 @@ OLD_REACHES = [
     ("passkeys/service.py", "from passwordless.magic_link import rules", "Entry points > consoles"),
     ("admin/routes.py", "from passwordless.passkeys import routes", "never import another feature's routes"),
     ("webhooks/events.py", "from passwordless.users import store", "Entry points > consoles"),
-    ("platform/queues/worker.py", "from passwordless.deps import Deps", "Entry points > consoles"),
+    ("platform/queues/worker.py", "from passwordless.parts import Parts", "Entry points > consoles"),
     ("pages/account.py", "from passwordless.admin import service", "Entry points > consoles"),
     ("users/store.py", "from passwordless.sessions import store", "Entry points > consoles"),
     ("magic_link/service.py", "from starlette.requests import Request", "speak HTTP"),

@@ -494,7 +494,10 @@ async def test_the_wal_stays_small_while_writes_go_on(db: Database) -> None:
     await db.write(lambda conn: conn.execute("CREATE TABLE blob (b BLOB NOT NULL)"))
     page = await db.read(scalar, "PRAGMA page_size")
     assert isinstance(page, int)
-    bound = 2 * RESET_FRAMES * (page + 24)  # a WAL frame is a page and its header
+    # A WAL frame is a page and its header. The WAL starts over once a checkpoint completes past
+    # RESET_FRAMES; until the writer thread gets to it (later on a loaded machine: 33.0 MB was seen
+    # against 2x) writes go on, so the bound allows 3x. Checkpoints that never complete left 203 MB.
+    bound = 3 * RESET_FRAMES * (page + 24)
     blob = b"x" * 1_000
     written = 0
 

@@ -90,7 +90,7 @@ def audit(config: Config, event_type: str) -> list[dict[str, Any]]:
 
 
 def all_have(config: Config, count: int, where: str, *params: object) -> Callable[[], list[dict[str, Any]]]:
-    """A check for `eventually`: the queue holds `count` rows and every one matches `where`."""
+    """A check for `until`: the queue holds `count` rows and every one matches `where`."""
 
     def check() -> list[dict[str, Any]]:
         found = emails(config)
@@ -290,7 +290,7 @@ async def test_temporary_failures_are_retried_until_delivered(make_config: MakeC
     config = smtp_config(make_config, port, email='retry_initial = "10s"\nretry_max = "20s"')
     clock = FakeClock(START)
     async with running(config, clock=clock) as (app, client):
-        wake = deps_of(app).wake_mail
+        wake = deps_of(app).magic_link.wake_mail
         await sign_in(client, "a@example.com")
         for attempt in (1, 2):
             [row] = await until(
@@ -338,7 +338,7 @@ async def test_a_permanent_refusal_is_dead_at_once_and_an_operator_can_retry_it(
         [pending] = emails(config)
         if pending["status"] == "pending":  # the worker may already have it
             assert pending["attempts"] == 0 and pending["last_error"] is None
-        deps.wake_mail()
+        deps.magic_link.wake_mail()
         [sent] = await until(all_have(config, 1, "status = 'sent'"), "the retried email sent")
         assert await deps.db.write(queue.retry, row["id"], deps.clock()) is False  # only dead rows
     assert [m["To"] for m in sink.received] == ["a@example.com"]
@@ -410,7 +410,7 @@ async def test_one_refused_recipient_does_not_hold_up_the_others(make_config: Ma
                 queue.enqueue(conn, address, "s", "text", "<p>html</p>", now)
 
         await deps.db.write(enqueue_all)
-        deps.wake_mail()
+        deps.magic_link.wake_mail()
         await until(all_have(config, 5, "status IN ('sent', 'dead')"), "every email finished")
     [bad] = emails(config, "status = 'dead'")
     assert bad["to_address"] == "bad@example.com" and bad["attempts"] == 1
@@ -507,7 +507,7 @@ async def test_a_lease_left_by_a_crash_is_taken_again_once_it_expires(
         [waiting] = emails(config, "status = 'sending'")
         assert waiting["id"] == live  # its lease still runs: another worker may be sending it
         clock.advance(50)
-        deps_of(app).wake_mail()
+        deps_of(app).magic_link.wake_mail()
         await until(all_have(config, 2, "status = 'sent'"), "the second lease retaken")
     assert sorted(m["To"] for m in sink.received) == ["expired@example.com", "live@example.com"]
 
@@ -531,7 +531,7 @@ async def test_backoff_doubles_from_retry_initial_with_jitter_and_is_capped_by_r
                 queue.enqueue(conn, f"u{i}@example.com", "s", "text", "<p>html</p>", clock())
 
         await deps.db.write(enqueue_all)
-        deps.wake_mail()
+        deps.magic_link.wake_mail()
         for attempt, (low, high) in bounds.items():
             failed = await until(
                 all_have(config, 4, "status = 'pending' AND attempts = ?", attempt), f"failed attempt {attempt}"
@@ -541,7 +541,7 @@ async def test_backoff_doubles_from_retry_initial_with_jitter_and_is_capped_by_r
             assert all(low <= d <= high for d in delays), (attempt, delays)
             assert len(set(delays)) > 1, f"no jitter: {delays}"
             clock.now = max(r["next_attempt_at"] for r in failed)
-            deps.wake_mail()
+            deps.magic_link.wake_mail()
     assert sink.received == []
 
 
@@ -608,7 +608,7 @@ async def test_health_is_degraded_while_an_email_waits_longer_than_the_link_live
         assert late.json()["checks"] == {"database": "ok", "email_queue": "degraded"}
 
         sink, _ = sinks(port=port)  # the server comes back and the backlog drains
-        deps_of(app).wake_mail()
+        deps_of(app).magic_link.wake_mail()
         await until(lambda: emails(config, "status = 'sent'"), "the email sent after the outage")
         recovered = await client.get("/health")
         assert recovered.status_code == 200
@@ -782,7 +782,7 @@ async def test_up_to_concurrency_emails_are_sent_at_once_over_kept_connections(
                 queue.enqueue(conn, f"u{i}@example.com", "s", "text", "<p>html</p>", deps.clock())
 
         await deps.db.write(enqueue_all)
-        deps.wake_mail()
+        deps.magic_link.wake_mail()
         await until(all_have(config, 9, "status = 'sent'"), "nine emails sent")
     assert len(sink.received) == 9
     assert sink.most_at_once == 3  # never more than email.concurrency, and that many in parallel

@@ -33,6 +33,9 @@ DATA_FOLDERS = (
     (ROOT / "migrations", "passwordless/migrations"),
     (ROOT / "passwordless" / "mail" / "templates", "passwordless/mail/templates"),
     (ROOT / "passwordless" / "pages" / "static", "passwordless/pages/static"),
+    (ROOT / "passwordless" / "web" / "templates", "passwordless/web/templates"),
+    (ROOT / "passwordless" / "pages" / "templates", "passwordless/pages/templates"),
+    (ROOT / "passwordless" / "magic_link" / "templates", "passwordless/magic_link/templates"),
 )
 
 

@@ -60,9 +60,10 @@ def make_setup(algorithm: str) -> Setup:
 
 
 def issue(signer: Signer, now: float | None = None) -> str:
+    moment = time.time() if now is None else now
     return signer.issue(
-        user_id="user-1", session_id="session-1", email="a@example.com", amr=["email"],
-        now=time.time() if now is None else now,
+        user_id="user-1", session_id="session-1", email="a@example.com", amr=["email"], auth_time=int(moment),
+        now=moment,
     )
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from passwordless.config.settings import Config
 from passwordless.sessions.http import cookie_name
-from tests.support.app import running
+from tests.support.app import deps_of, running
 from tests.support.live import LiveServer
 from tests.support.signin import request_sign_in
 from tests.test_tokens import _toml, hs256_key
@@ -146,8 +146,8 @@ COOKIES = {
 @pytest.mark.parametrize("kind", list(COOKIES))
 async def test_malformed_session_cookies_get_401(make_config: Callable[..., Config], kind: str) -> None:
     config = make_config(_toml())
-    async with running(config) as (_, client):
-        cookie = {"cookie": f"{cookie_name(config)}={COOKIES[kind]}".encode()}
+    async with running(config) as (app, client):
+        cookie = {"cookie": f"{cookie_name(deps_of(app).sessions)}={COOKIES[kind]}".encode()}
         for path in ("/auth/me", "/auth/sessions", "/auth/passkeys"):
             r = await client.get(path, headers=cookie)
             assert r.status_code == 401, (path, r.status_code, r.text[:200])

@@ -106,12 +106,12 @@ async def test_cookies_use_their_own_subkey_and_old_cookies_still_work(make_conf
     async with running(config) as (app, client):
         token = (await _signed_in(client, config))["access_token"]
         session_id = jwt.decode(token, options={"verify_signature": False})["sid"]
-        new = deps_of(app).cookies.dumps(session_id)
+        new = deps_of(app).sessions.cookies.dumps(session_id)
         with pytest.raises(BadSignature):
             URLSafeTimedSerializer(SECRET, salt=COOKIE_SALT).loads(new)
         assert URLSafeTimedSerializer(crypto.subkey(SECRET, crypto.SESSION_COOKIE), salt=COOKIE_SALT).loads(new)
         old = URLSafeTimedSerializer(SECRET, salt=COOKIE_SALT).dumps(session_id)
         forged = URLSafeTimedSerializer(KEY, salt=COOKIE_SALT).dumps(session_id)  # what an app could make
         for cookie, status in ((new, 200), (old, 200), (forged, 401)):
-            r = await client.get("/auth/me", headers={"cookie": f"{cookie_name(config)}={cookie}"})
+            r = await client.get("/auth/me", headers={"cookie": f"{cookie_name(deps_of(app).sessions)}={cookie}"})
             assert r.status_code == status, r.text

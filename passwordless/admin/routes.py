@@ -12,23 +12,27 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from passwordless.admin import service
-from passwordless.platform.errors import ApiError, invalid_request
-from passwordless.web.openapi import ADMIN, Op, Schema, array, integer, nullable, obj, string
 from passwordless.passkeys.answers import PASSKEY, passkey_json
-from passwordless.deps import deps
+from passwordless.platform.errors import ApiError, invalid_request
 from passwordless.web.client import client_of
+from passwordless.web.openapi import ADMIN, Op, Schema, array, integer, nullable, obj, string
+from passwordless.web.parts import part
 
 Handler = Callable[[Request], Awaitable[Response]]
 MAX_LIMIT = 200
 EMAIL_STATUSES = ("pending", "sending", "sent", "dead")
 
 
+def _deps(request: Request) -> service.AdminDeps:
+    return part(request, "admin", service.AdminDeps)
+
+
 def admin(handler: Handler) -> Handler:
     """Refuses a missing or wrong admin token (compared in constant time); audits every call."""
 
     async def guarded(request: Request) -> Response:
-        d = deps(request)
-        token = d.config.admin.token
+        d = _deps(request)
+        token = d.token
         if not token:
             raise ApiError(404, "not_found", "No such route.")
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -60,7 +64,7 @@ def _page(key: str, items: list[dict[str, Any]], limit: int) -> JSONResponse:
 
 @admin
 async def stats(request: Request) -> Response:
-    s = await service.stats(deps(request))
+    s = await service.stats(_deps(request))
     return JSONResponse({
         "users": s.users, "active_sessions": s.active_sessions, "passkeys": s.passkeys,
         "email_queue": s.email_queue, "uptime_seconds": s.uptime_seconds,
@@ -71,7 +75,7 @@ async def stats(request: Request) -> Response:
 async def list_users(request: Request) -> Response:
     limit = _limit(request)
     q = request.query_params
-    found = await service.list_users(deps(request), q.get("email") or None, q.get("after") or None, limit)
+    found = await service.list_users(_deps(request), q.get("email") or None, q.get("after") or None, limit)
     items = [
         {"id": u.id, "email": u.email, "created_at": u.created_at, "last_sign_in_at": u.last_sign_in_at}
         for u in found
@@ -81,7 +85,7 @@ async def list_users(request: Request) -> Response:
 
 @admin
 async def get_user(request: Request) -> Response:
-    detail = await service.user_detail(deps(request), request.path_params["id"])
+    detail = await service.user_detail(_deps(request), request.path_params["id"])
     u = detail.user
     return JSONResponse({
         "id": u.id, "email": u.email, "created_at": u.created_at, "last_sign_in_at": u.last_sign_in_at,
@@ -91,13 +95,13 @@ async def get_user(request: Request) -> Response:
 
 @admin
 async def revoke_sessions(request: Request) -> Response:
-    revoked = await service.revoke_sessions(deps(request), request.path_params["id"], client_of(request))
+    revoked = await service.revoke_sessions(_deps(request), request.path_params["id"], client_of(request))
     return JSONResponse({"revoked": revoked})
 
 
 @admin
 async def delete_user(request: Request) -> Response:
-    await service.delete_user(deps(request), request.path_params["id"], client_of(request))
+    await service.delete_user(_deps(request), request.path_params["id"], client_of(request))
     return Response(status_code=204)
 
 
@@ -112,7 +116,7 @@ async def audit_logs(request: Request) -> Response:
     if since is not None and not _digits(since, 12):
         raise invalid_request("since is a time in UNIX seconds.")
     f = service.AuditFilter(q.get("event_type") or None, q.get("user_id") or None, success, int(since) if since else None)
-    rows = await service.audit_page(deps(request), f, q.get("after") or None, limit)
+    rows = await service.audit_page(_deps(request), f, q.get("after") or None, limit)
     items = [
         {"id": r.id, "created_at": r.created_at, "event_type": r.event_type, "user_id": r.user_id, "email": r.email,
          "ip": r.ip, "user_agent": r.user_agent, "success": r.success, "details": r.details}
@@ -127,7 +131,7 @@ async def emails(request: Request) -> Response:
     status = request.query_params.get("status") or None
     if status is not None and status not in EMAIL_STATUSES:
         raise invalid_request("status is one of " + ", ".join(EMAIL_STATUSES) + ".")
-    rows = await service.emails_page(deps(request), status, request.query_params.get("after") or None, limit)
+    rows = await service.emails_page(_deps(request), status, request.query_params.get("after") or None, limit)
     items = [
         {"id": e.id, "to": e.to, "subject": e.subject, "status": e.status, "attempts": e.attempts,
          "last_error": e.last_error, "created_at": e.created_at, "next_attempt_at": int(e.next_attempt_at),
@@ -139,7 +143,7 @@ async def emails(request: Request) -> Response:
 
 @admin
 async def retry_email(request: Request) -> Response:
-    await service.retry_email(deps(request), request.path_params["id"])
+    await service.retry_email(_deps(request), request.path_params["id"])
     return JSONResponse({"status": "pending"}, status_code=202)
 
 

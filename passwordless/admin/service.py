@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from passwordless.platform import audit
-from passwordless.platform.audit import AuditFilter as AuditFilter  # re-exported for the routes
-from passwordless.deps import Deps
-from passwordless.platform.client import Client
-from passwordless.platform.errors import ApiError, invalid_request
-from passwordless.sessions.limits import first_refusal
 from passwordless.mail import queue
 from passwordless.passkeys import store as passkeys
 from passwordless.passkeys.store import Passkey
+from passwordless.platform import audit
+from passwordless.platform.audit import AuditFilter as AuditFilter  # re-exported for the routes
+from passwordless.platform.client import Client
+from passwordless.platform.clock import Clock
+from passwordless.platform.db import Database
+from passwordless.platform.errors import ApiError, invalid_request
+from passwordless.platform.lifecycle import Lifecycle
 from passwordless.platform.ratelimit import client_key
 from passwordless.sessions import store as sessions
+from passwordless.sessions.limits import Limits, first_refusal
 from passwordless.users import store as users
 from passwordless.webhooks import events
+
+
+@dataclass(frozen=True)
+class AdminDeps:
+    """What the admin API needs, built in app.py."""
+
+    db: Database
+    clock: Clock
+    lifecycle: Lifecycle
+    outbox: events.Outbox
+    wake_mail: Callable[[], None]
+    limits: Limits  # the admin token's refusals are audited once per IP per minute
+    token: str | None  # admin.token; none turns the admin API off
 
 
 @dataclass(frozen=True)
@@ -40,7 +56,7 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"No such {what}.")
 
 
-async def stats(deps: Deps) -> Stats:
+async def stats(deps: AdminDeps) -> Stats:
     now = deps.clock()
 
     def count(conn: sqlite3.Connection) -> Stats:
@@ -54,12 +70,12 @@ async def stats(deps: Deps) -> Stats:
     return await deps.db.read(count)
 
 
-async def list_users(deps: Deps, email: str | None, after: str | None, limit: int) -> list[users.UserRow]:
+async def list_users(deps: AdminDeps, email: str | None, after: str | None, limit: int) -> list[users.UserRow]:
     prefix = email.strip().lower() if email else None
     return await deps.db.read(users.page, prefix, after, limit)
 
 
-async def user_detail(deps: Deps, user_id: str) -> UserDetail:
+async def user_detail(deps: AdminDeps, user_id: str) -> UserDetail:
     now = deps.clock()
 
     def read(conn: sqlite3.Connection) -> UserDetail | None:
@@ -74,7 +90,7 @@ async def user_detail(deps: Deps, user_id: str) -> UserDetail:
     return found
 
 
-async def revoke_sessions(deps: Deps, user_id: str, client: Client) -> int:
+async def revoke_sessions(deps: AdminDeps, user_id: str, client: Client) -> int:
     now = deps.clock()
 
     def revoke(conn: sqlite3.Connection) -> int | None:
@@ -95,7 +111,7 @@ async def revoke_sessions(deps: Deps, user_id: str, client: Client) -> int:
     return revoked
 
 
-async def delete_user(deps: Deps, user_id: str, client: Client) -> None:
+async def delete_user(deps: AdminDeps, user_id: str, client: Client) -> None:
     now = deps.clock()
 
     def delete(conn: sqlite3.Connection) -> bool:
@@ -111,15 +127,15 @@ async def delete_user(deps: Deps, user_id: str, client: Client) -> None:
         raise not_found("user")
 
 
-async def audit_page(deps: Deps, f: audit.AuditFilter, after: str | None, limit: int) -> list[audit.AuditRow]:
+async def audit_page(deps: AdminDeps, f: audit.AuditFilter, after: str | None, limit: int) -> list[audit.AuditRow]:
     return await deps.db.read(audit.page, f, after, limit)
 
 
-async def emails_page(deps: Deps, status: str | None, after: str | None, limit: int) -> list[queue.EmailRow]:
+async def emails_page(deps: AdminDeps, status: str | None, after: str | None, limit: int) -> list[queue.EmailRow]:
     return await deps.db.read(queue.page, status, after, limit)
 
 
-async def retry_email(deps: Deps, email_id: str) -> None:
+async def retry_email(deps: AdminDeps, email_id: str) -> None:
     now = deps.clock()
 
     def retry(conn: sqlite3.Connection) -> str | None:
@@ -139,8 +155,8 @@ async def retry_email(deps: Deps, email_id: str) -> None:
 ADMIN_REFUSALS_WINDOW = 60.0  # wrong admin tokens leave one admin_unauthorized row per IP per minute
 
 
-async def record_call(deps: Deps, client: Client, method: str, route: str, allowed: bool) -> None:
-    if not allowed and not first_refusal(deps, "admin_unauthorized", client_key(client.ip), ADMIN_REFUSALS_WINDOW,
+async def record_call(deps: AdminDeps, client: Client, method: str, route: str, allowed: bool) -> None:
+    if not allowed and not first_refusal(deps.limits, "admin_unauthorized", client_key(client.ip), ADMIN_REFUSALS_WINDOW,
                                          deps.clock()):
         return
     event = audit.AuditEvent(

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from passwordless.config.settings import Config, Setting, WebhookSettings
 from passwordless.config.kinds import origin_of
+from passwordless.config.settings import Config, Setting, WebhookSettings
 
 CONFIG_ENV = "PASSWORDLESS_CONFIG"
 

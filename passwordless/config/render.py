@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from passwordless.config.settings import Config, Setting, WebhookSettings
 from passwordless.config.kinds import Choice, Kind, TextList
 from passwordless.config.load import settings_of, toml_value
+from passwordless.config.settings import Config, Setting, WebhookSettings
 
 EXAMPLE_HEADER = """\
 # passwordless configuration.

@@ -11,10 +11,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from passwordless import __version__
-from passwordless.platform.errors import ApiError
 from passwordless.health import service
+from passwordless.platform.errors import ApiError
 from passwordless.web.openapi import METRICS, NONE, Op, integer, obj, string
-from passwordless.deps import deps
+from passwordless.web.parts import part
 
 _NO_STORE = {"cache-control": "no-store"}
 
@@ -24,7 +24,7 @@ async def liveness(request: Request) -> JSONResponse:
 
 
 async def readiness(request: Request) -> JSONResponse:
-    d = deps(request)
+    d = part(request, "health", service.HealthDeps)
     result = await service.readiness(d.db, d.lifecycle, d.migrations)
     if result.ready:
         return JSONResponse({"status": "ready"}, headers=_NO_STORE)
@@ -32,8 +32,8 @@ async def readiness(request: Request) -> JSONResponse:
 
 
 async def health(request: Request) -> JSONResponse:
-    d = deps(request)
-    result = await service.health(d.db, d.clock(), d.config.auth.magic_link_ttl)
+    d = part(request, "health", service.HealthDeps)
+    result = await service.health(d.db, d.clock(), d.magic_link_ttl)
     body = {
         "status": "healthy" if result.healthy else "unhealthy",
         "version": __version__,
@@ -46,10 +46,10 @@ async def health(request: Request) -> JSONResponse:
 
 async def metrics(request: Request) -> Response:
     """Prometheus text format, behind `metrics.token` when one is set."""
-    d = deps(request)
-    if not d.config.metrics.enabled:
+    d = part(request, "health", service.HealthDeps)
+    if not d.metrics_settings.enabled:
         raise ApiError(404, "not_found", "No such route.")
-    token = d.config.metrics.token
+    token = d.metrics_settings.token
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if token and not hmac.compare_digest(given.encode(), token.encode()):
         raise ApiError(401, "unauthorized", "This endpoint needs the metrics token.", {"www-authenticate": "Bearer"})

@@ -8,16 +8,31 @@ import sqlite3
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
+from passwordless.config.settings import MetricsSettings
+from passwordless.mail import queue
 from passwordless.platform import migrate
+from passwordless.platform.clock import Clock
 from passwordless.platform.db import Database
 from passwordless.platform.lifecycle import Lifecycle
-from passwordless.mail import queue
-from passwordless.sessions import store as sessions
 from passwordless.platform.metrics import EMAIL_STATUSES, Metrics
+from passwordless.sessions import store as sessions
 
 logger = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class HealthDeps:
+    """What the health endpoints and /metrics need, built in app.py."""
+
+    db: Database
+    clock: Clock
+    lifecycle: Lifecycle
+    migrations: tuple[migrate.Migration, ...]  # what this version knows, to tell whether any is pending
+    metrics: Metrics
+    metrics_settings: MetricsSettings
+    magic_link_ttl: float  # an email older than this in the queue makes /health unhealthy
 
 
 @dataclass(frozen=True)

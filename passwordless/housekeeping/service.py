@@ -7,12 +7,12 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 
-from passwordless.platform import audit
 from passwordless.config.settings import Config
-from passwordless.platform.db import Database
 from passwordless.magic_link import store as tickets
 from passwordless.mail import queue as emails
 from passwordless.passkeys import store as passkeys
+from passwordless.platform import audit
+from passwordless.platform.db import Database
 from passwordless.sessions import store as sessions
 from passwordless.webhooks import store as webhooks
 

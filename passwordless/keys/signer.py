@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 from passwordless.platform.crypto import HS256_KID, b64url, from_b64url, hs256_key, new_id, subkey
 

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from passwordless.platform.errors import ApiError
+from passwordless.config.settings import UiSettings
 from passwordless.magic_link import service
-from passwordless.web.openapi import Op, obj, string
-from passwordless.web.pages import message_page, page, text
-from passwordless.sessions import service as sessions
-from passwordless.deps import deps
-from passwordless.sessions.http import set_session_cookie, token_response, TOKEN_RESPONSE
+from passwordless.magic_link.service import MagicLinkDeps
+from passwordless.platform.errors import ApiError
+from passwordless.sessions.http import TOKEN_RESPONSE, set_session_cookie, token_response
 from passwordless.web.client import client_of
+from passwordless.web.markup import Templates
+from passwordless.web.openapi import Op, obj, string
 from passwordless.web.origin import check_origin
+from passwordless.web.pages import message_page, page
+from passwordless.web.parts import part
 from passwordless.web.request import Fields, read_json
 
 MAX_TOKEN = 256
-SENT = b'{"status":"sent"}'  # the same answer for every address (no account enumeration), encoded once
+TEMPLATES = Templates(Path(__file__).parent / "templates")
+
+
+def _deps(request: Request) -> MagicLinkDeps:
+    return part(request, "magic_link", MagicLinkDeps)
 
 
 async def request_link(request: Request) -> Response:
@@ -28,23 +35,18 @@ async def request_link(request: Request) -> Response:
     email = fields.text("email", 1024)
     redirect_to = fields.optional_text("redirect_to", 2048)
     fields.done()
-    await service.request_link(deps(request), email, redirect_to, client_of(request))
-    return Response(SENT, status_code=202, media_type="application/json")
+    await service.request_link(_deps(request), email, redirect_to, client_of(request))
+    return JSONResponse({"status": "sent"}, status_code=202)  # for every address: no account enumeration
 
 
 async def confirm_page(request: Request) -> Response:
     """Shows a button that spends the link; opening the link spends nothing (mail scanners do)."""
     token = request.query_params.get("token", "")
-    ui = deps(request).config.ui
-    if not token or len(token) > MAX_TOKEN or not await service.link_is_live(deps(request), token):
+    ui = part(request, "ui", UiSettings)
+    if not token or len(token) > MAX_TOKEN or not await service.link_is_live(_deps(request), token):
         return _link_failed(request)
-    body = (
-        f"<p>Continue to sign in to {text(ui.product_name)} in this browser.</p>"
-        '<form method="post" action="/auth/magic-link/verify">'
-        f'<input type="hidden" name="token" value="{text(token)}">'
-        '<button type="submit" autofocus>Sign in</button></form>'
-    )
-    return page(ui, "Sign in", body, redirects=deps(request).config.auth.allowed_redirects)
+    body = TEMPLATES.render("confirm.html", product=ui.product_name, token=token)
+    return page(ui, "Sign in", body, redirects=_deps(request).auth.allowed_redirects)
 
 
 async def verify_link(request: Request) -> Response:
@@ -53,7 +55,7 @@ async def verify_link(request: Request) -> Response:
     fields = Fields(await read_json(request))
     token = fields.text("token", MAX_TOKEN)
     fields.done()
-    return token_response(request, await service.verify_link(deps(request), token, client_of(request)))
+    return token_response(request, await service.verify_link(_deps(request), token, client_of(request)))
 
 
 async def _verify_link_form(request: Request) -> Response:
@@ -65,24 +67,24 @@ async def _verify_link_form(request: Request) -> Response:
     token = (form.get("token") or [""])[0]
     if not token or len(token) > MAX_TOKEN:
         return _link_failed(request)
-    d = deps(request)
+    d = _deps(request)
     try:
         sign_in = await service.verify_link(d, token, client_of(request))
     except ApiError as exc:
         if exc.status == 429:
-            limited = message_page(d.config.ui, "Too many attempts", exc.message, 429)
+            limited = message_page(part(request, "ui", UiSettings), "Too many attempts", exc.message, 429)
             limited.headers.update(exc.headers)
             return limited
         return _link_failed(request)
     response = RedirectResponse(sign_in.redirect_to or "/account", status_code=303)
-    set_session_cookie(response, d.config, sessions.cookie_value(d, sign_in.session_id))
+    set_session_cookie(response, d.sessions, sign_in)
     response.headers["cache-control"] = "no-store"
     return response
 
 
 def _link_failed(request: Request) -> Response:
     return message_page(
-        deps(request).config.ui,
+        part(request, "ui", UiSettings),
         "This link no longer works",
         "The sign-in link has expired or was already used. Ask for a new one.",
         401,
@@ -95,7 +97,7 @@ async def verify_code(request: Request) -> Response:
     email = fields.text("email", 1024)
     code = fields.text("code", 16)
     fields.done()
-    return token_response(request, await service.verify_code(deps(request), email, code, client_of(request)))
+    return token_response(request, await service.verify_code(_deps(request), email, code, client_of(request)))
 
 
 routes = [

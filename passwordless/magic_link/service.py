@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from passwordless.platform import audit
-from passwordless.platform.crypto import code_hash, new_code, new_id, new_token, same, token_hash
-from passwordless.deps import Deps
-from passwordless.platform.client import Client
-from passwordless.platform.errors import ApiError
+from passwordless.config.settings import AuthSettings, RateLimitSettings
 from passwordless.magic_link import store
 from passwordless.magic_link.rules import check_redirect
-from passwordless.users.rules import browser_name, normalise_email
 from passwordless.mail import queue
-from passwordless.mail.render import Rendered
-from passwordless.sessions.limits import check_ip_limit, first_refusal, rate_limited
+from passwordless.mail.render import Rendered, Templates
+from passwordless.platform import audit
+from passwordless.platform.client import Client
+from passwordless.platform.clock import Clock
+from passwordless.platform.crypto import code_hash, new_code, new_id, new_token, same, token_hash
+from passwordless.platform.db import Database
+from passwordless.platform.errors import ApiError
+from passwordless.platform.metrics import Metrics
 from passwordless.sessions import service as sessions
+from passwordless.sessions.limits import Limits, check_ip_limit, first_refusal, rate_limited
 from passwordless.sessions.service import SignIn
 from passwordless.users import store as users
+from passwordless.users.rules import browser_name, normalise_email
 from passwordless.webhooks import events
 
 
@@ -29,30 +33,49 @@ class _Limited:
     retry_after: float
 
 
-async def request_link(deps: Deps, raw_email: str, redirect_to: str | None, client: Client) -> None:
+
+@dataclass(frozen=True)
+class MagicLinkDeps:
+    """What email sign-in needs, built in app.py."""
+
+    db: Database
+    clock: Clock
+    auth: AuthSettings
+    rate_limit: RateLimitSettings
+    site_name: str  # webauthn.rp_name, named in the email
+    public_url: str  # links are built from configuration only
+    code_key: str  # the secret whose subkey keys the codes' HMACs
+    templates: Templates
+    wake_mail: Callable[[], None]  # tells the mail worker a new email is queued
+    outbox: events.Outbox
+    metrics: Metrics
+    limits: Limits
+    sessions: sessions.SessionDeps
+
+async def request_link(deps: MagicLinkDeps, raw_email: str, redirect_to: str | None, client: Client) -> None:
     """Store a ticket and queue its email in one transaction. Known and unknown addresses take
     the same path (no account enumeration); without sign-up, unknown ones get no email."""
     email = normalise_email(raw_email)
-    check_redirect(redirect_to, deps.config.auth.allowed_redirects)
-    await check_ip_limit(deps, "magic_link", client)
+    check_redirect(redirect_to, deps.auth.allowed_redirects)
+    await check_ip_limit(deps.limits, "magic_link", client)
     now = deps.clock()
     token, code, ticket_id = new_token(), new_code(), new_id()
     ticket = store.NewTicket(
-        ticket_id, email, token_hash(token), code_hash(deps.secret, ticket_id, code), redirect_to,
-        client.ip, client.user_agent, int(now), int(now + deps.config.auth.magic_link_ttl),
+        ticket_id, email, token_hash(token), code_hash(deps.code_key, ticket_id, code), redirect_to,
+        client.ip, client.user_agent, int(now), int(now + deps.auth.magic_link_ttl),
     )
     message = _render(deps, email, token, code, client, now)
 
     def save(conn: sqlite3.Connection) -> _Limited | None:
         limited = _email_limit(deps, conn, email, now)
         if limited:
-            window = deps.config.rate_limit.magic_link_per_email.per_seconds
-            if first_refusal(deps, "magic_link_per_email", email, window, now):
+            window = deps.rate_limit.magic_link_per_email.per_seconds
+            if first_refusal(deps.limits, "magic_link_per_email", email, window, now):
                 _audit(conn, "rate_limited", False, client, now, None, email, {"scope": "magic_link_per_email"})
             return limited
         store.insert(conn, ticket)
         known = users.by_email(conn, email) is not None
-        if known or deps.config.auth.allow_signup:
+        if known or deps.auth.allow_signup:
             queue.enqueue(conn, email, message.subject, message.text, message.html, now)
         _audit(conn, "magic_link_requested", True, client, now, None, email, {"ticket_id": ticket_id})
         return None
@@ -64,8 +87,8 @@ async def request_link(deps: Deps, raw_email: str, redirect_to: str | None, clie
     deps.wake_mail()
 
 
-def _email_limit(deps: Deps, conn: sqlite3.Connection, email: str, now: float) -> _Limited | None:
-    limits = deps.config.rate_limit
+def _email_limit(deps: MagicLinkDeps, conn: sqlite3.Connection, email: str, now: float) -> _Limited | None:
+    limits = deps.rate_limit
     if not limits.enabled:
         return None
     rate = limits.magic_link_per_email
@@ -75,14 +98,14 @@ def _email_limit(deps: Deps, conn: sqlite3.Connection, email: str, now: float) -
     return _Limited(recent[len(recent) - rate.count] + rate.per_seconds - now)
 
 
-def _render(deps: Deps, email: str, token: str, code: str, client: Client, now: float) -> Rendered:
-    ttl = deps.config.auth.magic_link_ttl
+def _render(deps: MagicLinkDeps, email: str, token: str, code: str, client: Client, now: float) -> Rendered:
+    ttl = deps.auth.magic_link_ttl
     expires = _minute_text(int((now + ttl) // 60))
     return deps.templates.render(
         "magic_link",
         {
-            "site": deps.config.webauthn.rp_name,
-            "link": f"{deps.config.server.public_url}/auth/magic-link/verify?token={token}",
+            "site": deps.site_name,
+            "link": f"{deps.public_url}/auth/magic-link/verify?token={token}",
             "code": code,
             "expires_at": expires,
             "expires_minutes": str(round(ttl / 60)),
@@ -99,13 +122,13 @@ def _minute_text(minute: int) -> str:
     return datetime.fromtimestamp(minute * 60, tz=timezone.utc).strftime("%H:%M UTC on %d %b %Y")
 
 
-async def link_is_live(deps: Deps, token: str) -> bool:
+async def link_is_live(deps: MagicLinkDeps, token: str) -> bool:
     """Whether a link would still work, without spending it (for the confirmation page)."""
     return await deps.db.read(store.is_live, token_hash(token), deps.clock())
 
 
-async def verify_link(deps: Deps, token: str, client: Client) -> SignIn:
-    await check_ip_limit(deps, "verify", client)
+async def verify_link(deps: MagicLinkDeps, token: str, client: Client) -> SignIn:
+    await check_ip_limit(deps.limits, "verify", client)
     now = deps.clock()
 
     def spend(conn: sqlite3.Connection) -> SignIn | None:
@@ -124,22 +147,22 @@ async def verify_link(deps: Deps, token: str, client: Client) -> SignIn:
     return sign_in
 
 
-async def verify_code(deps: Deps, raw_email: str, code: str, client: Client) -> SignIn:
+async def verify_code(deps: MagicLinkDeps, raw_email: str, code: str, client: Client) -> SignIn:
     email = normalise_email(raw_email)
     if len(code) != 6 or not code.isascii() or not code.isdigit():
         raise ApiError(400, "invalid_request", "The code is the 6 digits from the email.")
-    await check_ip_limit(deps, "verify", client)
+    await check_ip_limit(deps.limits, "verify", client)
     now = deps.clock()
 
     def spend(conn: sqlite3.Connection) -> SignIn | None:
         live = store.live_codes(conn, email, now)
-        match = next((tid for tid, h in live if same(code_hash(deps.secret, tid, code), h)), None)
+        match = next((tid for tid, h in live if same(code_hash(deps.code_key, tid, code), h)), None)
         ticket = store.spend_by_id(conn, match, now) if match else None
         sign_in = _sign_in(conn, deps, ticket, ("otp",), client, now) if ticket else None
         if sign_in:
             _audit(conn, "code_verified", True, client, now, sign_in.user.id, email, {})
         else:
-            store.count_wrong_code(conn, [tid for tid, _ in live], deps.config.auth.code_max_attempts, now)
+            store.count_wrong_code(conn, [tid for tid, _ in live], deps.auth.code_max_attempts, now)
             _audit(conn, "code_failed", False, client, now, None, email, {})
         return sign_in
 
@@ -151,20 +174,19 @@ async def verify_code(deps: Deps, raw_email: str, code: str, client: Client) -> 
 
 
 def _sign_in(
-    conn: sqlite3.Connection, deps: Deps, ticket: store.SpentTicket, amr: tuple[str, ...], client: Client,
+    conn: sqlite3.Connection, deps: MagicLinkDeps, ticket: store.SpentTicket, amr: tuple[str, ...], client: Client,
     now: float,
 ) -> SignIn | None:
     """The user of a spent ticket (created at first sign-in, if sign-up is allowed) and a session."""
     user = users.by_email(conn, ticket.email)
     if user is None:
-        if not deps.config.auth.allow_signup:
+        if not deps.auth.allow_signup:
             return None
         user = users.create(conn, ticket.email, now)
         _audit(conn, "user_created", True, client, now, user.id, user.email, {})
         events.emit(conn, deps.outbox, "user.created", user, now)
-    sign_in = sessions.open_session(conn, deps, user, amr, client, now, ticket.redirect_to)
-    events.emit(conn, deps.outbox, "login.succeeded", user, now, session_id=sign_in.session_id, method=amr[0])
-    return sign_in
+    proof = sessions.Proof(amr[0], amr, ticket.redirect_to)
+    return sessions.complete_sign_in(conn, deps.sessions.jwt.refresh_ttl, deps.outbox, user, proof, client, now)
 
 
 def _audit(

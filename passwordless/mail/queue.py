@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from passwordless.platform.queues import table as queue_table
 from passwordless.platform.crypto import new_id
+from passwordless.platform.queues import table as queue_table
 from passwordless.platform.sql import delete_where
 
 

@@ -20,9 +20,9 @@ from typing import Protocol, TextIO
 
 import aiosmtplib
 
-from passwordless.platform import private_files
 from passwordless.config.settings import EmailSettings
 from passwordless.mail.queue import QueuedEmail
+from passwordless.platform import private_files
 from passwordless.platform.queues.worker import describe
 
 

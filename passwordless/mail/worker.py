@@ -8,13 +8,13 @@ import asyncio
 import logging
 import sqlite3
 
-from passwordless.platform import audit
 from passwordless.config.settings import EmailSettings
-from passwordless.platform.db import Database
-from passwordless.platform.clock import Clock
 from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, Transport
+from passwordless.platform import audit
+from passwordless.platform.clock import Clock
+from passwordless.platform.db import Database
 from passwordless.platform.metrics import Metrics
 from passwordless.platform.queues.worker import Attempt, QueueWorker, RetryPolicy, describe
 

@@ -4,20 +4,26 @@ plain form post (checked against our Origin); account.js adds "Add a passkey".""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from passwordless.platform.errors import ApiError
-from passwordless.users.rules import browser_name
-from passwordless.web.pages import page, text
+from passwordless.pages.parts import passkeys_of, ui_of
 from passwordless.pages.signin import form_fields
 from passwordless.passkeys import service as passkeys
+from passwordless.passkeys.service import Passkey
+from passwordless.platform.errors import ApiError
 from passwordless.sessions import service as sessions
+from passwordless.sessions.http import authenticate, clear_session_cookie, session_deps
 from passwordless.sessions.service import Principal
-from passwordless.deps import deps
-from passwordless.sessions.http import authenticate, clear_session_cookie
+from passwordless.sessions.store import Session
+from passwordless.users.rules import browser_name
 from passwordless.web.client import client_of
+from passwordless.web.markup import Html, Templates, join
+from passwordless.web.pages import page
+
+TEMPLATES = Templates(Path(__file__).parent / "templates")
 
 
 def _when(moment: int | None) -> str:
@@ -41,22 +47,30 @@ def _back(notice: str) -> Response:
     return RedirectResponse(f"/account?done={notice}", status_code=303)
 
 
-def _confirm_area(has_passkeys: bool) -> str:
+def _confirm_area(has_passkeys: bool) -> Html:
     """Adding a passkey needs a recent sign-in (auth.reauth_window): account.js shows this when
     the API answers reauthentication_required, signs the person in again from here (by a
     passkey they hold, or an emailed code), then adds the passkey."""
-    by_passkey = "" if has_passkeys else " hidden"
-    return f"""<div id="confirm-area" class="stack" hidden>
-<p>To add a passkey, first confirm it is you: your last sign-in was a while ago.</p>
-<button type="button" id="confirm-passkey" class="secondary"{by_passkey}>Confirm with a passkey</button>
-<button type="button" id="confirm-email" class="secondary">Email me a code</button>
-<form id="confirm-code-form" class="stack" hidden novalidate>
-<label for="confirm-code">Code from the email</label>
-<input id="confirm-code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code"
- pattern="[0-9]{{6}}" maxlength="6" required>
-<button type="submit">Confirm and add the passkey</button>
-</form>
-</div>"""
+    return TEMPLATES.render("confirm_area.html", by_passkey="" if has_passkeys else " hidden")
+
+
+def _passkey_item(key: Passkey) -> Html:
+    added, used = _when(key.created_at), _when(key.last_used_at)
+    return TEMPLATES.render("passkey_item.html", id=key.id, name=key.name, added=added, used=used)
+
+
+def _session_item(session: Session, current_id: str) -> Html:
+    browser, signed_in = browser_name(session.user_agent or ""), _when(session.created_at)
+    current = session.id == current_id
+    end = TEMPLATES.render("session_end.html", id=session.id, browser=browser, signed_in=signed_in)
+    return TEMPLATES.render(
+        "session_item.html",
+        browser=browser,
+        this_browser=TEMPLATES.render("this_browser.html") if current else "",
+        ip=session.ip or "unknown address",
+        signed_in=signed_in,
+        end="" if current else end,
+    )
 
 
 NOTICES = {
@@ -72,49 +86,20 @@ async def account_page(request: Request) -> Response:
     principal = await _principal(request)
     if principal is None:
         return _to_sign_in()
-    d = deps(request)
-    keys = await passkeys.list_passkeys(d, principal)
-    active = await sessions.list_sessions(d, principal)
+    keys = await passkeys.list_passkeys(passkeys_of(request), principal)
+    active = await sessions.list_sessions(session_deps(request), principal)
     notice = NOTICES.get(request.query_params.get("done", ""))
-    offer = "" if keys else (
-        '<p class="notice">Add a passkey to sign in next time with your fingerprint, face or screen lock '
-        "instead of waiting for an email.</p>"
+    body = TEMPLATES.render(
+        "account.html",
+        email=principal.user.email,
+        notice=TEMPLATES.render("notice.html", notice=notice) if notice else "",
+        offer="" if keys else TEMPLATES.render("passkey_offer.html"),
+        passkeys=join(map(_passkey_item, keys)) if keys else TEMPLATES.render("no_passkeys.html"),
+        confirm_area=_confirm_area(has_passkeys=bool(keys)),
+        sessions=join(_session_item(s, principal.session_id) for s in active),
     )
-    key_items = "".join(
-        f"""<li class="item"><div><strong>{text(k.name)}</strong><br><small>Added {_when(k.created_at)} ·
-last used {_when(k.last_used_at)}</small></div>
-<form method="post" action="/account/passkeys/{text(k.id)}/rename" class="inline">
-<label for="name-{text(k.id)}" class="visually-hidden">New name for {text(k.name)}</label>
-<input id="name-{text(k.id)}" name="name" value="{text(k.name)}" maxlength="64" required>
-<button type="submit" class="secondary">Rename<span class="visually-hidden"> {text(k.name)}</span></button></form>
-<form method="post" action="/account/passkeys/{text(k.id)}/delete" class="inline">
-<button type="submit" class="danger">Remove<span class="visually-hidden"> {text(k.name)}</span></button></form></li>"""
-        for k in keys
-    )
-    session_items = "".join(
-        f"""<li class="item"><div><strong>{text(browser_name(s.user_agent or ""))}</strong>
-{'<span class="tag">This browser</span>' if s.id == principal.session_id else ""}<br>
-<small>{text(s.ip or "unknown address")} · signed in {_when(s.created_at)}</small></div>
-{"" if s.id == principal.session_id else f'''<form method="post" action="/account/sessions/{text(s.id)}/end" class="inline">
-<button type="submit" class="secondary">End<span class="visually-hidden"> the session of
-{text(browser_name(s.user_agent or ""))}, signed in {_when(s.created_at)}</span></button></form>'''}</li>"""
-        for s in active
-    )
-    body = f"""<p>Signed in as <strong>{text(principal.user.email)}</strong>.</p>
-{f'<p class="notice" role="status">{text(notice)}</p>' if notice else ""}
-<h2>Passkeys</h2>
-{offer}<ul class="list">{key_items or "<li>No passkeys yet.</li>"}</ul>
-<div id="add-area" hidden><button type="button" id="add-passkey">Add a passkey</button></div>
-<p id="status" role="status" aria-live="polite"></p>
-{_confirm_area(has_passkeys=bool(keys))}
-<h2>Sessions</h2>
-<ul class="list">{session_items}</ul>
-<form method="post" action="/account/sessions/end-others"><button type="submit" class="secondary">End all other
-sessions</button></form>
-<h2>Sign out</h2>
-<form method="post" action="/account/sign-out"><button type="submit">Sign out</button></form>"""
     scripts = ("/static/passkeys.js", "/static/account.js")
-    return page(d.config.ui, "Your account", body, scripts=scripts, data={"email": principal.user.email})
+    return page(ui_of(request), "Your account", body, scripts=scripts, data={"email": principal.user.email})
 
 
 async def rename_passkey(request: Request) -> Response:
@@ -123,7 +108,7 @@ async def rename_passkey(request: Request) -> Response:
     if principal is None:
         return _to_sign_in()
     try:
-        await passkeys.rename(deps(request), principal, request.path_params["id"], fields.get("name", ""))
+        await passkeys.rename(passkeys_of(request), principal, request.path_params["id"], fields.get("name", ""))
     except ApiError:
         return _back("")
     return _back("renamed")
@@ -135,7 +120,7 @@ async def remove_passkey(request: Request) -> Response:
     if principal is None:
         return _to_sign_in()
     try:
-        await passkeys.delete(deps(request), principal, request.path_params["id"], client_of(request))
+        await passkeys.delete(passkeys_of(request), principal, request.path_params["id"], client_of(request))
     except ApiError:
         return _back("")
     return _back("removed")
@@ -147,7 +132,7 @@ async def end_session(request: Request) -> Response:
     if principal is None:
         return _to_sign_in()
     try:
-        await sessions.end_session(deps(request), principal, request.path_params["id"], client_of(request))
+        await sessions.end_session(session_deps(request), principal, request.path_params["id"], client_of(request))
     except ApiError:
         return _back("")
     return _back("ended")
@@ -158,7 +143,7 @@ async def end_other_sessions(request: Request) -> Response:
     principal = await _principal(request)
     if principal is None:
         return _to_sign_in()
-    await sessions.end_other_sessions(deps(request), principal, client_of(request))
+    await sessions.end_other_sessions(session_deps(request), principal, client_of(request))
     return _back("ended-others")
 
 
@@ -167,6 +152,6 @@ async def sign_out(request: Request) -> Response:
     principal = await _principal(request)
     response = _to_sign_in()
     if principal is not None:
-        await sessions.logout(deps(request), principal, client_of(request))
-    clear_session_cookie(response, deps(request).config)
+        await sessions.logout(session_deps(request), principal, client_of(request))
+    clear_session_cookie(response, session_deps(request))
     return response

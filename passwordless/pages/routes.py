@@ -7,12 +7,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from passwordless.pages import account, signin
-from passwordless.deps import deps
+from passwordless.pages.parts import ui_of
 
 
 async def theme(request: Request) -> Response:
     """The branding colour, as a stylesheet (the CSP allows no inline style)."""
-    accent = deps(request).config.ui.accent_color
+    accent = ui_of(request).accent_color
     css = (
         f":root {{ --accent: {accent}; --accent-text: {accent}; }}\n"
         "@media (prefers-color-scheme: dark) {\n"

@@ -9,10 +9,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from webauthn import verify_authentication_response, verify_registration_response
 from webauthn.authentication.verify_authentication_response import VerifiedAuthentication
-from cryptography.exceptions import UnsupportedAlgorithm
-from webauthn.helpers import decode_credential_public_key, exceptions as wx
+from webauthn.helpers import decode_credential_public_key
+from webauthn.helpers import exceptions as wx
 from webauthn.helpers.decoded_public_key_to_cryptography import decoded_public_key_to_cryptography
 from webauthn.registration.verify_registration_response import VerifiedRegistration
 

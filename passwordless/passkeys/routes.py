@@ -8,18 +8,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from passwordless.platform.errors import invalid_request
-from passwordless.web.openapi import BEARER, COOKIE, Op, array, obj, string
-from passwordless.passkeys import service
-from passwordless.passkeys.answers import PASSKEY, passkey_json
 from passwordless.config.kinds import origin_of
-from passwordless.sessions import service as sessions
-from passwordless.deps import deps
-from passwordless.sessions.http import authenticate, set_session_cookie, token_response, TOKEN_RESPONSE
+from passwordless.passkeys import registration, service, signin
+from passwordless.passkeys.answers import PASSKEY, passkey_json
+from passwordless.passkeys.service import PasskeyDeps
+from passwordless.platform.errors import invalid_request
+from passwordless.sessions.http import TOKEN_RESPONSE, authenticate, set_session_cookie, token_response
 from passwordless.web.client import client_of
+from passwordless.web.openapi import BEARER, COOKIE, Op, array, obj, string
+from passwordless.web.parts import part
 from passwordless.web.request import Fields, read_json
 
 _NO_STORE = {"cache-control": "no-store"}
+
+
+def _deps(request: Request) -> PasskeyDeps:
+    return part(request, "passkeys", PasskeyDeps)
 
 
 def _credential(fields: Fields) -> dict[str, Any]:
@@ -33,7 +37,7 @@ async def register_options(request: Request) -> Response:
     principal = await authenticate(request)
     if await request.body():
         Fields(await read_json(request)).done()
-    options = await service.registration_options(deps(request), principal)
+    options = await registration.registration_options(_deps(request), principal)
     return JSONResponse({"options": options}, headers=_NO_STORE)
 
 
@@ -43,7 +47,7 @@ async def register_verify(request: Request) -> Response:
     credential = _credential(fields)
     name = fields.optional_text("name", service.MAX_NAME)
     fields.done()
-    passkey = await service.register(deps(request), principal, credential, name, client_of(request))
+    passkey = await registration.register(_deps(request), principal, credential, name, client_of(request))
     return JSONResponse(passkey_json(passkey), status_code=201)
 
 
@@ -53,7 +57,7 @@ async def login_options(request: Request) -> Response:
         fields = Fields(await read_json(request))
         email = fields.optional_text("email", 1024)
         fields.done()
-    options = await service.login_options(deps(request), email, client_of(request))
+    options = await signin.login_options(_deps(request), email, client_of(request))
     return JSONResponse({"options": options}, headers=_NO_STORE)
 
 
@@ -61,17 +65,17 @@ async def login_verify(request: Request) -> Response:
     fields = Fields(await read_json(request))
     credential = _credential(fields)
     fields.done()
-    d = deps(request)
-    sign_in = await service.login(d, credential, client_of(request))
+    d = _deps(request)
+    sign_in = await signin.login(d, credential, client_of(request))
     response = token_response(request, sign_in)
-    if request.headers.get("origin") == origin_of(d.config.server.public_url):
+    if request.headers.get("origin") == origin_of(d.public_url):
         # Our own hosted page signs the browser in, as the emailed link's form does.
-        set_session_cookie(response, d.config, sessions.cookie_value(d, sign_in.session_id))
+        set_session_cookie(response, d.sessions, sign_in)
     return response
 
 
 async def list_passkeys(request: Request) -> Response:
-    passkeys = await service.list_passkeys(deps(request), await authenticate(request))
+    passkeys = await service.list_passkeys(_deps(request), await authenticate(request))
     return JSONResponse({"passkeys": [passkey_json(p) for p in passkeys]}, headers=_NO_STORE)
 
 
@@ -80,13 +84,13 @@ async def rename(request: Request) -> Response:
     fields = Fields(await read_json(request))
     name = fields.text("name", 256)
     fields.done()
-    passkey = await service.rename(deps(request), principal, request.path_params["id"], name)
+    passkey = await service.rename(_deps(request), principal, request.path_params["id"], name)
     return JSONResponse(passkey_json(passkey))
 
 
 async def delete(request: Request) -> Response:
     principal = await authenticate(request)
-    await service.delete(deps(request), principal, request.path_params["id"], client_of(request))
+    await service.delete(_deps(request), principal, request.path_params["id"], client_of(request))
     return Response(status_code=204)
 
 

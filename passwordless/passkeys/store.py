@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
+
 from passwordless.platform.sql import delete_where
 
 _COLUMNS = (

@@ -6,44 +6,47 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from passwordless.config.settings import Config
-from passwordless.deps import deps
 from passwordless.sessions import service as sessions
-from passwordless.sessions.service import Principal, SignIn
+from passwordless.sessions.service import Principal, SessionDeps, SignIn
 from passwordless.web import openapi
 from passwordless.web.origin import SAFE_METHODS, check_origin
+from passwordless.web.parts import part
 
 
-def cookie_name(config: Config) -> str:
+def session_deps(request: Request) -> SessionDeps:
+    return part(request, "sessions", SessionDeps)
+
+
+def cookie_name(deps: SessionDeps) -> str:
     # __Host- binds the cookie to this exact host and forbids it over plain http.
-    return "__Host-pl_session" if config.server.public_url.startswith("https://") else "pl_session"
+    return "__Host-pl_session" if deps.public_url.startswith("https://") else "pl_session"
 
 
-def set_session_cookie(response: Response, config: Config, value: str) -> None:
+def set_session_cookie(response: Response, deps: SessionDeps, sign_in: SignIn) -> None:
+    """The browser session cookie for a new sign-in."""
     response.set_cookie(
-        cookie_name(config), value, max_age=int(config.jwt.refresh_ttl), path="/", httponly=True,
-        samesite="lax", secure=config.server.public_url.startswith("https://"),
+        cookie_name(deps), sessions.cookie_value(deps, sign_in.session_id), max_age=int(deps.jwt.refresh_ttl),
+        path="/", httponly=True, samesite="lax", secure=deps.public_url.startswith("https://"),
     )
 
 
-def clear_session_cookie(response: Response, config: Config) -> None:
+def clear_session_cookie(response: Response, deps: SessionDeps) -> None:
     response.delete_cookie(
-        cookie_name(config), path="/", httponly=True, samesite="lax",
-        secure=config.server.public_url.startswith("https://"),
+        cookie_name(deps), path="/", httponly=True, samesite="lax", secure=deps.public_url.startswith("https://"),
     )
 
 
 async def authenticate(request: Request) -> Principal:
     """The signed-in user: a Bearer access token, else the browser session cookie (whose
     state-changing requests must pass the Origin check)."""
-    d = deps(request)
+    d = session_deps(request)
     header = request.headers.get("authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise sessions.unauthorized("Send the access token as 'Authorization: Bearer <token>'.")
         return await sessions.authenticate_bearer(d, token.strip())
-    cookie = request.cookies.get(cookie_name(d.config))
+    cookie = request.cookies.get(cookie_name(d))
     if not cookie:
         raise sessions.unauthorized()
     if request.method not in SAFE_METHODS:
@@ -52,7 +55,7 @@ async def authenticate(request: Request) -> Principal:
 
 
 def token_response(request: Request, sign_in: SignIn) -> JSONResponse:
-    d = deps(request)
+    d = session_deps(request)
     body = {
         "access_token": sessions.access_token(d, sign_in),
         "token_type": "Bearer",

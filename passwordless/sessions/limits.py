@@ -8,11 +8,27 @@ per refusal, the very load the limit sheds; a restart forgets it, which costs at
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from passwordless.config.settings import RateLimitSettings
 from passwordless.platform import audit
-from passwordless.deps import Deps
 from passwordless.platform.client import Client
+from passwordless.platform.clock import Clock
+from passwordless.platform.db import Database
 from passwordless.platform.errors import ApiError
-from passwordless.platform.ratelimit import client_key
+from passwordless.platform.metrics import Metrics
+from passwordless.platform.ratelimit import RateLimiter, client_key
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The per-IP limits every sign-in method applies (one limiter per process)."""
+
+    settings: RateLimitSettings
+    limiter: RateLimiter
+    metrics: Metrics
+    db: Database
+    clock: Clock
 
 
 def rate_limited(retry_after: float) -> ApiError:
@@ -22,10 +38,10 @@ def rate_limited(retry_after: float) -> ApiError:
     )
 
 
-async def check_ip_limit(deps: Deps, scope: str, client: Client) -> None:
+async def check_ip_limit(deps: Limits, scope: str, client: Client) -> None:
     """The per-IP limit of a scope: "magic_link", "verify" (links and codes) or "passkey" (sign-in
     options and verify share one budget)."""
-    limits = deps.config.rate_limit
+    limits = deps.settings
     if not limits.enabled:
         return
     rate = {"magic_link": limits.magic_link_per_ip, "passkey": limits.passkey_per_ip}.get(scope, limits.verify_per_ip)
@@ -41,6 +57,6 @@ async def check_ip_limit(deps: Deps, scope: str, client: Client) -> None:
         raise rate_limited(wait)
 
 
-def first_refusal(deps: Deps, limit: str, key: str, window: float, now: float) -> bool:
+def first_refusal(deps: Limits, limit: str, key: str, window: float, now: float) -> bool:
     """True for the first refusal by `limit` of `key` in a window: the one to audit."""
     return deps.limiter.first_in_window(f"audited:{limit}:{key}", window, now)

@@ -6,12 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from passwordless.web.openapi import BEARER, COOKIE, NONE, Op, array, integer, nullable, obj, string
 from passwordless.keys import service as keys
 from passwordless.sessions import service
-from passwordless.deps import deps
-from passwordless.sessions.http import authenticate, clear_session_cookie, token_response, TOKEN_RESPONSE
+from passwordless.sessions.http import TOKEN_RESPONSE, authenticate, clear_session_cookie, session_deps, token_response
 from passwordless.web.client import client_of
+from passwordless.web.openapi import BEARER, COOKIE, NONE, Op, array, integer, nullable, obj, string
 from passwordless.web.request import Fields, read_json
 
 
@@ -19,11 +18,11 @@ async def refresh(request: Request) -> Response:
     fields = Fields(await read_json(request))
     token = fields.text("refresh_token", 256)
     fields.done()
-    return token_response(request, await service.refresh(deps(request), token, client_of(request)))
+    return token_response(request, await service.refresh(session_deps(request), token, client_of(request)))
 
 
 async def logout(request: Request) -> Response:
-    d = deps(request)
+    d = session_deps(request)
     token = None
     if await request.body():
         fields = Fields(await read_json(request))
@@ -35,19 +34,19 @@ async def logout(request: Request) -> Response:
         principal = await authenticate(request)
         await service.logout(d, principal, client_of(request))
     response = Response(status_code=204)
-    clear_session_cookie(response, d.config)
+    clear_session_cookie(response, d)
     return response
 
 
 async def me(request: Request) -> Response:
-    info = await service.me(deps(request), await authenticate(request))
+    info = await service.me(session_deps(request), await authenticate(request))
     body = {"id": info.user.id, "email": info.user.email, "created_at": info.user.created_at, "passkeys": info.passkeys}
     return JSONResponse(body, headers={"cache-control": "no-store"})
 
 
 async def list_sessions(request: Request) -> Response:
     principal = await authenticate(request)
-    sessions = await service.list_sessions(deps(request), principal)
+    sessions = await service.list_sessions(session_deps(request), principal)
     body = {
         "sessions": [
             {
@@ -66,12 +65,12 @@ async def list_sessions(request: Request) -> Response:
 
 async def end_session(request: Request) -> Response:
     principal = await authenticate(request)
-    await service.end_session(deps(request), principal, request.path_params["id"], client_of(request))
+    await service.end_session(session_deps(request), principal, request.path_params["id"], client_of(request))
     return Response(status_code=204)
 
 
 async def jwks(request: Request) -> Response:
-    return JSONResponse(deps(request).signer.jwks(), headers={"cache-control": f"public, max-age={keys.JWKS_CACHE_SECONDS}"})
+    return JSONResponse(session_deps(request).signer.jwks(), headers={"cache-control": f"public, max-age={keys.JWKS_CACHE_SECONDS}"})
 
 
 routes = [

@@ -4,20 +4,41 @@ detection, authentication by access token or browser cookie, sign-out and sessio
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from passwordless.config.settings import AuthSettings, JwtSettings
+from passwordless.keys.signer import DECODING_ERRORS, InvalidAccessToken, Signer
 from passwordless.platform import audit
-from passwordless.platform.crypto import new_id, new_token, token_hash
-from passwordless.deps import Deps
 from passwordless.platform.client import Client
+from passwordless.platform.clock import Clock
+from passwordless.platform.crypto import new_id, new_token, token_hash
+from passwordless.platform.db import Database
 from passwordless.platform.errors import ApiError
+from passwordless.platform.metrics import Metrics
 from passwordless.sessions import store
-from passwordless.keys.signer import DECODING_ERRORS, InvalidAccessToken
 from passwordless.users import store as users
 from passwordless.users.store import User
 from passwordless.webhooks import events
+
+
+@dataclass(frozen=True)
+class SessionDeps:
+    """What sessions need, built in app.py."""
+
+    db: Database
+    clock: Clock
+    signer: Signer
+    cookies: URLSafeTimedSerializer  # signs the browser session cookie
+    jwt: JwtSettings
+    auth: AuthSettings
+    outbox: events.Outbox
+    metrics: Metrics
+    public_url: str  # https or not: the cookie's name and Secure flag
+    # /auth/me shows how many passkeys a user has; sessions ask the composition root, not passkeys.
+    count_passkeys: Callable[[sqlite3.Connection, str], int]
 
 
 @dataclass(frozen=True)
@@ -47,29 +68,41 @@ def unauthorized(message: str = "Sign in first.") -> ApiError:
     return ApiError(401, "unauthorized", message, {"www-authenticate": "Bearer"})
 
 
-def open_session(
-    conn: sqlite3.Connection, deps: Deps, user: User, amr: tuple[str, ...], client: Client, now: float,
-    redirect_to: str | None = None,
+@dataclass(frozen=True)
+class Proof:
+    """How a user just proved who they are, for complete_sign_in: the method's name as webhooks
+    report it ("email", "otp", "passkey"), its amr values, and where to go afterwards."""
+
+    method: str
+    amr: tuple[str, ...]
+    redirect_to: str | None = None
+
+
+def complete_sign_in(
+    conn: sqlite3.Connection, refresh_ttl: float, outbox: events.Outbox, user: User, proof: Proof,
+    client: Client, now: float,
 ) -> SignIn:
-    """A new session for a user who just proved who they are (runs inside the sign-in transaction)."""
+    """What every sign-in method ends with, inside its own write transaction: a new session with
+    its refresh token, the user's last sign-in, and the login.succeeded event."""
     refresh_token = new_token()
     session = store.Session(
-        new_id(), user.id, amr, client.ip, client.user_agent, int(now), int(now),
-        int(now + deps.config.jwt.refresh_ttl), int(now),
+        new_id(), user.id, proof.amr, client.ip, client.user_agent, int(now), int(now),
+        int(now + refresh_ttl), int(now),
     )
     store.insert(conn, session, token_hash(refresh_token))
     users.mark_signed_in(conn, user.id, now)
-    return SignIn(user, session.id, refresh_token, amr, session.auth_time, redirect_to)
+    events.emit(conn, outbox, "login.succeeded", user, now, session_id=session.id, method=proof.method)
+    return SignIn(user, session.id, refresh_token, proof.amr, session.auth_time, proof.redirect_to)
 
 
-def access_token(deps: Deps, sign_in: SignIn) -> str:
+def access_token(deps: SessionDeps, sign_in: SignIn) -> str:
     return deps.signer.issue(
         user_id=sign_in.user.id, session_id=sign_in.session_id, email=sign_in.user.email,
         amr=sign_in.amr, auth_time=sign_in.auth_time, now=deps.clock(),
     )
 
 
-async def refresh(deps: Deps, refresh_token: str, client: Client) -> SignIn:
+async def refresh(deps: SessionDeps, refresh_token: str, client: Client) -> SignIn:
     now = deps.clock()
     old_hash, new = token_hash(refresh_token), new_token()
 
@@ -96,7 +129,7 @@ async def refresh(deps: Deps, refresh_token: str, client: Client) -> SignIn:
     return outcome
 
 
-async def authenticate_bearer(deps: Deps, token: str) -> Principal:
+async def authenticate_bearer(deps: SessionDeps, token: str) -> Principal:
     try:
         claims = deps.signer.verify(token, deps.clock())
     except InvalidAccessToken:
@@ -105,15 +138,15 @@ async def authenticate_bearer(deps: Deps, token: str) -> Principal:
     return await _principal(deps, claims.session_id, "bearer")
 
 
-async def authenticate_cookie(deps: Deps, cookie: str) -> Principal:
+async def authenticate_cookie(deps: SessionDeps, cookie: str) -> Principal:
     try:
-        session_id = deps.cookies.loads(cookie, max_age=int(deps.config.jwt.refresh_ttl))
+        session_id = deps.cookies.loads(cookie, max_age=int(deps.jwt.refresh_ttl))
     except (BadSignature, *DECODING_ERRORS):  # the cookie is anyone's input, like a token
         raise unauthorized("Your session has ended; sign in again.") from None
     return await _principal(deps, str(session_id), "cookie")
 
 
-async def _principal(deps: Deps, session_id: str, via: str) -> Principal:
+async def _principal(deps: SessionDeps, session_id: str, via: str) -> Principal:
     now = deps.clock()
 
     user = deps.db.lookup(store.active_user, session_id, now)  # on every authenticated request: by key, no thread hop
@@ -122,11 +155,11 @@ async def _principal(deps: Deps, session_id: str, via: str) -> Principal:
     return Principal(user, session_id, via)
 
 
-async def require_recent_sign_in(deps: Deps, principal: Principal) -> None:
+async def require_recent_sign_in(deps: SessionDeps, principal: Principal) -> None:
     """Some actions (adding a passkey) need the person to have signed in within
     auth.reauth_window, so a stolen access token or cookie cannot make itself a permanent key.
     The session's sign-in time counts, not its last refresh."""
-    window = deps.config.auth.reauth_window
+    window = deps.auth.reauth_window
     signed_in_at = await deps.db.read(store.auth_time, principal.session_id)
     if signed_in_at is None or deps.clock() - signed_in_at > window:
         # RFC 9470 (step-up authentication) says the same to a client that knows it.
@@ -135,20 +168,20 @@ async def require_recent_sign_in(deps: Deps, principal: Principal) -> None:
                        {"www-authenticate": challenge})
 
 
-def cookie_value(deps: Deps, session_id: str) -> str:
+def cookie_value(deps: SessionDeps, session_id: str) -> str:
     return deps.cookies.dumps(session_id)
 
 
-async def me(deps: Deps, principal: Principal) -> Me:
+async def me(deps: SessionDeps, principal: Principal) -> Me:
     count = deps.db.lookup(deps.count_passkeys, principal.user.id)
     return Me(principal.user, count)
 
 
-async def logout(deps: Deps, principal: Principal, client: Client) -> None:
+async def logout(deps: SessionDeps, principal: Principal, client: Client) -> None:
     await end_session(deps, principal, principal.session_id, client, event="logout")
 
 
-async def logout_by_refresh_token(deps: Deps, refresh_token: str, client: Client) -> None:
+async def logout_by_refresh_token(deps: SessionDeps, refresh_token: str, client: Client) -> None:
     now = deps.clock()
 
     def revoke(conn: sqlite3.Connection) -> bool:
@@ -162,12 +195,12 @@ async def logout_by_refresh_token(deps: Deps, refresh_token: str, client: Client
         raise ApiError(401, "invalid_token", "The refresh token is invalid, expired or revoked.")
 
 
-async def list_sessions(deps: Deps, principal: Principal) -> list[store.Session]:
+async def list_sessions(deps: SessionDeps, principal: Principal) -> list[store.Session]:
     return await deps.db.read(store.list_active, principal.user.id, deps.clock())
 
 
 async def end_session(
-    deps: Deps, principal: Principal, session_id: str, client: Client, event: str = "sessions_revoked"
+    deps: SessionDeps, principal: Principal, session_id: str, client: Client, event: str = "sessions_revoked"
 ) -> None:
     """End one of the principal's own sessions; someone else's, or an unknown one, is 404."""
     now = deps.clock()
@@ -187,7 +220,7 @@ async def end_session(
         raise ApiError(404, "not_found", "No such session.")
 
 
-async def end_other_sessions(deps: Deps, principal: Principal, client: Client) -> int:
+async def end_other_sessions(deps: SessionDeps, principal: Principal, client: Client) -> int:
     """End every session of the user but the caller's; how many were ended."""
     now = deps.clock()
 

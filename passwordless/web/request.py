@@ -11,7 +11,6 @@ from starlette.requests import Request
 from passwordless.platform.errors import ApiError, invalid_request
 
 
-
 async def read_json(request: Request) -> dict[str, object]:
     """The body as a JSON object: 415 for another content type, 400 for anything malformed."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

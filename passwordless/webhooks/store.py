@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from passwordless.platform.queues import table as queue_table
 from passwordless.config.settings import WebhookSettings
+from passwordless.platform.queues import table as queue_table
 from passwordless.platform.sql import delete_where
 
 

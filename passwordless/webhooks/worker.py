@@ -12,11 +12,10 @@ import urllib.error
 import urllib.request
 
 from passwordless import __version__
-
-from passwordless.platform import audit
 from passwordless.config.settings import Config
-from passwordless.platform.db import Database
+from passwordless.platform import audit
 from passwordless.platform.clock import Clock
+from passwordless.platform.db import Database
 from passwordless.platform.metrics import Metrics
 from passwordless.platform.queues.worker import Attempt, QueueWorker, RetryPolicy
 from passwordless.webhooks import store

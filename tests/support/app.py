@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 from passwordless.app import create_app
 from passwordless.config.settings import Config
-from passwordless.deps import Deps
+from passwordless.parts import Parts
 from tests.support.signin import bearer, request_sign_in, rows, verify_code, verify_link
 
 PEER = ("203.0.113.7", 50000)
@@ -33,9 +33,9 @@ async def running(
             yield app, client
 
 
-def deps_of(app: Starlette) -> Deps:
-    deps: Deps = app.state.deps
-    return deps
+def deps_of(app: Starlette) -> Parts:
+    """What the app's lifespan built: each feature's dependencies (parts.py)."""
+    return Parts(**{name: getattr(app.state, name) for name in Parts.__dataclass_fields__})
 
 
 class FakeClock:
@@ -80,7 +80,7 @@ class AppServer:
     async def bearer(self, email: str) -> dict[str, str]:
         return bearer((await self.sign_in(email))["access_token"])
 
-    def deps(self) -> Deps:
+    def deps(self) -> Parts:
         return deps_of(self.app)
 
     def audit(self, event_type: str) -> list[dict[str, Any]]:

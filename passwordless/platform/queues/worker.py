@@ -17,9 +17,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from passwordless.platform.queues import table as queue_table
-from passwordless.platform.db import Database
 from passwordless.platform.clock import Clock
+from passwordless.platform.db import Database
+from passwordless.platform.queues import table as queue_table
 
 logger = logging.getLogger(__name__)
 
