@@ -19,7 +19,6 @@ from harness import DRAIN_TIMEOUT, BenchError, Children, call, free_port, wait_r
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.support
 from tests.support.processes import clean_env  # noqa: E402
 
-
 PUBLIC_URL = "https://auth.bench.test"  # production refuses http; the server still listens on http
 ORIGIN = PUBLIC_URL  # webauthn.origins defaults to [public_url]
 MAGIC_LINK_TTL = 15 * 60  # the config's default, used for prepared tickets too
