@@ -10,8 +10,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from passwordless.config.settings import Config
 from passwordless.config.load import load_config
+from passwordless.config.settings import Config
 from tests.support.app import running
 
 MakeConfig = Callable[..., Config]

@@ -23,12 +23,21 @@ import pytest
 from passwordless.config.settings import Config
 from passwordless.platform.crypto import new_id
 from passwordless.users import store as users
-from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
 from tests.support.app import PEER, AppServer, FakeClock, deps_of
+from tests.support.authenticator import SoftAuthenticator
 from tests.support.processes import free_port
 from tests.support.signin import (
-    FILE_MAIL, NO_RATE_LIMITS, all_mail_sent, assert_error, bearer, claims, count, emails_to, request_sign_in, rows,
+    FILE_MAIL,
+    NO_RATE_LIMITS,
+    all_mail_sent,
+    assert_error,
+    bearer,
+    claims,
+    count,
+    emails_to,
+    request_sign_in,
+    rows,
 )
 from tests.support.waiting import until
 

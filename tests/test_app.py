@@ -23,13 +23,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from passwordless import __version__
-
-from passwordless.web import request as web
 from passwordless.platform.crypto import DEV_SECRET_FILE
 from passwordless.platform.logs import JsonFormatter, TextFormatter
+from passwordless.web import request as web
 from tests.conftest import MakeConfig
-from tests.support.signin import assert_error
 from tests.support.app import deps_of, running
+from tests.support.signin import assert_error
 
 pytestmark = pytest.mark.anyio
 

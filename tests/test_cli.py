@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from passwordless import __version__
-from tests.support.processes import cli, clean_env
+from tests.support.processes import clean_env, cli
 
 
 def write_config(tmp_path: Path, text: str = "") -> Path:

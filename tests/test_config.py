@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from passwordless.config.settings import Config
 from passwordless.config.kinds import Rate
 from passwordless.config.load import ConfigError, find_config_file, load_config
 from passwordless.config.render import render_effective
+from passwordless.config.settings import Config
 from tests.conftest import MakeConfig
 from tests.test_config_example import declared_settings
 

@@ -10,9 +10,9 @@ from functools import reduce
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from passwordless.config.settings import Config, Setting
 from passwordless.config.load import load_config, settings_of
 from passwordless.config.render import render_example
+from passwordless.config.settings import Config, Setting
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 REGENERATE = "python -m passwordless.config.render > config.example.toml"

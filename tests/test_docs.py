@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from passwordless.cli import _parser
-from passwordless.config.settings import Config
 from passwordless.config.kinds import Duration
 from passwordless.config.load import ConfigError, load_config
 from passwordless.config.render import render_reference
+from passwordless.config.settings import Config
 from passwordless.server import GRACEFUL_SHUTDOWN_SECONDS
 from tests.test_config_example import declared_settings
 

@@ -19,8 +19,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.support.live import LiveServer
-from tests.support.processes import cli, clean_env, free_port
 from tests.support.mail import Sink, SlowSink, start_sink, text_of, tls_server_context, write_test_certificate
+from tests.support.processes import clean_env, cli, free_port
 from tests.support.waiting import wait_until
 
 Launch = Callable[..., LiveServer]

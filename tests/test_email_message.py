@@ -10,9 +10,9 @@ import re
 import time
 from email.message import EmailMessage
 
-from passwordless.platform.crypto import new_id
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import build_message
+from passwordless.platform.crypto import new_id
 
 TEXT = "Hello,\n\nSign in: https://auth.example.com/x?token=abc\n.\nFrom the team\nCode: 123456\n"
 HTML = '<p>Hello</p>\n<p><a href="https://auth.example.com/x?token=abc">Sign in</a></p>\n'

@@ -28,20 +28,26 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from prometheus_client.parser import text_string_to_metric_families
 
-from passwordless.platform import migrate
 from passwordless.config.settings import Config
-from passwordless.platform.db import Database, connect
 from passwordless.mail import queue
-from passwordless.platform.queues import worker as worker_module
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
+from passwordless.platform import migrate
+from passwordless.platform.db import Database, connect
 from passwordless.platform.metrics import Metrics
+from passwordless.platform.queues import worker as worker_module
 from tests.conftest import MakeConfig
 from tests.support.app import FakeClock, deps_of, running
-from tests.support.processes import free_port
 from tests.support.mail import (
-    Sink, SlowSink, start_sink, text_of, tls_server_context, wait_for_outbox, write_test_certificate,
+    Sink,
+    SlowSink,
+    start_sink,
+    text_of,
+    tls_server_context,
+    wait_for_outbox,
+    write_test_certificate,
 )
+from tests.support.processes import free_port
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.anyio

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from passwordless.mail.render import Templates, TemplateError
+from passwordless.mail.render import TemplateError, Templates
 from tests.support.processes import clean_env, cli
 
 VALUES = {

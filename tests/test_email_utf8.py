@@ -23,19 +23,28 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from passwordless.platform.db import connect
 from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import ConsoleTransport
+from passwordless.platform.db import connect
 from tests.conftest import MakeConfig
 from tests.support.app import FakeClock, running
 from tests.support.mail import Sink, wait_for_outbox
-from tests.test_email_queue import (
-    LINK, START, SinkServers, all_have, audit, emails, migrated, sign_in, smtp_config, sinks,
-)
 from tests.support.signin import NO_RATE_LIMITS
-from tests.test_webhooks import BASE, Server, hook, new_secret
 from tests.support.waiting import until
+from tests.test_email_queue import (
+    LINK,
+    START,
+    SinkServers,
+    all_have,
+    audit,
+    emails,
+    migrated,
+    sign_in,
+    sinks,
+    smtp_config,
+)
+from tests.test_webhooks import BASE, Server, hook, new_secret
 
 pytestmark = pytest.mark.anyio
 __all__ = ["sinks"]  # the fixture, used by name

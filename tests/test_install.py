@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import clean_env
 from tests.support.live import LiveServer, serving
 from tests.support.mail import Sink, start_sink, text_of
+from tests.support.processes import clean_env
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

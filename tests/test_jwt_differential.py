@@ -21,10 +21,15 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from passwordless.platform.crypto import hs256_key
 from passwordless.keys.signer import (
-    REQUIRED_CLAIMS, TOKEN_TYPE, AccessClaims, InvalidAccessToken, Signer, generate_key,
+    REQUIRED_CLAIMS,
+    TOKEN_TYPE,
+    AccessClaims,
+    InvalidAccessToken,
+    Signer,
+    generate_key,
 )
+from passwordless.platform.crypto import hs256_key
 
 ISSUER = "https://auth.example.test"
 AUDIENCE = "example-api"

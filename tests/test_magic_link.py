@@ -21,8 +21,20 @@ from passwordless.config.settings import Config
 from tests.conftest import MakeConfig
 from tests.support.app import PEER, FakeClock, running
 from tests.support.signin import (
-    FILE_MAIL, USER_AGENT, assert_error, claims, count, emails_to, last_email, link_in, other_code,
-    request_sign_in, rows, verify_code, verify_form, verify_link,
+    FILE_MAIL,
+    USER_AGENT,
+    assert_error,
+    claims,
+    count,
+    emails_to,
+    last_email,
+    link_in,
+    other_code,
+    request_sign_in,
+    rows,
+    verify_code,
+    verify_form,
+    verify_link,
 )
 
 pytestmark = pytest.mark.anyio

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 
 from tests.support.authenticator import SoftAuthenticator
-from tests.support.processes import cli, clean_env
-from tests.support.mail import Sink, start_sink, text_of
 from tests.support.live import LiveServer, serving
+from tests.support.mail import Sink, start_sink, text_of
+from tests.support.processes import clean_env, cli
 from tests.support.waiting import wait_until
 
 

@@ -13,9 +13,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
 from tests.support.app import FakeClock
+from tests.support.authenticator import SoftAuthenticator
 from tests.support.mail import Sink, start_sink, text_of
 from tests.support.signin import FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, emails_to, rows
 from tests.test_passkeys import ORIGIN, PUBLIC, Server, cookie_sign_in

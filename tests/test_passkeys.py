@@ -22,14 +22,31 @@ import httpx
 import pytest
 
 from passwordless.config.settings import Config
-from tests.support.authenticator import (
-    AAGUID, AT, BE, BS, UP, UV, CredentialExcluded, NoCredential, SoftAuthenticator, b64url, b64url_decode,
-    client_data,
-)
 from tests.conftest import MakeConfig
 from tests.support.app import PEER, AppServer, FakeClock, deps_of
+from tests.support.authenticator import (
+    AAGUID,
+    AT,
+    BE,
+    BS,
+    UP,
+    UV,
+    CredentialExcluded,
+    NoCredential,
+    SoftAuthenticator,
+    b64url,
+    b64url_decode,
+    client_data,
+)
 from tests.support.signin import (
-    FILE_MAIL, NO_RATE_LIMITS, assert_error, bearer, claims, database, request_sign_in, rows,
+    FILE_MAIL,
+    NO_RATE_LIMITS,
+    assert_error,
+    bearer,
+    claims,
+    database,
+    request_sign_in,
+    rows,
 )
 
 pytestmark = pytest.mark.anyio

@@ -24,14 +24,14 @@ from typing import Any
 import httpx
 import pytest
 
-from passwordless.platform import migrate
 from passwordless.config.settings import Config
+from passwordless.housekeeping import service as housekeeping
+from passwordless.platform import migrate
 from passwordless.platform.crypto import new_id
 from passwordless.platform.db import Database
-from passwordless.housekeeping import service as housekeeping
-from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
 from tests.support.app import FakeClock, running
+from tests.support.authenticator import SoftAuthenticator
 from tests.support.processes import clean_env, cli
 from tests.support.signin import NO_RATE_LIMITS, all_mail_sent, count, request_sign_in, rows, verify_link
 

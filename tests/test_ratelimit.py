@@ -17,8 +17,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from passwordless.config.settings import Config
 from passwordless.config.kinds import Rate
+from passwordless.config.settings import Config
 from passwordless.platform.ratelimit import MAX_KEYS, SWEEP_STEP, RateLimiter, client_key
 from passwordless.users import store as users
 from tests.conftest import MakeConfig

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.support.processes import cli, clean_env
+from tests.support.processes import clean_env, cli
 from tests.support.waiting import wait_until
 
 

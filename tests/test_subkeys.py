@@ -17,8 +17,8 @@ import jwt
 import pytest
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from passwordless.platform import crypto
 from passwordless.config.settings import Config
+from passwordless.platform import crypto
 from passwordless.sessions.http import cookie_name
 from tests.support.app import deps_of, running
 from tests.support.processes import clean_env, cli

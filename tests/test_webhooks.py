@@ -28,11 +28,19 @@ import pytest
 from passwordless.config.load import ConfigError
 from passwordless.magic_link import service as magic_link_service
 from passwordless.webhooks import worker as webhook_worker
-from tests.support.authenticator import SoftAuthenticator
 from tests.conftest import MakeConfig
 from tests.support.app import AppServer, FakeClock
+from tests.support.authenticator import SoftAuthenticator
 from tests.support.signin import (
-    NO_RATE_LIMITS, assert_error, claims, count, last_email, request_sign_in, rows, verify_code, verify_link,
+    NO_RATE_LIMITS,
+    assert_error,
+    claims,
+    count,
+    last_email,
+    request_sign_in,
+    rows,
+    verify_code,
+    verify_link,
 )
 from tests.support.waiting import until
 
