@@ -23,7 +23,7 @@ from tests.test_tokens import PUBLIC_URL, SECRET, _jwks, _sign_in, _toml
 
 pytestmark = pytest.mark.anyio
 
-MIGRATIONS = Path(__file__).parent.parent / "migrations"
+MIGRATIONS = Path(__file__).parent.parent / "migrations" / "sqlite"
 
 
 class Validator(JWTBearerTokenValidator):  # type: ignore[misc]  # Authlib ships no type hints

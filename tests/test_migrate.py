@@ -290,7 +290,7 @@ def test_split_statements_accepts_a_trailing_block_comment() -> None:
 
 
 def test_migrations_applied_by_hand_are_accepted_and_completed(tmp_path: Path) -> None:
-    """DESIGN.md: an operator may run `sqlite3 auth.db < migrations/0001_init.sql`. Each file
+    """DESIGN.md: an operator may run `sqlite3 auth.db < migrations/sqlite/0001_init.sql`. Each file
     records itself, so the server then applies only what is left and fills in the checksums."""
     path = tmp_path / "auth.db"
     known = migrate.discover(migrate.default_dir())

@@ -1,4 +1,4 @@
-"""Forward-only schema migrations: `migrations/NNNN_name.sql`, applied in order, each in its own
+"""Forward-only schema migrations: `migrations/sqlite/NNNN_name.sql`, applied in order, each in its own
 transaction, and recorded in `schema_migrations` with a checksum so an edited migration that was
 already applied is refused instead of silently diverging."""
 
@@ -48,9 +48,10 @@ class Migration:
 
 
 def default_dir() -> Path:
-    """The migrations inside the package: a link to the repository's top-level `migrations/` in a
-    clone, a copy in an installed wheel and in the executable (build.spec puts them there too)."""
-    return Path(__file__).parent.parent / "migrations"
+    """The SQLite migrations inside the package: `passwordless/migrations` is a link to the
+    repository's top-level `migrations/` in a clone, a copy in an installed wheel and in the
+    executable (build.spec puts them there too). One folder per dialect (SCALE.md)."""
+    return Path(__file__).parent.parent / "migrations" / "sqlite"
 
 
 def discover(directory: Path) -> tuple[Migration, ...]:
