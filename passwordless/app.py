@@ -64,7 +64,7 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            built = await _start(config, life, trusted, metrics, clock, stack)
+            built = await _start(config, life, metrics, clock, stack)
             for name, part in vars(built).items():  # each feature's routes take their own (web/parts.py)
                 setattr(app.state, name, part)
             logger.info("started", extra={"public_url": config.server.public_url, "environment": config.environment})
@@ -100,7 +100,6 @@ async def _prune(config: Config, db: Database, clock: Clock) -> None:
 async def _start(
     config: Config,
     life: Lifecycle,
-    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
     metrics: Metrics,
     clock: Clock,
     stack: contextlib.AsyncExitStack,
