@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from passwordless.platform import migrate
-from passwordless.platform.db import Database, connect
+from passwordless.platform.db import SqliteDatabase, connect
 
 
 def _one_sign_in(conn: sqlite3.Connection, i: int) -> None:
@@ -60,7 +60,7 @@ def plain_loop(path: Path, n: int) -> float:
 
 
 async def through_writer(path: Path, n: int, concurrency: int) -> float:
-    db = await Database.open(path)
+    db = await SqliteDatabase.open(path)
     counter = iter(range(n))
 
     async def client() -> None:

@@ -52,7 +52,7 @@ from passwordless.mail.transport import build_message, make_transport
 from passwordless.mail.worker import MailWorker
 from passwordless.platform import migrate
 from passwordless.platform.crypto import new_id
-from passwordless.platform.db import Database
+from passwordless.platform.db import SqliteDatabase
 from passwordless.platform.metrics import Metrics
 
 SUBJECT = "Sign in to Example"
@@ -234,7 +234,7 @@ async def queue_rate(emails: list[QueuedEmail], concurrency: int, deadline: floa
     with tempfile.TemporaryDirectory(prefix="bench-email-") as tmp:
         db_path = Path(tmp) / "queue.db"
         await asyncio.to_thread(migrate.apply_to_file, db_path, migrate.discover(migrate.default_dir()))
-        db = await Database.open(db_path)
+        db = await SqliteDatabase.open(db_path)
         try:
             size = -(-n // ENQUEUE_TRANSACTIONS)
             now = time.time()

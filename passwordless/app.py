@@ -34,7 +34,7 @@ from passwordless.mail.worker import MailWorker
 from passwordless.pages import routes as pages
 from passwordless.passkeys import routes as passkeys
 from passwordless.passkeys import store as passkey_store
-from passwordless.platform import backup, migrate
+from passwordless.platform import backup, storage
 from passwordless.platform.clock import Clock
 from passwordless.platform.crypto import load_or_create_dev_secret
 from passwordless.platform.db import Database
@@ -105,14 +105,15 @@ async def _start(
     stack: contextlib.AsyncExitStack,
 ) -> parts.Parts:
     """Open the database and start the background work; `stack` undoes it all, last first."""
-    db_path = Path(config.database.path)
-    known = migrate.discover(migrate.default_dir())
+    known = storage.migrations(config.database)
     templates = Templates(config.email.templates_dir)
-    await asyncio.to_thread(migrate.apply_to_file, db_path, known)
-    stack.enter_context(backup.held(db_path, exclusive=False))  # `passwordless restore` waits for us
-    db = await Database.open(db_path)
+    await asyncio.to_thread(storage.bring_up_to_date, config.database)
+    if storage.dialect_of(config.database) == "sqlite":
+        stack.enter_context(backup.held(Path(config.database.path), exclusive=False))  # `restore` waits for us
+    db = await storage.open_database(config.database)
     stack.push_async_callback(db.close)
-    secret = config.jwt.secret or await asyncio.to_thread(load_or_create_dev_secret, db_path.parent)
+    # With PostgreSQL every server shares jwt.secret (config validation requires it).
+    secret = config.jwt.secret or await asyncio.to_thread(load_or_create_dev_secret, Path(config.database.path).parent)
     signer = await _signer(config, db, secret, clock)
     mail = MailWorker(db, config.email, make_transport(config.email), clock, metrics)
     workers: list[QueueWorker[Any]] = [mail]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sqlite3
 import sys
 import time
 import urllib.error
@@ -20,12 +19,12 @@ from passwordless.config.render import render_effective
 from passwordless.config.settings import Config
 from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
+from passwordless.keys.signer import SigningKey
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.render import BUILT_IN, TemplateError, Templates
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, make_transport
-from passwordless.platform import backup, migrate
+from passwordless.platform import backup, migrate, storage
 from passwordless.platform.crypto import hs256_key, load_or_create_dev_secret, new_id, new_secret
-from passwordless.platform.db import Database, connect
 from passwordless.platform.logs import configure_logging
 from passwordless.web import markup
 
@@ -40,7 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, TemplateError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (migrate.MigrationError, backup.BackupError, sqlite3.Error, OSError) as exc:
+    except (migrate.MigrationError, backup.BackupError, storage.DriverMissing, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if not storage.is_database_error(exc):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -99,7 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Check templates and apply migrations before the server starts, so a problem is one clear
     # line, not a traceback.
     Templates(config.email.templates_dir)
-    migrate.apply_to_file(Path(config.database.path), migrate.discover(migrate.default_dir()))
+    storage.bring_up_to_date(config.database)
     if not config.jwt.secret:  # a key file others can read stops start-up in one line
         try:
             load_or_create_dev_secret(Path(config.database.path).parent)
@@ -113,15 +117,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     config, _ = _load(args)
-    applied = migrate.apply_to_file(Path(config.database.path), migrate.discover(migrate.default_dir()))
+    applied = storage.bring_up_to_date(config.database)
     for migration in applied:
         print(f"applied {migration.file_name}")
-    print(f"{config.database.path} is up to date")
+    print(f"{storage.describe(config.database)} is up to date")
     return 0
 
 
 def _backup(args: argparse.Namespace) -> int:
     config, _ = _load(args)
+    if config.database.url:
+        return _not_on_postgres("backup", "pg_dump --format=custom --file=passwordless.dump DATABASE_URL")
     made = backup.backup(Path(config.database.path), Path(args.destination))
     print(f"backed up {config.database.path} to {made} (integrity check ok)")
     return 0
@@ -129,18 +135,24 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     config, _ = _load(args)
+    if config.database.url:
+        return _not_on_postgres("restore", "pg_restore --clean --if-exists --dbname=DATABASE_URL passwordless.dump")
     kept = backup.restore(Path(config.database.path), Path(args.source))
     print(f"restored {config.database.path} from {args.source}; the previous database is kept at {kept}")
     return 0
 
 
+def _not_on_postgres(command: str, instead: str) -> int:
+    print(f"error: `passwordless {command}` works on the SQLite file; with database.url use PostgreSQL's own "
+          f"tools: {instead} (docs/postgres.md)", file=sys.stderr)
+    return 2
+
+
 def _prune(args: argparse.Namespace) -> int:
     config, _ = _load(args)
-    path = Path(config.database.path)
-    migrate.apply_to_file(path, migrate.discover(migrate.default_dir()))
 
     async def run() -> dict[str, int]:
-        db = await Database.open(path)
+        db = await storage.open_migrated(config.database)
         try:
             return await housekeeping.prune(db, config, time.time(), dry_run=args.dry_run)
         finally:
@@ -184,21 +196,20 @@ def _keys(args: argparse.Namespace) -> int:
     config, _ = _load(args)
     if args.action == "hs256-key":
         return _print_hs256_key(config)
-    path = Path(config.database.path)
-    migrate.apply_to_file(path, migrate.discover(migrate.default_dir()))
-    conn = connect(path)
     now = time.time()
-    try:
-        conn.execute("BEGIN IMMEDIATE")
+
+    async def rotate() -> SigningKey:
+        db = await storage.open_migrated(config.database)
         try:
-            key = keys.rotate(conn, config.jwt.algorithm, now, at_once=args.now)
-        except ValueError as exc:
-            conn.execute("ROLLBACK")
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+            return await db.write(keys.rotate, config.jwt.algorithm, now, at_once=args.now)
+        finally:
+            await db.close()
+
+    try:
+        key = asyncio.run(rotate())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     switch = datetime.fromtimestamp(key.signs_from, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     print(f"new {key.algorithm} signing key {key.kid}, published now in /.well-known/jwks.json; "
           f"signing switches to it at {switch} (in {key.signs_from - int(now)} s)")

@@ -4,7 +4,6 @@ name (web/parts.py); a service gets only its own part, a unit only values."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from passwordless.passkeys.service import PasskeyDeps
 from passwordless.platform.clock import Clock
 from passwordless.platform.crypto import SESSION_COOKIE, subkey
 from passwordless.platform.db import Database
+from passwordless.platform.db.types import Connection
 from passwordless.platform.lifecycle import Lifecycle
 from passwordless.platform.metrics import Metrics
 from passwordless.platform.migrate import Migration
@@ -44,7 +44,7 @@ class Opened:
     templates: Templates
     wake_mail: Callable[[], None]  # tells the mail worker a new email is queued
     outbox: Outbox
-    count_passkeys: Callable[[sqlite3.Connection, str], int]
+    count_passkeys: Callable[[Connection, str], int]
 
 
 @dataclass(frozen=True)

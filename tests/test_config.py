@@ -195,6 +195,8 @@ ENV_VARS = [
     ("TRUSTED_PROXIES", "10.1.2.3", "server.trusted_proxies", ("10.1.2.3/32",), {}),
     ("DRAIN_DELAY", "10s", "server.drain_delay", 10.0, {}),
     ("DATABASE_PATH", "/var/lib/passwordless/auth.db", "database.path", "/var/lib/passwordless/auth.db", {}),
+    ("DATABASE_URL", "postgresql://pw:secret@db:5432/auth", "database.url", "postgresql://pw:secret@db:5432/auth",
+     {"JWT_SECRET": "x" * 32}),
     ("JWT_SECRET", JWT_SECRET, "jwt.secret", JWT_SECRET, {}),
     ("JWT_ALGORITHM", "EdDSA", "jwt.algorithm", "EdDSA", {}),
     ("WEBAUTHN_RP_ID", "example.com", "webauthn.rp_id", "example.com", {"PUBLIC_URL": "https://auth.example.com"}),

@@ -19,7 +19,7 @@ from typing import TypeVar
 import pytest
 
 from passwordless.platform import migrate
-from passwordless.platform.db import Database, DatabaseClosed
+from passwordless.platform.db import Database, DatabaseClosed, SqliteDatabase
 from passwordless.platform.db.writer import RESET_FRAMES
 from tests.support.waiting import wait_until
 
@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "auth.db")
+    database = await SqliteDatabase.open(tmp_path / "auth.db")
     try:
         yield database
     finally:
@@ -42,7 +42,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 async def migrated_db(tmp_path: Path) -> AsyncIterator[Database]:
     path = tmp_path / "auth.db"
     migrate.apply_to_file(path, migrate.discover(migrate.default_dir()))
-    database = await Database.open(path)
+    database = await SqliteDatabase.open(path)
     try:
         yield database
     finally:
@@ -395,7 +395,7 @@ async def test_backup_while_writing_is_consistent(db: Database, tmp_path: Path) 
 
 async def test_close_checkpoints_the_wal(tmp_path: Path) -> None:
     path = tmp_path / "auth.db"
-    db = await Database.open(path)
+    db = await SqliteDatabase.open(path)
     await db.write(create_pair_tables)
     for n in range(50):
         await db.write(insert_pair, n)
@@ -414,7 +414,7 @@ async def test_close_checkpoints_the_wal(tmp_path: Path) -> None:
 
 
 async def test_write_and_read_after_close_raise(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "auth.db")
+    db = await SqliteDatabase.open(tmp_path / "auth.db")
     await db.write(create_pair_tables)
     await db.close()
 
@@ -428,7 +428,7 @@ async def test_write_and_read_after_close_raise(tmp_path: Path) -> None:
 
 async def test_close_finishes_queued_writes(tmp_path: Path) -> None:
     path = tmp_path / "auth.db"
-    db = await Database.open(path)
+    db = await SqliteDatabase.open(path)
     await db.write(create_pair_tables)
 
     writes = [asyncio.ensure_future(db.write(insert_pair, n)) for n in range(20)]

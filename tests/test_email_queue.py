@@ -33,7 +33,7 @@ from passwordless.mail import queue
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
 from passwordless.platform import migrate
-from passwordless.platform.db import Database, connect
+from passwordless.platform.db import Database, SqliteDatabase, connect
 from passwordless.platform.metrics import Metrics
 from passwordless.platform.queues import worker as worker_module
 from tests.conftest import MakeConfig
@@ -438,7 +438,7 @@ async def test_two_workers_on_one_database_send_each_email_exactly_once(
     config = smtp_config(make_config, port, email="concurrency = 4")
     path = migrated(config)
     addresses = [f"user{i:02}@example.com" for i in range(50)]
-    databases = [await Database.open(path), await Database.open(path)]
+    databases = [await SqliteDatabase.open(path), await SqliteDatabase.open(path)]
     workers = [MailWorker(db, config.email, make_transport(config.email), time.time, Metrics()) for db in databases]
     try:
 
@@ -721,7 +721,7 @@ async def test_stop_while_the_worker_is_leasing_leaves_nothing_leased(
     sink, port = sinks()
     config = smtp_config(make_config, port, email='lease = "10m"')
     path = migrated(config)
-    db = await Database.open(path)
+    db = await SqliteDatabase.open(path)
     gated = GatedDatabase(db)
     worker = MailWorker(cast(Database, gated), config.email, make_transport(config.email), time.time, Metrics())
     task = asyncio.create_task(worker.run())

@@ -28,7 +28,7 @@ from passwordless.config.settings import Config
 from passwordless.housekeeping import service as housekeeping
 from passwordless.platform import migrate
 from passwordless.platform.crypto import new_id
-from passwordless.platform.db import Database
+from passwordless.platform.db import SqliteDatabase
 from tests.conftest import MakeConfig
 from tests.support.app import FakeClock, running
 from tests.support.authenticator import SoftAuthenticator
@@ -298,7 +298,7 @@ def test_prune_works_in_batches_until_all_is_gone(make_config: MakeConfig, monke
     monkeypatch.setattr(housekeeping, "BATCH", 5)
 
     async def run() -> tuple[dict[str, int], dict[str, int], list[Any]]:
-        db = await Database.open(path)
+        db = await SqliteDatabase.open(path)
         results: list[Any] = []
         real_write = db.write
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ from passwordless.platform.audit import AuditFilter as AuditFilter  # re-exporte
 from passwordless.platform.client import Client
 from passwordless.platform.clock import Clock
 from passwordless.platform.db import Database
+from passwordless.platform.db.types import Connection
 from passwordless.platform.errors import ApiError, invalid_request
 from passwordless.platform.lifecycle import Lifecycle
 from passwordless.platform.ratelimit import client_key
@@ -59,7 +59,7 @@ def not_found(what: str) -> ApiError:
 async def stats(deps: AdminDeps) -> Stats:
     now = deps.clock()
 
-    def count(conn: sqlite3.Connection) -> Stats:
+    def count(conn: Connection) -> Stats:
         depth = queue.depth(conn)
         statuses = {s: depth.get(s, 0) for s in ("pending", "sending", "sent", "dead")}
         return Stats(
@@ -78,7 +78,7 @@ async def list_users(deps: AdminDeps, email: str | None, after: str | None, limi
 async def user_detail(deps: AdminDeps, user_id: str) -> UserDetail:
     now = deps.clock()
 
-    def read(conn: sqlite3.Connection) -> UserDetail | None:
+    def read(conn: Connection) -> UserDetail | None:
         user = users.row_by_id(conn, user_id)
         if user is None:
             return None
@@ -93,7 +93,7 @@ async def user_detail(deps: AdminDeps, user_id: str) -> UserDetail:
 async def revoke_sessions(deps: AdminDeps, user_id: str, client: Client) -> int:
     now = deps.clock()
 
-    def revoke(conn: sqlite3.Connection) -> int | None:
+    def revoke(conn: Connection) -> int | None:
         user = users.by_id(conn, user_id)
         if user is None:
             return None
@@ -114,7 +114,7 @@ async def revoke_sessions(deps: AdminDeps, user_id: str, client: Client) -> int:
 async def delete_user(deps: AdminDeps, user_id: str, client: Client) -> None:
     now = deps.clock()
 
-    def delete(conn: sqlite3.Connection) -> bool:
+    def delete(conn: Connection) -> bool:
         user = users.delete(conn, user_id)
         if user is None:
             return False
@@ -138,7 +138,7 @@ async def emails_page(deps: AdminDeps, status: str | None, after: str | None, li
 async def retry_email(deps: AdminDeps, email_id: str) -> None:
     now = deps.clock()
 
-    def retry(conn: sqlite3.Connection) -> str | None:
+    def retry(conn: Connection) -> str | None:
         status = queue.status_of(conn, email_id)
         if status == "dead" and queue.retry(conn, email_id, now):
             return "retried"

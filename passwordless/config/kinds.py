@@ -38,6 +38,13 @@ class Kind(Generic[T]):
         """The TOML form of a parsed value."""
         return value
 
+    # A value that may carry a password inside it (a database URL): check-config shows it
+    # `masked`, and a value that does not parse is not echoed in the error.
+    carries_password = False
+
+    def masked(self, value: T) -> object:
+        return self.render(value)
+
 
 class Text(Kind[str]):
     def __init__(self, expected: str = "a string", pattern: str | None = None) -> None:
@@ -175,6 +182,31 @@ class Url(Kind[str]):
         return origin_of(value) if self.origin_only else value
 
 
+class DatabaseUrl(Kind[str]):
+    """A PostgreSQL connection URL (postgresql:// or postgres://). `masked` hides its password."""
+
+    expected = "a URL like postgresql://user:password@host:5432/database"
+
+    def parse(self, value: object) -> str:
+        if not isinstance(value, str) or any(c.isspace() for c in value):
+            raise ValueError
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+            raise ValueError
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+        return value
+
+    carries_password = True
+
+    def masked(self, value: str) -> object:
+        parts = urlsplit(value)
+        if parts.password is None:
+            return value
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"{user}:********@{host}").geturl()
+
+
 class Network(Kind[str]):
     expected = "an IP address or network like 10.0.0.0/8"
 
@@ -198,6 +230,10 @@ class OrEmpty(Kind[str]):
     def __init__(self, inner: Kind[str]) -> None:
         self.inner = inner
         self.expected = inner.expected
+        self.carries_password = inner.carries_password
 
     def parse(self, value: object) -> str:
         return "" if value == "" else self.inner.parse(value)
+
+    def masked(self, value: str) -> object:
+        return "" if value == "" else self.inner.masked(value)

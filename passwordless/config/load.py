@@ -113,7 +113,7 @@ def _parse(meta: Setting, key: str, value: object, where: str, parse: Any) -> ob
     try:
         return parse(value)
     except (ValueError, TypeError):
-        shown = '"<hidden>"' if meta.secret else _show(value)
+        shown = '"<hidden>"' if meta.secret or meta.kind.carries_password else _show(value)
         source = f" ({where})" if where else ""
         raise ConfigError(f"config error: {key} = {shown}{source}: expected {meta.kind.expected}") from None
 
@@ -169,6 +169,11 @@ def _derive(config: Config) -> Config:
 
 
 def _validate(config: Config) -> None:
+    if config.database.url and not config.jwt.secret:
+        raise ConfigError(
+            "config error: jwt.secret is missing: with database.url every server must share one "
+            "(make one with `passwordless gen-secret`)"
+        )
     if config.database.path.strip() in ("", ":memory:"):
         raise ConfigError(f"config error: database.path = {_show(config.database.path)}: expected a file path")
     email = config.email

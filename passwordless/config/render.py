@@ -72,7 +72,7 @@ def _effective_table(obj: Any, prefix: str, lines: list[str]) -> None:
             if meta.secret:
                 lines.append(f'{name} = "{"********" if value else ""}"')
             else:
-                lines.append(f"{name} = {toml_value(meta.kind.render(value))}")
+                lines.append(f"{name} = {toml_value(meta.kind.masked(value))}")
         elif "section" in f.metadata:
             lines += ["", f"[{prefix}{name}]"]
             _effective_table(value, f"{prefix}{name}.", lines)

@@ -9,6 +9,7 @@ from typing import Any
 from passwordless.config.kinds import (
     Boolean,
     Choice,
+    DatabaseUrl,
     Duration,
     Integer,
     Kind,
@@ -86,6 +87,13 @@ class ServerSettings:
 @dataclass(frozen=True)
 class DatabaseSettings:
     path: str = setting("./data/auth.db", Text("a file path"), "The SQLite database file.", env="DATABASE_PATH")
+    url: str = setting(
+        "", OrEmpty(DatabaseUrl()),
+        "PostgreSQL instead of SQLite, for more than one server: postgresql://user:password@host:5432/database"
+        " (docs/postgres.md). check-config masks the password.",
+        env="DATABASE_URL", example="postgresql://passwordless:secret@db.internal:5432/passwordless",
+    )
+    pool_size: int = setting(10, Integer(1, 1000), "PostgreSQL connections per server process.")
 
 
 @dataclass(frozen=True)

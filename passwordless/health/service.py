@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ from passwordless.mail import queue
 from passwordless.platform import migrate
 from passwordless.platform.clock import Clock
 from passwordless.platform.db import Database
+from passwordless.platform.db.types import Connection
 from passwordless.platform.lifecycle import Lifecycle
 from passwordless.platform.metrics import EMAIL_STATUSES, Metrics
 from passwordless.sessions import store as sessions
@@ -86,7 +86,7 @@ async def _check(name: str, probe: Awaitable[object]) -> object:
         return "error"
 
 
-def _select_one(conn: sqlite3.Connection) -> str:
+def _select_one(conn: Connection) -> str:
     conn.execute("SELECT 1").fetchone()
     return "ok"
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 
 from passwordless.config.settings import Config
@@ -13,12 +12,13 @@ from passwordless.mail import queue as emails
 from passwordless.passkeys import store as passkeys
 from passwordless.platform import audit
 from passwordless.platform.db import Database
+from passwordless.platform.db.types import Connection
 from passwordless.sessions import store as sessions
 from passwordless.webhooks import store as webhooks
 
 BATCH = 500
 DAY = 86400.0
-Pruner = Callable[[sqlite3.Connection, float, int, bool], int]
+Pruner = Callable[[Connection, float, int, bool], int]
 
 
 def rules(config: Config, now: float) -> list[tuple[str, Pruner, float]]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from passwordless.keys import store
 from passwordless.keys.signer import SigningKey, generate_key
+from passwordless.platform.db.types import Connection
 
 ASYMMETRIC = ("ES256", "EdDSA")
 JWKS_CACHE_SECONDS = 300  # Cache-Control max-age of /.well-known/jwks.json
@@ -16,13 +15,13 @@ KEY_RELOAD_SECONDS = 60.0  # how often a running server reads the keys again
 PUBLISH_BEFORE_SIGNING = JWKS_CACHE_SECONDS + int(KEY_RELOAD_SECONDS)
 
 
-def ensure_current(conn: sqlite3.Connection, algorithm: str, now: float) -> None:
+def ensure_current(conn: Connection, algorithm: str, now: float) -> None:
     """Make the first key of an asymmetric algorithm, unless there is one."""
     if algorithm in ASYMMETRIC and not store.has_current(conn, algorithm):
         store.insert(conn, generate_key(algorithm, now))
 
 
-def rotate(conn: sqlite3.Connection, algorithm: str, now: float, *, at_once: bool = False) -> SigningKey:
+def rotate(conn: Connection, algorithm: str, now: float, *, at_once: bool = False) -> SigningKey:
     """Add a new key, published now and signing from PUBLISH_BEFORE_SIGNING later (or now, for
     an emergency); the current key signs until then and stays published until its tokens expire."""
     if algorithm not in ASYMMETRIC:
@@ -34,5 +33,5 @@ def rotate(conn: sqlite3.Connection, algorithm: str, now: float, *, at_once: boo
     return key
 
 
-def published(conn: sqlite3.Connection, now: float, access_ttl: float) -> list[SigningKey]:
+def published(conn: Connection, now: float, access_ttl: float) -> list[SigningKey]:
     return store.published(conn, now, access_ttl)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from passwordless.keys.signer import SigningKey
+from passwordless.platform.db.types import Connection
 
 
-def published(conn: sqlite3.Connection, now: float, access_ttl: float) -> list[SigningKey]:
+def published(conn: Connection, now: float, access_ttl: float) -> list[SigningKey]:
     """The current keys (also those not signing yet), and retired ones whose tokens may not
     have expired yet."""
     rows = conn.execute(
@@ -19,14 +19,14 @@ def published(conn: sqlite3.Connection, now: float, access_ttl: float) -> list[S
     return [SigningKey(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6]) for r in rows]
 
 
-def has_current(conn: sqlite3.Connection, algorithm: str) -> bool:
+def has_current(conn: Connection, algorithm: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM signing_keys WHERE algorithm = ? AND retired_at IS NULL", (algorithm,)
     ).fetchone()
     return row is not None
 
 
-def insert(conn: sqlite3.Connection, key: SigningKey) -> None:
+def insert(conn: Connection, key: SigningKey) -> None:
     conn.execute(
         "INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, created_at, signs_from)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -34,7 +34,7 @@ def insert(conn: sqlite3.Connection, key: SigningKey) -> None:
     )
 
 
-def retire_current(conn: sqlite3.Connection, algorithm: str, at: float) -> int:
+def retire_current(conn: Connection, algorithm: str, at: float) -> int:
     """Every key that would still sign at `at` stops then (a key waiting to start included)."""
     cursor = conn.execute(
         "UPDATE signing_keys SET retired_at = ? WHERE algorithm = ? AND (retired_at IS NULL OR retired_at > ?)",

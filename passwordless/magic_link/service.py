@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from passwordless.platform.client import Client
 from passwordless.platform.clock import Clock
 from passwordless.platform.crypto import code_hash, new_code, new_id, new_token, same, token_hash
 from passwordless.platform.db import Database
+from passwordless.platform.db.types import Connection
 from passwordless.platform.errors import ApiError
 from passwordless.platform.metrics import Metrics
 from passwordless.sessions import service as sessions
@@ -66,7 +66,7 @@ async def request_link(deps: MagicLinkDeps, raw_email: str, redirect_to: str | N
     )
     message = _render(deps, email, token, code, client, now)
 
-    def save(conn: sqlite3.Connection) -> _Limited | None:
+    def save(conn: Connection) -> _Limited | None:
         limited = _email_limit(deps, conn, email, now)
         if limited:
             window = deps.rate_limit.magic_link_per_email.per_seconds
@@ -87,7 +87,7 @@ async def request_link(deps: MagicLinkDeps, raw_email: str, redirect_to: str | N
     deps.wake_mail()
 
 
-def _email_limit(deps: MagicLinkDeps, conn: sqlite3.Connection, email: str, now: float) -> _Limited | None:
+def _email_limit(deps: MagicLinkDeps, conn: Connection, email: str, now: float) -> _Limited | None:
     limits = deps.rate_limit
     if not limits.enabled:
         return None
@@ -131,7 +131,7 @@ async def verify_link(deps: MagicLinkDeps, token: str, client: Client) -> SignIn
     await check_ip_limit(deps.limits, "verify", client)
     now = deps.clock()
 
-    def spend(conn: sqlite3.Connection) -> SignIn | None:
+    def spend(conn: Connection) -> SignIn | None:
         ticket = store.spend_by_token(conn, token_hash(token), now)
         sign_in = _sign_in(conn, deps, ticket, ("email",), client, now) if ticket else None
         if sign_in:
@@ -154,7 +154,7 @@ async def verify_code(deps: MagicLinkDeps, raw_email: str, code: str, client: Cl
     await check_ip_limit(deps.limits, "verify", client)
     now = deps.clock()
 
-    def spend(conn: sqlite3.Connection) -> SignIn | None:
+    def spend(conn: Connection) -> SignIn | None:
         live = store.live_codes(conn, email, now)
         match = next((tid for tid, h in live if same(code_hash(deps.code_key, tid, code), h)), None)
         ticket = store.spend_by_id(conn, match, now) if match else None
@@ -174,7 +174,7 @@ async def verify_code(deps: MagicLinkDeps, raw_email: str, code: str, client: Cl
 
 
 def _sign_in(
-    conn: sqlite3.Connection, deps: MagicLinkDeps, ticket: store.SpentTicket, amr: tuple[str, ...], client: Client,
+    conn: Connection, deps: MagicLinkDeps, ticket: store.SpentTicket, amr: tuple[str, ...], client: Client,
     now: float,
 ) -> SignIn | None:
     """The user of a spent ticket (created at first sign-in, if sign-up is allowed) and a session."""
@@ -190,7 +190,7 @@ def _sign_in(
 
 
 def _audit(
-    conn: sqlite3.Connection, event: str, success: bool, client: Client, now: float,
+    conn: Connection, event: str, success: bool, client: Client, now: float,
     user_id: str | None, email: str | None, details: dict[str, object],
 ) -> None:
     audit.record(conn, audit.AuditEvent(event, success, user_id, email, client.ip, client.user_agent, details), now)

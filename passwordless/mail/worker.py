@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 
 from passwordless.config.settings import EmailSettings
 from passwordless.mail import queue
@@ -15,6 +14,7 @@ from passwordless.mail.transport import PermanentFailure, TemporaryFailure, Tran
 from passwordless.platform import audit
 from passwordless.platform.clock import Clock
 from passwordless.platform.db import Database
+from passwordless.platform.db.types import Connection
 from passwordless.platform.metrics import Metrics
 from passwordless.platform.queues.worker import Attempt, QueueWorker, RetryPolicy, describe
 
@@ -35,7 +35,7 @@ class MailWorker(QueueWorker[QueuedEmail]):
         super().__init__(db, clock, retry_policy(settings), settings.concurrency)
         self.transport, self.metrics = transport, metrics
 
-    def claim(self, conn: sqlite3.Connection, now: float, limit: int) -> list[QueuedEmail]:
+    def claim(self, conn: Connection, now: float, limit: int) -> list[QueuedEmail]:
         return queue.claim(conn, now, self.lease, limit)
 
     def recorded(self, labels: list[str]) -> None:
@@ -57,7 +57,7 @@ class MailWorker(QueueWorker[QueuedEmail]):
             return self.failed(email, describe(exc))
         return Attempt(email, "sent")
 
-    def record(self, conn: sqlite3.Connection, attempts: list[Attempt[QueuedEmail]]) -> list[str]:
+    def record(self, conn: Connection, attempts: list[Attempt[QueuedEmail]]) -> list[str]:
         now = self.clock()
         sent = [a.item for a in attempts if a.result == "sent"]
         if sent:  # the common case, in two statements however many were sent

@@ -3,7 +3,6 @@ and the owner is told by email."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,6 +25,7 @@ from passwordless.passkeys.store import Passkey
 from passwordless.platform import audit
 from passwordless.platform.client import Client
 from passwordless.platform.crypto import new_id, random_bytes
+from passwordless.platform.db.types import Connection
 from passwordless.platform.errors import ApiError, invalid_request
 from passwordless.sessions import service as sessions
 from passwordless.sessions.service import Principal
@@ -50,7 +50,7 @@ async def registration_options(deps: PasskeyDeps, principal: Principal) -> dict[
     user = principal.user
     await sessions.require_recent_sign_in(deps.sessions, principal)
 
-    def prepare(conn: sqlite3.Connection) -> tuple[bytes, list[Passkey]]:
+    def prepare(conn: Connection) -> tuple[bytes, list[Passkey]]:
         handle = users.webauthn_handle(conn, user.id) or b""
         return handle, store.for_user(conn, user.id)
 
@@ -102,7 +102,7 @@ async def register(
     )
     notice = _added_notice(deps, principal.user.email, passkey.name, now)
 
-    def save(conn: sqlite3.Connection) -> str:
+    def save(conn: Connection) -> str:
         # Counted in the write transaction: two verifies racing cannot both take the last place.
         if store.count_for_user(conn, principal.user.id) >= config.max_passkeys:
             return "limit"

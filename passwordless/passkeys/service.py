@@ -4,7 +4,6 @@ user's passkeys."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from passwordless.platform import audit
 from passwordless.platform.client import Client
 from passwordless.platform.clock import Clock
 from passwordless.platform.db import Database
+from passwordless.platform.db.types import Connection
 from passwordless.platform.errors import ApiError, invalid_request
 from passwordless.platform.metrics import Metrics
 from passwordless.sessions import service as sessions
@@ -61,7 +61,7 @@ async def rename(deps: PasskeyDeps, principal: Principal, passkey_id: str, name:
     if not name or len(name) > MAX_NAME:
         raise invalid_request(f"A passkey's name is 1 to {MAX_NAME} characters.")
 
-    def change(conn: sqlite3.Connection) -> Passkey | None:
+    def change(conn: Connection) -> Passkey | None:
         store.rename(conn, passkey_id, principal.user.id, name)
         return store.by_id(conn, passkey_id, principal.user.id)
 
@@ -74,7 +74,7 @@ async def rename(deps: PasskeyDeps, principal: Principal, passkey_id: str, name:
 async def delete(deps: PasskeyDeps, principal: Principal, passkey_id: str, client: Client) -> None:
     now = deps.clock()
 
-    def remove(conn: sqlite3.Connection) -> bool:
+    def remove(conn: Connection) -> bool:
         if not store.delete(conn, passkey_id, principal.user.id):
             return False
         row = audit_event("passkey_deleted", True, client, principal.user.id, {"passkey_id": passkey_id})

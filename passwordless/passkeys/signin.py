@@ -4,7 +4,6 @@ any discoverable one) and the verified assertion's sign-in."""
 from __future__ import annotations
 
 import hmac
-import sqlite3
 from typing import Any
 
 from webauthn import generate_authentication_options
@@ -22,6 +21,7 @@ from passwordless.passkeys.store import Passkey
 from passwordless.platform import audit
 from passwordless.platform.client import Client
 from passwordless.platform.crypto import random_bytes
+from passwordless.platform.db.types import Connection
 from passwordless.sessions import service as sessions
 from passwordless.sessions.limits import check_ip_limit
 from passwordless.sessions.service import SignIn
@@ -66,7 +66,7 @@ async def login(deps: PasskeyDeps, credential: dict[str, Any], client: Client) -
         challenge = ceremony.challenge_of(credential)
         raw_id = ceremony.raw_id_of(credential)
 
-        def spend_and_find(conn: sqlite3.Connection) -> tuple[bool, Passkey | None, bytes | None]:
+        def spend_and_find(conn: Connection) -> tuple[bool, Passkey | None, bytes | None]:
             """Spend the challenge and find the credential and its user's handle: one transaction."""
             found, _ = store.spend_challenge(conn, challenge_hash(challenge), "authentication", now)
             passkey = store.by_credential_id(conn, raw_id) if found else None
@@ -89,7 +89,7 @@ async def login(deps: PasskeyDeps, credential: dict[str, Any], client: Client) -
     amr = ("hwk", "user") if verified.user_verified else ("hwk",)
     found_passkey = passkey
 
-    def sign_in(conn: sqlite3.Connection) -> SignIn | None:
+    def sign_in(conn: Connection) -> SignIn | None:
         user = users.by_id(conn, found_passkey.user_id)
         if user is None:
             return None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 
+from passwordless.platform.db.types import Connection, Row
 from passwordless.platform.sql import delete_where
 
 _COLUMNS = (
@@ -30,7 +30,7 @@ class Passkey:
     last_used_at: int | None
 
 
-def _passkey(row: sqlite3.Row | None) -> Passkey | None:
+def _passkey(row: Row | None) -> Passkey | None:
     if row is None:
         return None
     return Passkey(
@@ -40,18 +40,18 @@ def _passkey(row: sqlite3.Row | None) -> Passkey | None:
     )
 
 
-def count_for_user(conn: sqlite3.Connection, user_id: str) -> int:
+def count_for_user(conn: Connection, user_id: str) -> int:
     return int(conn.execute("SELECT count(*) FROM passkeys WHERE user_id = ?", (user_id,)).fetchone()[0])
 
 
-def for_user(conn: sqlite3.Connection, user_id: str) -> list[Passkey]:
+def for_user(conn: Connection, user_id: str) -> list[Passkey]:
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM passkeys WHERE user_id = ? ORDER BY created_at, id", (user_id,)
     ).fetchall()
     return [p for p in map(_passkey, rows) if p]
 
 
-def sign_in_ids(conn: sqlite3.Connection, user_id: str, max_bytes: int, limit: int) -> list[bytes]:
+def sign_in_ids(conn: Connection, user_id: str, max_bytes: int, limit: int) -> list[bytes]:
     """A user's credential IDs to offer at sign-in: those within `max_bytes` (older rows may hold
     longer ones), most recently used first, at most `limit`."""
     rows = conn.execute(
@@ -62,17 +62,17 @@ def sign_in_ids(conn: sqlite3.Connection, user_id: str, max_bytes: int, limit: i
     return [bytes(row[0]) for row in rows]
 
 
-def by_credential_id(conn: sqlite3.Connection, credential_id: bytes) -> Passkey | None:
+def by_credential_id(conn: Connection, credential_id: bytes) -> Passkey | None:
     return _passkey(conn.execute(f"SELECT {_COLUMNS} FROM passkeys WHERE credential_id = ?", (credential_id,)).fetchone())
 
 
-def by_id(conn: sqlite3.Connection, passkey_id: str, user_id: str) -> Passkey | None:
+def by_id(conn: Connection, passkey_id: str, user_id: str) -> Passkey | None:
     return _passkey(
         conn.execute(f"SELECT {_COLUMNS} FROM passkeys WHERE id = ? AND user_id = ?", (passkey_id, user_id)).fetchone()
     )
 
 
-def insert(conn: sqlite3.Connection, p: Passkey) -> bool:
+def insert(conn: Connection, p: Passkey) -> bool:
     """False when the credential is registered already."""
     cursor = conn.execute(
         f"INSERT INTO passkeys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -85,25 +85,25 @@ def insert(conn: sqlite3.Connection, p: Passkey) -> bool:
     return cursor.rowcount > 0
 
 
-def record_use(conn: sqlite3.Connection, passkey_id: str, sign_count: int, backed_up: bool, now: float) -> None:
+def record_use(conn: Connection, passkey_id: str, sign_count: int, backed_up: bool, now: float) -> None:
     conn.execute(
         "UPDATE passkeys SET sign_count = ?, backed_up = ?, last_used_at = ? WHERE id = ?",
         (sign_count, int(backed_up), int(now), passkey_id),
     )
 
 
-def rename(conn: sqlite3.Connection, passkey_id: str, user_id: str, name: str) -> bool:
+def rename(conn: Connection, passkey_id: str, user_id: str, name: str) -> bool:
     cursor = conn.execute("UPDATE passkeys SET name = ? WHERE id = ? AND user_id = ?", (name, passkey_id, user_id))
     return cursor.rowcount > 0
 
 
-def delete(conn: sqlite3.Connection, passkey_id: str, user_id: str) -> bool:
+def delete(conn: Connection, passkey_id: str, user_id: str) -> bool:
     cursor = conn.execute("DELETE FROM passkeys WHERE id = ? AND user_id = ?", (passkey_id, user_id))
     return cursor.rowcount > 0
 
 
 def add_challenge(
-    conn: sqlite3.Connection, challenge_hash: bytes, purpose: str, user_id: str | None, now: float, expires_at: float
+    conn: Connection, challenge_hash: bytes, purpose: str, user_id: str | None, now: float, expires_at: float
 ) -> None:
     conn.execute(
         "INSERT INTO webauthn_challenges (challenge_hash, purpose, user_id, created_at, expires_at)"
@@ -113,7 +113,7 @@ def add_challenge(
 
 
 def spend_challenge(
-    conn: sqlite3.Connection, challenge_hash: bytes, purpose: str, now: float
+    conn: Connection, challenge_hash: bytes, purpose: str, now: float
 ) -> tuple[bool, str | None]:
     """Use a live challenge up, in one statement: (found, the user it was made for)."""
     row = conn.execute(
@@ -124,9 +124,9 @@ def spend_challenge(
     return (True, row[0]) if row else (False, None)
 
 
-def prune_challenges(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
+def prune_challenges(conn: Connection, before: float, limit: int, dry_run: bool = False) -> int:
     return delete_where(conn, "webauthn_challenges", "expires_at < ?", (int(before),), limit, dry_run)
 
 
-def count_all(conn: sqlite3.Connection) -> int:
+def count_all(conn: Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM passkeys").fetchone()[0])

@@ -4,11 +4,11 @@ Never a token, code or secret."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from passwordless.platform.crypto import new_id
+from passwordless.platform.db.types import Connection
 from passwordless.platform.sql import delete_where
 
 
@@ -23,11 +23,11 @@ class AuditEvent:
     details: Mapping[str, object] = field(default_factory=dict)
 
 
-def record(conn: sqlite3.Connection, event: AuditEvent, now: float) -> None:
+def record(conn: Connection, event: AuditEvent, now: float) -> None:
     record_many(conn, [event], now)
 
 
-def record_many(conn: sqlite3.Connection, events: Sequence[AuditEvent], now: float) -> None:
+def record_many(conn: Connection, events: Sequence[AuditEvent], now: float) -> None:
     """Insert audit rows, all in one statement."""
     rows = [
         (
@@ -43,7 +43,7 @@ def record_many(conn: sqlite3.Connection, events: Sequence[AuditEvent], now: flo
     )
 
 
-def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
+def prune(conn: Connection, before: float, limit: int, dry_run: bool = False) -> int:
     return delete_where(conn, "audit_logs", "created_at < ?", (int(before),), limit, dry_run)
 
 
@@ -68,7 +68,7 @@ class AuditFilter:
     since: int | None = None
 
 
-def page(conn: sqlite3.Connection, f: AuditFilter, after: str | None, limit: int) -> list[AuditRow]:
+def page(conn: Connection, f: AuditFilter, after: str | None, limit: int) -> list[AuditRow]:
     """Newest first; `after` is the last id of the previous page, so rows written meanwhile (newer,
     larger ids) never shift the pages that follow."""
     rows = conn.execute(

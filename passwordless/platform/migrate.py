@@ -1,6 +1,6 @@
-"""Forward-only schema migrations: `migrations/sqlite/NNNN_name.sql`, applied in order, each in its own
-transaction, and recorded in `schema_migrations` with a checksum so an edited migration that was
-already applied is refused instead of silently diverging."""
+"""Forward-only schema migrations: `migrations/<dialect>/NNNN_name.sql` (sqlite, postgres), applied
+in order, each in its own transaction, and recorded in `schema_migrations` with a checksum so an
+edited migration that was already applied is refused instead of silently diverging."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from passwordless.platform import private_files
-from passwordless.platform.db import connect
+from passwordless.platform.db import Connection, Dialect, connect, dialect
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -47,11 +47,14 @@ class Migration:
         return f"{self.version:04d}_{self.name}.sql"
 
 
-def default_dir() -> Path:
-    """The SQLite migrations inside the package: `passwordless/migrations` is a link to the
+MIGRATION_LOCK = 7_234_571_001  # the pg_advisory_lock key: one process migrates at a time
+
+
+def default_dir(dialect: Dialect = "sqlite") -> Path:
+    """The migrations of a dialect inside the package: `passwordless/migrations` is a link to the
     repository's top-level `migrations/` in a clone, a copy in an installed wheel and in the
     executable (build.spec puts them there too). One folder per dialect (SCALE.md)."""
-    return Path(__file__).parent.parent / "migrations" / "sqlite"
+    return Path(__file__).parent.parent / "migrations" / dialect
 
 
 def discover(directory: Path) -> tuple[Migration, ...]:
@@ -69,7 +72,7 @@ def discover(directory: Path) -> tuple[Migration, ...]:
     return tuple(found[v] for v in sorted(found))
 
 
-def pending(conn: sqlite3.Connection, known: tuple[Migration, ...]) -> list[Migration]:
+def pending(conn: Connection, known: tuple[Migration, ...]) -> list[Migration]:
     """The migrations still to apply; refuses a database that has diverged from them."""
     applied = {row[0]: (row[1], row[2]) for row in _applied_rows(conn)}
     by_version = {m.version: m for m in known}
@@ -89,10 +92,11 @@ def pending(conn: sqlite3.Connection, known: tuple[Migration, ...]) -> list[Migr
     return [m for m in known if m.version not in applied]
 
 
-def _applied_rows(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
+def _applied_rows(conn: Connection) -> list[tuple[int, str, str]]:
     exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone()
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        if dialect(conn) == "sqlite" else "SELECT to_regclass('schema_migrations') IS NOT NULL"
+    ).fetchone()[0]
     if not exists:
         return []
     return [tuple(r) for r in conn.execute("SELECT version, name, checksum FROM schema_migrations")]
@@ -120,7 +124,7 @@ def apply(conn: sqlite3.Connection, known: tuple[Migration, ...]) -> list[Migrat
         done.append(todo[0])
 
 
-def _record_checksums_of_hand_applied(conn: sqlite3.Connection, known: tuple[Migration, ...]) -> None:
+def _record_checksums_of_hand_applied(conn: Connection, known: tuple[Migration, ...]) -> None:
     for m in known:
         conn.execute(
             "UPDATE schema_migrations SET checksum = ? WHERE version = ? AND checksum = ?",
@@ -138,15 +142,46 @@ def apply_to_file(path: Path, known: tuple[Migration, ...]) -> list[Migration]:
         conn.close()
 
 
-def _run(conn: sqlite3.Connection, migration: Migration) -> None:
+def apply_to_postgres(url: str, known: tuple[Migration, ...]) -> list[Migration]:
+    """Bring a PostgreSQL database up to date. Servers starting together on an empty database
+    take turns (a session advisory lock), so each migration is applied once; each migration is
+    one transaction (PostgreSQL's DDL is transactional)."""
+    import psycopg
+
+    from passwordless.platform.db.postgres import PgConnection
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as raw:
+        raw.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            conn = PgConnection(raw)
+            done: list[Migration] = []
+            while True:
+                with raw.transaction():
+                    conn.execute(_CREATE_TABLE.replace("applied_at INTEGER", "applied_at BIGINT"))
+                    todo = pending(conn, known)
+                    _record_checksums_of_hand_applied(conn, known)
+                    if todo:
+                        _run(conn, todo[0])
+                if not todo:
+                    return done
+                done.append(todo[0])
+        finally:
+            raw.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+
+def _run(conn: Connection, migration: Migration) -> None:
+    # On PostgreSQL the file goes to psycopg as it is, no placeholders in it (a `?` in a comment is no parameter).
+    run = conn.execute if dialect(conn) == "sqlite" else getattr(conn, "raw").execute
     try:
         for statement in split_statements(migration.sql):
-            conn.execute(statement)
-    except sqlite3.Error as exc:
+            run(statement)
+    except Exception as exc:  # sqlite3.Error or psycopg.Error: the statement's own words
         raise MigrationError(f"migration {migration.file_name} failed: {exc}") from None
-    # The file records itself (for `sqlite3 auth.db < file`); this puts in the real checksum.
+    # The file records itself (for `sqlite3 auth.db < file`, `psql -f file`); this puts in the real checksum.
     conn.execute(
-        "INSERT OR REPLACE INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (version) DO UPDATE SET name = excluded.name, checksum = excluded.checksum,"
+        " applied_at = excluded.applied_at",
         (migration.version, migration.name, migration.checksum, int(time.time())),
     )
 

@@ -3,7 +3,6 @@ detection, authentication by access token or browser cookie, sign-out and sessio
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from passwordless.platform.client import Client
 from passwordless.platform.clock import Clock
 from passwordless.platform.crypto import new_id, new_token, token_hash
 from passwordless.platform.db import Database
+from passwordless.platform.db.types import Connection
 from passwordless.platform.errors import ApiError
 from passwordless.platform.metrics import Metrics
 from passwordless.sessions import store
@@ -38,7 +38,7 @@ class SessionDeps:
     metrics: Metrics
     public_url: str  # https or not: the cookie's name and Secure flag
     # /auth/me shows how many passkeys a user has; sessions ask the composition root, not passkeys.
-    count_passkeys: Callable[[sqlite3.Connection, str], int]
+    count_passkeys: Callable[[Connection, str], int]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Proof:
 
 
 def complete_sign_in(
-    conn: sqlite3.Connection, refresh_ttl: float, outbox: events.Outbox, user: User, proof: Proof,
+    conn: Connection, refresh_ttl: float, outbox: events.Outbox, user: User, proof: Proof,
     client: Client, now: float,
 ) -> SignIn:
     """What every sign-in method ends with, inside its own write transaction: a new session with
@@ -106,7 +106,7 @@ async def refresh(deps: SessionDeps, refresh_token: str, client: Client) -> Sign
     now = deps.clock()
     old_hash, new = token_hash(refresh_token), new_token()
 
-    def exchange(conn: sqlite3.Connection) -> SignIn | str:
+    def exchange(conn: Connection) -> SignIn | str:
         session = store.rotate(conn, old_hash, token_hash(new), now)
         user = users.by_id(conn, session.user_id) if session else None
         if session and user:
@@ -149,7 +149,7 @@ async def authenticate_cookie(deps: SessionDeps, cookie: str) -> Principal:
 async def _principal(deps: SessionDeps, session_id: str, via: str) -> Principal:
     now = deps.clock()
 
-    user = deps.db.lookup(store.active_user, session_id, now)  # on every authenticated request: by key, no thread hop
+    user = await deps.db.lookup(store.active_user, session_id, now)  # on every authenticated request: by key, no thread hop
     if user is None:
         raise ApiError(401, "invalid_token", "This session has ended; sign in again.")
     return Principal(user, session_id, via)
@@ -173,7 +173,7 @@ def cookie_value(deps: SessionDeps, session_id: str) -> str:
 
 
 async def me(deps: SessionDeps, principal: Principal) -> Me:
-    count = deps.db.lookup(deps.count_passkeys, principal.user.id)
+    count = await deps.db.lookup(deps.count_passkeys, principal.user.id)
     return Me(principal.user, count)
 
 
@@ -184,7 +184,7 @@ async def logout(deps: SessionDeps, principal: Principal, client: Client) -> Non
 async def logout_by_refresh_token(deps: SessionDeps, refresh_token: str, client: Client) -> None:
     now = deps.clock()
 
-    def revoke(conn: sqlite3.Connection) -> bool:
+    def revoke(conn: Connection) -> bool:
         session = store.by_refresh_hash(conn, token_hash(refresh_token))
         if session is None or not store.revoke(conn, session.id, now, "logout"):
             return False
@@ -205,7 +205,7 @@ async def end_session(
     """End one of the principal's own sessions; someone else's, or an unknown one, is 404."""
     now = deps.clock()
 
-    def revoke(conn: sqlite3.Connection) -> bool:
+    def revoke(conn: Connection) -> bool:
         session = store.active(conn, session_id, now)
         if session is None or session.user_id != principal.user.id:
             return False
@@ -224,7 +224,7 @@ async def end_other_sessions(deps: SessionDeps, principal: Principal, client: Cl
     """End every session of the user but the caller's; how many were ended."""
     now = deps.clock()
 
-    def revoke(conn: sqlite3.Connection) -> int:
+    def revoke(conn: Connection) -> int:
         others = [s.id for s in store.list_active(conn, principal.user.id, now) if s.id != principal.session_id]
         for session_id in others:
             store.revoke(conn, session_id, now, "sessions_revoked")
@@ -237,7 +237,7 @@ async def end_other_sessions(deps: SessionDeps, principal: Principal, client: Cl
 
 
 def _audit(
-    conn: sqlite3.Connection, event: str, success: bool, client: Client, now: float,
+    conn: Connection, event: str, success: bool, client: Client, now: float,
     user: User | None, details: dict[str, object],
 ) -> None:
     audit.record(

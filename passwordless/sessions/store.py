@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 
+from passwordless.platform.db.types import Connection, Row
 from passwordless.platform.sql import delete_where
 from passwordless.users.store import User
 
@@ -26,7 +26,7 @@ class Session:
     auth_time: int  # when the user signed in to start it; a refresh keeps it
 
 
-def _session(row: sqlite3.Row | None) -> Session | None:
+def _session(row: Row | None) -> Session | None:
     if row is None:
         return None
     return Session(
@@ -35,7 +35,7 @@ def _session(row: sqlite3.Row | None) -> Session | None:
     )
 
 
-def insert(conn: sqlite3.Connection, session: Session, refresh_hash: bytes) -> None:
+def insert(conn: Connection, session: Session, refresh_hash: bytes) -> None:
     conn.execute(
         f"INSERT INTO sessions ({_COLUMNS}, refresh_token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -45,7 +45,7 @@ def insert(conn: sqlite3.Connection, session: Session, refresh_hash: bytes) -> N
     )
 
 
-def active_user(conn: sqlite3.Connection, session_id: str, now: float) -> User | None:
+def active_user(conn: Connection, session_id: str, now: float) -> User | None:
     """The user of a live session, in one statement (this runs for every authenticated request)."""
     row = conn.execute(
         "SELECT users.id, users.email, users.created_at FROM sessions JOIN users ON users.id = sessions.user_id"
@@ -55,7 +55,7 @@ def active_user(conn: sqlite3.Connection, session_id: str, now: float) -> User |
     return User(row[0], row[1], row[2]) if row else None
 
 
-def active(conn: sqlite3.Connection, session_id: str, now: float) -> Session | None:
+def active(conn: Connection, session_id: str, now: float) -> Session | None:
     return _session(
         conn.execute(
             f"SELECT {_COLUMNS} FROM sessions WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
@@ -64,13 +64,13 @@ def active(conn: sqlite3.Connection, session_id: str, now: float) -> Session | N
     )
 
 
-def auth_time(conn: sqlite3.Connection, session_id: str) -> int | None:
+def auth_time(conn: Connection, session_id: str) -> int | None:
     """When the user signed in to start a session (None for an unknown one)."""
     row = conn.execute("SELECT auth_time FROM sessions WHERE id = ?", (session_id,)).fetchone()
     return int(row[0]) if row else None
 
 
-def rotate(conn: sqlite3.Connection, old_hash: bytes, new_hash: bytes, now: float) -> Session | None:
+def rotate(conn: Connection, old_hash: bytes, new_hash: bytes, now: float) -> Session | None:
     """Exchange a live refresh token for a new one, in one statement; None if it is not live."""
     row = conn.execute(
         f"UPDATE sessions SET refresh_token_hash = ?, last_used_at = ?"
@@ -86,13 +86,13 @@ def rotate(conn: sqlite3.Connection, old_hash: bytes, new_hash: bytes, now: floa
     return session
 
 
-def by_refresh_hash(conn: sqlite3.Connection, token_hash: bytes) -> Session | None:
+def by_refresh_hash(conn: Connection, token_hash: bytes) -> Session | None:
     return _session(
         conn.execute(f"SELECT {_COLUMNS} FROM sessions WHERE refresh_token_hash = ?", (token_hash,)).fetchone()
     )
 
 
-def session_of_rotated(conn: sqlite3.Connection, token_hash: bytes) -> Session | None:
+def session_of_rotated(conn: Connection, token_hash: bytes) -> Session | None:
     """The session a refresh token belonged to, if that token was already exchanged."""
     return _session(
         conn.execute(
@@ -103,7 +103,7 @@ def session_of_rotated(conn: sqlite3.Connection, token_hash: bytes) -> Session |
     )
 
 
-def revoke(conn: sqlite3.Connection, session_id: str, now: float, reason: str) -> bool:
+def revoke(conn: Connection, session_id: str, now: float, reason: str) -> bool:
     cursor = conn.execute(
         "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL",
         (int(now), reason, session_id),
@@ -111,7 +111,7 @@ def revoke(conn: sqlite3.Connection, session_id: str, now: float, reason: str) -
     return cursor.rowcount > 0
 
 
-def list_active(conn: sqlite3.Connection, user_id: str, now: float) -> list[Session]:
+def list_active(conn: Connection, user_id: str, now: float) -> list[Session]:
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?"
         " ORDER BY created_at DESC, id DESC",
@@ -120,7 +120,7 @@ def list_active(conn: sqlite3.Connection, user_id: str, now: float) -> list[Sess
     return [s for s in map(_session, rows) if s]
 
 
-def count_active(conn: sqlite3.Connection, now: float) -> int:
+def count_active(conn: Connection, now: float) -> int:
     """Read from the partial index sessions_active alone: no table scan."""
     row = conn.execute(
         "SELECT count(*) FROM sessions INDEXED BY sessions_active WHERE revoked_at IS NULL AND expires_at > ?",
@@ -129,13 +129,13 @@ def count_active(conn: sqlite3.Connection, now: float) -> int:
     return int(row[0])
 
 
-def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
+def prune(conn: Connection, before: float, limit: int, dry_run: bool = False) -> int:
     """Sessions that expired, or were revoked, before a moment (their rotated tokens go with them)."""
     where = "expires_at < ? OR revoked_at < ?"
     return delete_where(conn, "sessions", where, (int(before), int(before)), limit, dry_run)
 
 
-def count_active_for_user(conn: sqlite3.Connection, user_id: str, now: float) -> int:
+def count_active_for_user(conn: Connection, user_id: str, now: float) -> int:
     row = conn.execute(
         "SELECT count(*) FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?",
         (user_id, int(now)),
@@ -143,7 +143,7 @@ def count_active_for_user(conn: sqlite3.Connection, user_id: str, now: float) ->
     return int(row[0])
 
 
-def revoke_all_for_user(conn: sqlite3.Connection, user_id: str, now: float, reason: str) -> int:
+def revoke_all_for_user(conn: Connection, user_id: str, now: float, reason: str) -> int:
     cursor = conn.execute(
         "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL"
         " AND expires_at > ?",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from dataclasses import dataclass
 
 from passwordless.platform.crypto import new_id
+from passwordless.platform.db.types import Connection, Row
 
 
 @dataclass(frozen=True)
@@ -16,19 +16,19 @@ class User:
     created_at: int
 
 
-def _user(row: sqlite3.Row | None) -> User | None:
+def _user(row: Row | None) -> User | None:
     return User(row["id"], row["email"], row["created_at"]) if row else None
 
 
-def by_email(conn: sqlite3.Connection, email: str) -> User | None:
+def by_email(conn: Connection, email: str) -> User | None:
     return _user(conn.execute("SELECT id, email, created_at FROM users WHERE email = ?", (email,)).fetchone())
 
 
-def by_id(conn: sqlite3.Connection, user_id: str) -> User | None:
+def by_id(conn: Connection, user_id: str) -> User | None:
     return _user(conn.execute("SELECT id, email, created_at FROM users WHERE id = ?", (user_id,)).fetchone())
 
 
-def create(conn: sqlite3.Connection, email: str, now: float) -> User:
+def create(conn: Connection, email: str, now: float) -> User:
     user = User(new_id(), email, int(now))
     conn.execute(
         "INSERT INTO users (id, email, webauthn_handle, created_at) VALUES (?, ?, ?, ?)",
@@ -37,11 +37,11 @@ def create(conn: sqlite3.Connection, email: str, now: float) -> User:
     return user
 
 
-def mark_signed_in(conn: sqlite3.Connection, user_id: str, now: float) -> None:
+def mark_signed_in(conn: Connection, user_id: str, now: float) -> None:
     conn.execute("UPDATE users SET last_sign_in_at = ? WHERE id = ?", (int(now), user_id))
 
 
-def webauthn_handle(conn: sqlite3.Connection, user_id: str) -> bytes | None:
+def webauthn_handle(conn: Connection, user_id: str) -> bytes | None:
     row = conn.execute("SELECT webauthn_handle FROM users WHERE id = ?", (user_id,)).fetchone()
     return bytes(row[0]) if row else None
 
@@ -54,7 +54,7 @@ class UserRow:
     last_sign_in_at: int | None
 
 
-def page(conn: sqlite3.Connection, email_prefix: str | None, after: str | None, limit: int) -> list[UserRow]:
+def page(conn: Connection, email_prefix: str | None, after: str | None, limit: int) -> list[UserRow]:
     """Users in id order (ids grow with time, so new users never shift earlier pages)."""
     rows = conn.execute(
         "SELECT id, email, created_at, last_sign_in_at FROM users"
@@ -64,7 +64,7 @@ def page(conn: sqlite3.Connection, email_prefix: str | None, after: str | None, 
     return [UserRow(r[0], r[1], r[2], r[3]) for r in rows]
 
 
-def row_by_id(conn: sqlite3.Connection, user_id: str) -> UserRow | None:
+def row_by_id(conn: Connection, user_id: str) -> UserRow | None:
     row = conn.execute(
         "SELECT id, email, created_at, last_sign_in_at FROM users WHERE id = ?", (user_id,)
     ).fetchone()
@@ -75,11 +75,11 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def count(conn: sqlite3.Connection) -> int:
+def count(conn: Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM users").fetchone()[0])
 
 
-def delete(conn: sqlite3.Connection, user_id: str) -> User | None:
+def delete(conn: Connection, user_id: str) -> User | None:
     """Delete a user; sessions, passkeys and challenges go with it (foreign keys), sign-in
     tickets by email. Audit rows stay."""
     user = by_id(conn, user_id)

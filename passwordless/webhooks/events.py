@@ -4,11 +4,11 @@ is woken once one is queued, as the mail worker is for email."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from passwordless.config.settings import WebhookSettings
+from passwordless.platform.db.types import Connection
 from passwordless.webhooks import store
 
 
@@ -42,7 +42,7 @@ class Outbox:
 
 
 def emit(
-    conn: sqlite3.Connection, outbox: Outbox, event_type: str, user: Subject, now: float, **extra: object
+    conn: Connection, outbox: Outbox, event_type: str, user: Subject, now: float, **extra: object
 ) -> None:
     """Queue `event_type` for every webhook that wants it; data carries the user's id and email."""
     if outbox.webhooks and store.enqueue(

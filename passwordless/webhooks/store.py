@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from passwordless.config.settings import WebhookSettings
+from passwordless.platform.db.types import Connection
 from passwordless.platform.queues import table as queue_table
 from passwordless.platform.sql import delete_where
 
@@ -30,7 +30,7 @@ def hook_key(hook: WebhookSettings) -> str:
 
 
 def enqueue(
-    conn: sqlite3.Connection, hooks: Sequence[WebhookSettings], event_type: str, data: Mapping[str, object],
+    conn: Connection, hooks: Sequence[WebhookSettings], event_type: str, data: Mapping[str, object],
     now: float,
 ) -> int:
     """One delivery per webhook that wants this event; returns how many were queued."""
@@ -49,13 +49,13 @@ def enqueue(
     return queued
 
 
-def claim(conn: sqlite3.Connection, now: float, lease: float, limit: int) -> list[Delivery]:
+def claim(conn: Connection, now: float, lease: float, limit: int) -> list[Delivery]:
     """Lease due deliveries (queue_table.lease)."""
     rows = queue_table.lease(conn, "webhook_queue", "id, url, payload, attempts, hook_key", now, lease, limit)
     return [Delivery(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
-def mark_sent(conn: sqlite3.Connection, delivery_id: str, now: float) -> None:
+def mark_sent(conn: Connection, delivery_id: str, now: float) -> None:
     conn.execute(
         "UPDATE webhook_queue SET status = 'sent', delivered_at = ?, lease_expires_at = NULL, last_error = NULL"
         " WHERE id = ?",
@@ -63,6 +63,6 @@ def mark_sent(conn: sqlite3.Connection, delivery_id: str, now: float) -> None:
     )
 
 
-def prune(conn: sqlite3.Connection, before: float, limit: int, dry_run: bool = False) -> int:
+def prune(conn: Connection, before: float, limit: int, dry_run: bool = False) -> int:
     where = "status IN ('sent', 'dead') AND coalesce(delivered_at, last_attempt_at, created_at) < ?"
     return delete_where(conn, "webhook_queue", where, (int(before),), limit, dry_run)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import urllib.error
 import urllib.request
 
@@ -16,6 +15,7 @@ from passwordless.config.settings import Config
 from passwordless.platform import audit
 from passwordless.platform.clock import Clock
 from passwordless.platform.db import Database
+from passwordless.platform.db.types import Connection
 from passwordless.platform.metrics import Metrics
 from passwordless.platform.queues.worker import Attempt, QueueWorker, RetryPolicy
 from passwordless.webhooks import store
@@ -59,7 +59,7 @@ class WebhookWorker(QueueWorker[Delivery]):
         self.secrets = {store.hook_key(hook): hook.secret for hook in config.webhooks}
         self._opener = urllib.request.build_opener(_NoRedirects)
 
-    def claim(self, conn: sqlite3.Connection, now: float, limit: int) -> list[Delivery]:
+    def claim(self, conn: Connection, now: float, limit: int) -> list[Delivery]:
         return store.claim(conn, now, self.lease, limit)
 
     def recorded(self, labels: list[str]) -> None:
@@ -73,7 +73,7 @@ class WebhookWorker(QueueWorker[Delivery]):
             return self.failed(delivery, str(exc), final=exc.final)
         return Attempt(delivery, "sent")
 
-    def record(self, conn: sqlite3.Connection, attempts: list[Attempt[Delivery]]) -> list[str]:
+    def record(self, conn: Connection, attempts: list[Attempt[Delivery]]) -> list[str]:
         now = self.clock()
         for attempt in attempts:
             delivery, error = attempt.item, attempt.error

@@ -40,8 +40,8 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-class Database:
-    """The writer and the readers of one SQLite file. Open with `Database.open(path)`."""
+class SqliteDatabase:
+    """The writer and the readers of one SQLite file. Open with `SqliteDatabase.open(path)`."""
 
     def __init__(self, path: Path, readers: int = 2) -> None:
         self.path = path
@@ -68,7 +68,7 @@ class Database:
             thread.start()
 
     @classmethod
-    async def open(cls, path: Path, readers: int = 2) -> Database:
+    async def open(cls, path: Path, readers: int = 2) -> SqliteDatabase:
         database = await asyncio.to_thread(cls, path, readers)
         database._home = asyncio.get_running_loop()
         return database
@@ -159,7 +159,9 @@ class Database:
         result: T = await job.future
         return result
 
-    def lookup(self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def lookup(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """Run `fn(conn, …)` right here, on the event loop's thread: for a lookup by key, such as
         finding the session behind each authenticated request, where a hop to a reader thread
         costs several times the lookup itself. In WAL mode a reader never waits for the writer.

@@ -6,14 +6,26 @@ next_attempt_at and lease_expires_at, and an index <table>_due on (status, next_
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
+from passwordless.platform.db.types import Connection, dialect
 
-def lease(conn: sqlite3.Connection, table: str, columns: str, now: float, lease_for: float, limit: int) -> list[Any]:
+
+def lease(conn: Connection, table: str, columns: str, now: float, lease_for: float, limit: int) -> list[Any]:
     """Lease due rows and return `columns` of each: those a crash left behind with an expired
-    lease first, then the longest due. The caller's write transaction (BEGIN IMMEDIATE)
-    keeps other processes out meanwhile, so two workers never take the same row."""
+    lease first, then the longest due. On SQLite the caller's write transaction (BEGIN IMMEDIATE)
+    keeps other processes out meanwhile; on PostgreSQL each server locks the rows it takes and
+    skips those another holds (FOR UPDATE SKIP LOCKED). Either way two workers never take the
+    same row."""
+    if dialect(conn) == "postgres":
+        return conn.execute(
+            f"UPDATE {table} SET status = 'sending', attempts = attempts + 1, last_attempt_at = ?,"
+            f" lease_expires_at = ? WHERE id IN (SELECT id FROM {table}"
+            " WHERE (status = 'sending' AND lease_expires_at <= ?) OR (status = 'pending' AND next_attempt_at <= ?)"
+            " ORDER BY status = 'sending' DESC, next_attempt_at LIMIT ? FOR UPDATE SKIP LOCKED)"
+            f" RETURNING {columns}",
+            (int(now), now + lease_for, now, now, limit),
+        ).fetchall()
     # Two index searches, then one update by key: a single statement (with an OR, or the
     # searches as a subquery) sorted or copied the whole due part of the queue on every call.
     # INDEXED BY (the primary key's index is SQLite's sqlite_autoindex_<table>_1) keeps every
@@ -39,16 +51,16 @@ def lease(conn: sqlite3.Connection, table: str, columns: str, now: float, lease_
     ).fetchall()
 
 
-def release(conn: sqlite3.Connection, table: str, ids: list[str]) -> None:
+def release(conn: Connection, table: str, ids: list[str]) -> None:
     """Hand leased rows back (a send stopped by shutdown): due again at once, attempt not counted."""
     conn.executemany(
-        f"UPDATE {table} SET status = 'pending', attempts = max(attempts - 1, 0), lease_expires_at = NULL"
-        " WHERE id = ? AND status = 'sending'",
+        f"UPDATE {table} SET status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,"
+        " lease_expires_at = NULL WHERE id = ? AND status = 'sending'",
         [(row_id,) for row_id in ids],
     )
 
 
-def mark_retry(conn: sqlite3.Connection, table: str, row_id: str, error: str, next_attempt_at: float) -> None:
+def mark_retry(conn: Connection, table: str, row_id: str, error: str, next_attempt_at: float) -> None:
     conn.execute(
         f"UPDATE {table} SET status = 'pending', last_error = ?, next_attempt_at = ?, lease_expires_at = NULL"
         " WHERE id = ?",
@@ -56,16 +68,16 @@ def mark_retry(conn: sqlite3.Connection, table: str, row_id: str, error: str, ne
     )
 
 
-def mark_dead(conn: sqlite3.Connection, table: str, row_id: str, error: str, max_attempts: int) -> None:
+def mark_dead(conn: Connection, table: str, row_id: str, error: str, max_attempts: int) -> None:
     """Dead, with attempts never above the limit (a lease retaken past it did not start one)."""
     conn.execute(
-        f"UPDATE {table} SET status = 'dead', last_error = ?, attempts = min(attempts, ?), lease_expires_at = NULL"
-        " WHERE id = ?",
-        (error[:500], max_attempts, row_id),
+        f"UPDATE {table} SET status = 'dead', last_error = ?,"
+        " attempts = CASE WHEN attempts > ? THEN ? ELSE attempts END, lease_expires_at = NULL WHERE id = ?",
+        (error[:500], max_attempts, max_attempts, row_id),
     )
 
 
-def next_due(conn: sqlite3.Connection, table: str) -> float | None:
+def next_due(conn: Connection, table: str) -> float | None:
     """When the next row falls due, or a lease runs out; None for an empty queue."""
     row = conn.execute(
         f"SELECT min(CASE status WHEN 'pending' THEN next_attempt_at ELSE lease_expires_at END)"

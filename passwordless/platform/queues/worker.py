@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sqlite3
 from collections import deque
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from passwordless.platform.clock import Clock
-from passwordless.platform.db import Database
+from passwordless.platform.db import Database, concurrent
+from passwordless.platform.db.types import Connection
 from passwordless.platform.queues import table as queue_table
 
 logger = logging.getLogger(__name__)
@@ -94,13 +94,13 @@ class QueueWorker(Generic[Item]):
         self._loop_done = asyncio.Event()
 
     # What a queue provides. All but deliver run inside the worker's write transaction.
-    def claim(self, conn: sqlite3.Connection, now: float, limit: int) -> list[Item]:
+    def claim(self, conn: Connection, now: float, limit: int) -> list[Item]:
         raise NotImplementedError
 
     async def deliver(self, item: Item) -> Attempt[Item]:
         raise NotImplementedError
 
-    def record(self, conn: sqlite3.Connection, results: list[Attempt[Item]]) -> list[str]:
+    def record(self, conn: Connection, results: list[Attempt[Item]]) -> list[str]:
         """Store the attempts' results, together (few statements: each one lets the event loop
         take the interpreter lock from the writer); returns their metric labels."""
         raise NotImplementedError
@@ -114,17 +114,17 @@ class QueueWorker(Generic[Item]):
         dead = final or item.attempts >= self.policy.max_attempts
         return Attempt(item, "dead" if dead else "retry", error)
 
-    def retry_later(self, conn: sqlite3.Connection, attempt: Attempt[Item], now: float) -> None:
+    def retry_later(self, conn: Connection, attempt: Attempt[Item], now: float) -> None:
         delay = backoff(attempt.item.attempts, self.policy.initial, self.policy.ceiling)
         queue_table.mark_retry(conn, self.table, attempt.item.id, attempt.error, now + delay)
 
-    def give_up(self, conn: sqlite3.Connection, attempt: Attempt[Item]) -> None:
+    def give_up(self, conn: Connection, attempt: Attempt[Item]) -> None:
         queue_table.mark_dead(conn, self.table, attempt.item.id, attempt.error, self.policy.max_attempts)
 
-    def next_due(self, conn: sqlite3.Connection) -> float | None:
+    def next_due(self, conn: Connection) -> float | None:
         return queue_table.next_due(conn, self.table)
 
-    def release(self, conn: sqlite3.Connection, ids: list[str]) -> None:
+    def release(self, conn: Connection, ids: list[str]) -> None:
         queue_table.release(conn, self.table, ids)
 
     async def close(self) -> None:
@@ -175,8 +175,9 @@ class QueueWorker(Generic[Item]):
         self._start_ahead()
         return self.idle_seconds if due is None else min(self.idle_seconds, max(0.0, due - self.clock()))
 
+    @concurrent  # the claim locks its own rows: servers claim at once (platform/db/postgres.py)
     def _record_and_claim(
-        self, conn: sqlite3.Connection, results: list[Attempt[Item]], released: list[str], wanted: int
+        self, conn: Connection, results: list[Attempt[Item]], released: list[str], wanted: int
     ) -> tuple[list[str], list[Item], float | None]:
         labels = self.record(conn, results) if results else []
         if released:
