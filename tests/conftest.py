@@ -13,12 +13,13 @@ from starlette.applications import Starlette
 from passwordless.config.load import load_config
 from passwordless.config.settings import Config
 from tests.support.app import running
+from tests.support.engine import database_section, secret_env
 
 MakeConfig = Callable[..., Config]
 
 # Fixtures of the shared harnesses, for every test: live_server, start_server, launch (the real
 # server) and chromium, browser, open_browser (Chromium).
-pytest_plugins = ("tests.support.live", "tests.support.browser")
+pytest_plugins = ("tests.support.live", "tests.support.browser", "tests.support.pg_fixtures")
 
 
 @pytest.fixture
@@ -28,13 +29,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def make_config(tmp_path: Path) -> MakeConfig:
-    """A Config from TOML text (and environment variables), its database in tmp_path."""
+    """A Config from TOML text (and environment variables), its database in tmp_path (and, on
+    PostgreSQL, a fresh database of its own: tests/support/engine.py)."""
 
     def make(toml: str = "", env: dict[str, str] | None = None) -> Config:
         path = tmp_path / "config.toml"
-        text = toml if "[database]" in toml else f'{toml}\n[database]\npath = "{tmp_path / "auth.db"}"\n'
+        text = toml if "[database]" in toml else f"{toml}\n{database_section(tmp_path)}"
         path.write_text(text, encoding="utf-8")
-        return load_config(path, env or {})
+        return load_config(path, secret_env(text, env or {}))
 
     return make
 

@@ -15,9 +15,6 @@ import pytest
 
 from tests.support.postgres import BINARIES, Cluster
 
-# Until conftest.py registers it for every test.
-pytest_plugins = ("tests.support.pg_fixtures",)
-
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
 SQLITE_FILES = sorted((MIGRATIONS / "sqlite").glob("*.sql"))
 POSTGRES_FILES = sorted((MIGRATIONS / "postgres").glob("*.sql"))

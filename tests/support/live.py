@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import pytest
 
+from tests.support.engine import database_section, database_url, secret_env
 from tests.support.processes import EXECUTABLE, clean_env, free_port
 from tests.support.waiting import wait_until
 
@@ -50,6 +51,7 @@ class LiveServer:
         self, command: list[str], cwd: Path, port: int, env: dict[str, str] | None = None, host: str = "localhost"
     ) -> None:
         self.port, self.db = port, cwd / "auth.db"
+        self.db_url: str | None = None  # the PostgreSQL database, when the server runs on one
         self.public_url = f"http://{host}:{port}"
         self.base = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
@@ -190,20 +192,21 @@ def serving(
     than [server], [database] and [email], e.g. '[ui]\nproduct_name = "Acme"\n'; `email` is the
     body of [email]; `executable` the `passwordless` command to run (by default the one under test)."""
     port = free_port()
-    db = tmp_path / "auth.db"
     config = tmp_path / "config.toml"
+    database = database_section(tmp_path)
     config.write_text(
         "[server]\n"
         'host = "127.0.0.1"\n'
         f"port = {port}\n"
         f'public_url = "http://{host}:{port}"\n'
         'drain_delay = "200ms"\n'
-        "[database]\n"
-        f'path = "{db}"\n'
-        "[email]\n" + email + extra_config,
+        + database
+        + "[email]\n" + email + extra_config,
         encoding="utf-8",
     )
-    server = LiveServer([executable, "serve", "--config", str(config)], tmp_path, port, clean_env(**(env or {})), host)
+    environment = clean_env(**secret_env(extra_config, env or {}))
+    server = LiveServer([executable, "serve", "--config", str(config)], tmp_path, port, environment, host)
+    server.db_url = database_url(database)
     try:
         server.wait_ready()
         yield server

@@ -12,9 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 import httpx
 
 from passwordless.config.settings import Config
+from tests.support.engine import as_dict, connection
 from tests.support.mail import parse, text_of
 from tests.support.waiting import until
 
@@ -36,17 +34,12 @@ _LINK = re.compile(r"(https?://[^\s\"<>]+/auth/magic-link/verify\?token=)([A-Za-
 _CODE = re.compile(r"code: (\d{6})\b")
 
 
-@contextmanager
-def database(config: Config) -> Iterator[sqlite3.Connection]:
-    """A separate connection to the app's database file (rows as dicts by column name)."""
-    with closing(sqlite3.connect(config.database.path)) as conn:
-        conn.row_factory = sqlite3.Row
-        yield conn
+database = connection  # a separate connection to the app's database, on either engine
 
 
 def rows(config: Config, sql: str, *params: object) -> list[dict[str, Any]]:
     with database(config) as conn:
-        return [dict(r) for r in conn.execute(sql, params).fetchall()]
+        return [as_dict(r) for r in conn.execute(sql, params).fetchall()]
 
 
 def count(config: Config, table: str, where: str = "1", *params: object) -> int:
@@ -56,7 +49,7 @@ def count(config: Config, table: str, where: str = "1", *params: object) -> int:
 
 def emails_to(config: Config, address: str) -> list[dict[str, Any]]:
     """Rows queued for an address, oldest first (bodies are erased once sent)."""
-    return rows(config, "SELECT * FROM email_queue WHERE to_address = ? ORDER BY rowid", address)
+    return rows(config, "SELECT * FROM email_queue WHERE to_address = ? ORDER BY created_at, id", address)
 
 
 @dataclass(frozen=True)

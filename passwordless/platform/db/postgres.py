@@ -129,7 +129,7 @@ class _BoolAsInteger(Dumper):
         return b"1" if obj else b"0"
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
+def configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(bool, _BoolAsInteger)
 
 
@@ -143,7 +143,7 @@ class PostgresDatabase:
             min_size=min(2, pool_size),
             max_size=pool_size,
             open=False,
-            configure=_configure,
+            configure=configure,
             check=psycopg_pool.ConnectionPool.check_connection,  # a connection broken by a restart is replaced
             kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "passwordless"},
             timeout=WAIT_FOR_CONNECTION,
