@@ -16,14 +16,14 @@ from pathlib import Path
 from passwordless import __version__
 from passwordless.config.load import ConfigError, find_config_file, load_config
 from passwordless.config.render import render_effective
-from passwordless.config.settings import Config
+from passwordless.config.settings import Config, DatabaseSettings
 from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
 from passwordless.keys.signer import SigningKey
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.render import BUILT_IN, TemplateError, Templates
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, make_transport
-from passwordless.platform import backup, migrate, storage
+from passwordless.platform import backup, copydb, migrate, storage
 from passwordless.platform.crypto import hs256_key, load_or_create_dev_secret, new_id, new_secret
 from passwordless.platform.logs import configure_logging
 from passwordless.web import markup
@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("destination", metavar="DEST", help="a file name, or a folder for a dated file")
     restore = command("restore", _restore, "Replace the database with a backup (the server must be stopped).")
     restore.add_argument("source", metavar="SRC", help="the backup file")
+    copy_db = command("copy-db", _copy_db, "Copy everything into an empty database: from the SQLite file to "
+                      "PostgreSQL, say (stop the servers first: writes made meanwhile are not carried).")
+    copy_db.add_argument("--to", required=True, metavar="DB", help="the target: postgresql://… or a SQLite file path")
+    copy_db.add_argument("--from", dest="source", metavar="DB",
+                         help="the source, if not the configured database: postgresql://… or a SQLite file path")
     prune = command("prune", _prune, "Delete what is past its retention (expired tickets, sessions, old emails, …).")
     prune.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
     test_email = command("send-test-email", _send_test_email, "Send a test email through the configured transport.")
@@ -139,6 +144,22 @@ def _restore(args: argparse.Namespace) -> int:
         return _not_on_postgres("restore", "pg_restore --clean --if-exists --dbname=DATABASE_URL passwordless.dump")
     kept = backup.restore(Path(config.database.path), Path(args.source))
     print(f"restored {config.database.path} from {args.source}; the previous database is kept at {kept}")
+    return 0
+
+
+def _copy_db(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    try:
+        source = copydb.settings_for(args.source) if args.source else config.database
+        target = copydb.settings_for(args.to) if args.to.startswith(("postgresql:", "postgres:")) or Path(
+            args.to).exists() else DatabaseSettings(path=args.to)
+        copied = copydb.copy(source, target)
+    except copydb.CopyRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for table, count in copied.items():
+        print(f"copied {count:>8} {table}")
+    print(f"copied {storage.describe(source)} to {storage.describe(target)}; the counts match")
     return 0
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import closing
 from typing import Any
 
 import httpx
@@ -26,6 +24,7 @@ from passwordless.users import store as users
 from tests.conftest import MakeConfig
 from tests.support.app import PEER, AppServer, FakeClock, deps_of
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.engine import connection
 from tests.support.processes import free_port
 from tests.support.signin import (
     FILE_MAIL,
@@ -98,10 +97,8 @@ class Server(AppServer):
         return made
 
     def sql(self, statement: str, *params: object) -> int:
-        with closing(sqlite3.connect(self.config.database.path, timeout=10)) as conn:
-            cursor = conn.execute(statement, params)
-            conn.commit()
-            return cursor.rowcount
+        with connection(self.config) as conn:
+            return conn.execute(statement, params).rowcount
 
 
 def assert_refused(response: httpx.Response) -> None:
@@ -499,7 +496,7 @@ async def test_audit_log_filters_and_order(server: Server) -> None:
         found: list[dict[str, Any]] = body["events"]
         return found
 
-    def stored(where: str = "1", *params: object) -> list[str]:
+    def stored(where: str = "1 = 1", *params: object) -> list[str]:
         return [r["id"] for r in rows(config, f"SELECT id FROM audit_logs WHERE {where} ORDER BY id DESC", *params)]
 
     everything = await events()

@@ -4,12 +4,10 @@ development secret (API.md "Headers on every response", "Errors", "Health and me
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import re
-import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +26,7 @@ from passwordless.platform.logs import JsonFormatter, TextFormatter
 from passwordless.web import request as web
 from tests.conftest import MakeConfig
 from tests.support.app import deps_of, running
+from tests.support.engine import connection
 from tests.support.signin import assert_error
 
 pytestmark = pytest.mark.anyio
@@ -154,11 +153,10 @@ async def test_readiness_refuses_while_draining(app: Starlette, client: httpx.As
 
 
 async def test_readiness_refuses_while_migrations_are_pending(app: Starlette, client: httpx.AsyncClient) -> None:
-    with contextlib.closing(sqlite3.connect(db_file(app))) as conn:
+    with connection(deps_of(app).config) as conn:
         deleted = conn.execute(
             "DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)"
         ).rowcount
-        conn.commit()
     assert deleted == 1
     r = await client.get("/readiness")
     assert r.status_code == 503

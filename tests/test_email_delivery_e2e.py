@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import signal
 import socket
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from tests.support.engine import as_dict, connect, database_url_in
 from tests.support.live import LiveServer
 from tests.support.mail import Sink, SlowSink, start_sink, text_of, tls_server_context, write_test_certificate
 from tests.support.processes import clean_env, cli, free_port
@@ -70,12 +69,11 @@ def write_config(tmp_path: Path, smtp_port: int, email: str = "", extra: str = "
 
 
 def emails(tmp_path: Path) -> list[dict[str, Any]]:
-    path = tmp_path / "auth.db"
-    if not path.exists():
+    path, url = tmp_path / "auth.db", database_url_in(tmp_path)
+    if not (url or path.exists()):
         return []
-    with closing(sqlite3.connect(path, timeout=5)) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM email_queue ORDER BY created_at, rowid")]
+    with connect(path, url) as conn:
+        return [as_dict(r) for r in conn.execute("SELECT * FROM email_queue ORDER BY created_at, id")]
 
 
 def all_rows(tmp_path: Path, count: int, ok: Callable[[dict[str, Any]], bool]) -> Callable[[], list[dict[str, Any]]]:

@@ -38,6 +38,7 @@ from passwordless.platform.metrics import Metrics
 from passwordless.platform.queues import worker as worker_module
 from tests.conftest import MakeConfig
 from tests.support.app import FakeClock, deps_of, running
+from tests.support.engine import as_dict, connection
 from tests.support.mail import (
     Sink,
     SlowSink,
@@ -82,17 +83,16 @@ def smtp_config(
 
 
 def rows(config: Config, sql: str, *params: object) -> list[dict[str, Any]]:
-    with closing(sqlite3.connect(config.database.path)) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute(sql, params).fetchall()]
+    with connection(config) as conn:
+        return [as_dict(r) for r in conn.execute(sql, params).fetchall()]
 
 
-def emails(config: Config, where: str = "1", *params: object) -> list[dict[str, Any]]:
-    return rows(config, f"SELECT * FROM email_queue WHERE {where} ORDER BY created_at, rowid", *params)
+def emails(config: Config, where: str = "1 = 1", *params: object) -> list[dict[str, Any]]:
+    return rows(config, f"SELECT * FROM email_queue WHERE {where} ORDER BY created_at, id", *params)
 
 
 def audit(config: Config, event_type: str) -> list[dict[str, Any]]:
-    return rows(config, "SELECT * FROM audit_logs WHERE event_type = ? ORDER BY rowid", event_type)
+    return rows(config, "SELECT * FROM audit_logs WHERE event_type = ? ORDER BY id", event_type)
 
 
 def all_have(config: Config, count: int, where: str, *params: object) -> Callable[[], list[dict[str, Any]]]:

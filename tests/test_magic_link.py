@@ -731,7 +731,7 @@ async def test_a_configured_redirect_comes_back_as_the_form_location(make_config
 
 
 def audit_rows(config: Config) -> list[dict[str, Any]]:
-    return rows(config, "SELECT * FROM audit_logs ORDER BY rowid")  # ids share a millisecond
+    return rows(config, "SELECT * FROM audit_logs ORDER BY id")
 
 
 async def test_audit_rows_carry_ip_user_agent_and_outcome(make_config: MakeConfig) -> None:

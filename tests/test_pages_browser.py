@@ -11,10 +11,8 @@ phone's view and the branded page are saved to test-artifacts/ (git-ignored)."""
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +22,7 @@ import pytest
 from playwright.sync_api import Page, Response, expect
 
 from tests.support.browser import VIRTUAL_AUTHENTICATOR, Browser
+from tests.support.engine import connection_of
 from tests.support.live import Email, LiveServer, serving
 from tests.support.signin import other_code
 
@@ -434,7 +433,7 @@ def test_passkeys_on_the_account_page(server: LiveServer, browser: Browser) -> N
 def age_sign_in(server: LiveServer, address: str) -> None:
     """Makes the user's sessions an hour old, as if they signed in long ago (auth.reauth_window
     is 10 minutes): the real server reads the session's auth_time from its database."""
-    with closing(sqlite3.connect(server.db, timeout=10)) as conn, conn:
+    with connection_of(server) as conn:
         conn.execute(
             "UPDATE sessions SET auth_time = auth_time - 3600"
             " WHERE user_id = (SELECT id FROM users WHERE email = ?)",

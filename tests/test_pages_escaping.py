@@ -5,7 +5,6 @@ the email address), redirect_to, and the [ui] product name, logo and support add
 from __future__ import annotations
 
 import html
-import sqlite3
 
 import httpx
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from passwordless.config.settings import Config
 from tests.conftest import MakeConfig
 from tests.support.app import running
+from tests.support.engine import connection
 from tests.support.signin import FILE_MAIL, request_sign_in, verify_form
 
 pytestmark = pytest.mark.anyio
@@ -76,19 +76,18 @@ async def test_passkey_names_and_sessions_are_escaped_on_the_account_page(config
     async with running(config) as (_, client):
         token, _ = await request_sign_in(client, config, "a@example.com")
         assert (await verify_form(client, token, PUBLIC)).status_code == 303
-        with sqlite3.connect(config.database.path) as db:
+        with connection(config) as db:
             user_id = db.execute("SELECT id FROM users").fetchone()[0]
             db.execute(
                 "INSERT INTO passkeys (id, user_id, credential_id, public_key, name, created_at)"
-                " VALUES (?, ?, x'01', x'02', ?, 1700000000)",
-                (PAYLOAD, user_id, PAYLOAD),
+                " VALUES (?, ?, ?, ?, ?, 1700000000)",
+                (PAYLOAD, user_id, b"\x01", b"\x02", PAYLOAD),
             )
             db.execute(
                 "INSERT INTO sessions (id, user_id, refresh_token_hash, amr, ip, user_agent, created_at,"
-                " last_used_at, expires_at) VALUES (?, ?, x'09', '[]', ?, ?, 1700000000, 1700000000, 9999999999)",
-                (PAYLOAD, user_id, PAYLOAD, f"Firefox/1 {PAYLOAD}"),
+                " last_used_at, expires_at) VALUES (?, ?, ?, '[]', ?, ?, 1700000000, 1700000000, 9999999999)",
+                (PAYLOAD, user_id, b"\x09", PAYLOAD, f"Firefox/1 {PAYLOAD}"),
             )
-        db.close()
         page = (await client.get("/account")).text
     assert "Firefox" in page
     assert_escaped((page,), PAYLOAD)

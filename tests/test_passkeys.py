@@ -540,14 +540,14 @@ async def test_login_options_leave_out_over_long_stored_ids_and_stay_small(serve
     authenticator = SoftAuthenticator()
     await server.register(await server.bearer("ada@example.com"), authenticator)
     user_id = server.user_id("ada@example.com")
-    with database(server.config) as conn, conn:  # rows an older version let in
+    with database(server.config) as conn:  # rows an older version let in
         for n in range(100):
             long_id = n.to_bytes(2, "big") * (20_000 if n < 5 else 511)  # 40,000 or 1,022 bytes
             conn.execute(
                 "INSERT INTO passkeys (id, user_id, credential_id, public_key, sign_count, transports, aaguid,"
                 " backup_eligible, backed_up, name, created_at, last_used_at)"
-                " VALUES (?, ?, ?, x'00', 0, '[]', ?, 0, 0, 'old', ?, NULL)",
-                (f"legacy{n}", user_id, long_id, str(uuid.UUID(int=0)), n),
+                " VALUES (?, ?, ?, ?, 0, '[]', ?, 0, 0, 'old', ?, NULL)",
+                (f"legacy{n}", user_id, long_id, b"\x00", str(uuid.UUID(int=0)), n),
             )
     response = await server.http.post("/auth/passkeys/login/options", json={"email": "ada@example.com"})
     assert response.status_code == 200, response.text

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from tests.support.browser import Browser
+from tests.support.engine import connection_of
 from tests.support.live import Email, LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,7 +204,7 @@ def test_passkey_registered_and_used_in_headless_chromium(live_server: LiveServe
     for secret in (mail.token, mail.code, tokens["refresh_token"], tokens["access_token"], first_cookie["value"]):
         assert secret not in logs
 
-    with closing(sqlite3.connect(live_server.db)) as conn:
+    with connection_of(live_server) as conn:
         events = conn.execute(
             "SELECT event_type, count(*) FROM audit_logs WHERE success = 1 AND event_type IN "
             "('magic_link_verified', 'passkey_registered', 'passkey_login_succeeded') GROUP BY event_type"

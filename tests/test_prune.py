@@ -6,18 +6,17 @@ retention.audit_log — and nothing else; --dry-run reports the same counts and 
 work goes in batches, and every batch is done.
 
 Rows are made by the real app running on a FakeClock set in the past (the CLI prunes with the real
-time, so every moment here is relative to time.time()), plus a few written with sqlite3 that the
+time, so every moment here is relative to time.time()), plus a few written straight into the database that the
 app only makes slowly (dead emails and deliveries, a session left to expire)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
-import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,12 @@ import pytest
 
 from passwordless.config.settings import Config
 from passwordless.housekeeping import service as housekeeping
-from passwordless.platform import migrate
+from passwordless.platform import storage
 from passwordless.platform.crypto import new_id
-from passwordless.platform.db import SqliteDatabase
 from tests.conftest import MakeConfig
 from tests.support.app import FakeClock, running
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.engine import connection
 from tests.support.processes import clean_env, cli
 from tests.support.signin import NO_RATE_LIMITS, all_mail_sent, count, request_sign_in, rows, verify_link
 
@@ -45,16 +44,15 @@ SETTINGS = '[auth]\nreauth_window = "400d"\n[email]\ntransport = "file"\nkeep_se
 LINE = re.compile(r"^(would delete|deleted)\s+(\d+)\s+(\w+)$")
 
 
-def snapshot(path: str) -> dict[str, dict[int, tuple[Any, ...]]]:
-    """Every row of every pruned table, by rowid."""
-    with closing(sqlite3.connect(path)) as conn:
-        return {t: {r[0]: tuple(r[1:]) for r in conn.execute(f"SELECT rowid, * FROM {t}")} for t in TABLES}
+def snapshot(config: Config) -> dict[str, dict[Any, tuple[Any, ...]]]:
+    """Every row of every pruned table, by primary key (each table's first column)."""
+    with connection(config) as conn:
+        return {t: {r[0]: tuple(r) for r in conn.execute(f"SELECT * FROM {t}")} for t in TABLES}
 
 
-def execute(path: str, statement: str, *params: object) -> None:
-    with closing(sqlite3.connect(path, timeout=10)) as conn:
+def execute(config: Config, statement: str, *params: object) -> None:
+    with connection(config) as conn:
         conn.execute(statement, params)
-        conn.commit()
 
 
 def report(output: str, verb: str) -> dict[str, int]:
@@ -70,14 +68,14 @@ def report(output: str, verb: str) -> dict[str, int]:
 class Ledger:
     """Which rows a prune must take, phase by phase: rows new since the last look are labelled."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.known = {t: set(rows) for t, rows in snapshot(path).items()}
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.known = {t: set(rows) for t, rows in snapshot(config).items()}
         self.go: dict[str, set[int]] = {t: set() for t in TABLES}
 
     def label(self, **go: bool) -> dict[str, set[int]]:
         """Label what is new; every table with new rows must be named (go=True or False)."""
-        now = snapshot(self.path)
+        now = snapshot(self.config)
         new = {t: set(now[t]) - self.known[t] for t in TABLES}
         for table, ids in new.items():
             if ids:
@@ -102,11 +100,10 @@ def bearer(body: dict[str, Any]) -> dict[str, str]:
 
 async def build(config: Config) -> Ledger:
     """Rows of every kind, old and new, each labelled: goes or stays."""
-    path = config.database.path
     now = time.time()
     clock = FakeClock(now - 40 * DAY)
     async with running(config, clock=clock) as (_, http):
-        ledger = Ledger(path)
+        ledger = Ledger(config)
 
         # 40 days ago: everything made then is past every limit.
         old = await sign_in(http, config, "old@example.com")
@@ -173,7 +170,7 @@ async def build(config: Config) -> Ledger:
     ):
         sent_at = at if status == "sent" else None
         execute(
-            path,
+            config,
             "INSERT INTO email_queue (id, to_address, subject, body_text, body_html, status, attempts, last_error,"
             " last_attempt_at, next_attempt_at, lease_expires_at, created_at, sent_at)"
             " VALUES (?, 'x@example.com', 's', 't', 'h', ?, 1, NULL, ?, ?, ?, ?, ?)",
@@ -185,7 +182,7 @@ async def build(config: Config) -> Ledger:
         ("dead", n - 2 * DAY, False), ("pending", n - 30 * DAY, False),
     ):
         execute(
-            path,
+            config,
             "INSERT INTO webhook_queue (id, url, event_type, payload, status, attempts, last_attempt_at,"
             " next_attempt_at, created_at, delivered_at) VALUES (?, 'https://hooks.example.com/in', 'user.created',"
             " '{}', ?, 1, ?, ?, ?, ?)",
@@ -194,17 +191,17 @@ async def build(config: Config) -> Ledger:
         ledger.label(webhook_queue=goes)
     for at, goes in ((n - 31 * DAY, True), (n - 29 * DAY, False)):
         execute(
-            path,
+            config,
             "INSERT INTO audit_logs (id, created_at, event_type, success, details) VALUES (?, ?, 'logout', 1, '{}')",
             new_id(), at,
         )
         ledger.label(audit_logs=goes)
     for expires_at, goes in ((n - 2 * DAY, True), (n - 3600, False), (n + DAY, False)):
         execute(
-            path,
+            config,
             "INSERT INTO sessions (id, user_id, refresh_token_hash, amr, created_at, last_used_at, expires_at)"
-            " VALUES (?, ?, randomblob(32), '[\"email\"]', ?, ?, ?)",
-            new_id(), user_id, expires_at - 30 * DAY, expires_at - 30 * DAY, expires_at,
+            " VALUES (?, ?, ?, '[\"email\"]', ?, ?, ?)",
+            new_id(), user_id, os.urandom(32), expires_at - 30 * DAY, expires_at - 30 * DAY, expires_at,
         )
         ledger.label(sessions=goes)
     return ledger
@@ -218,18 +215,18 @@ def test_prune_dry_run_reports_and_prune_deletes_exactly_what_is_past_its_time(
     ledger = asyncio.run(build(config))
     expected = {t: len(ledger.go[t]) for t in REPORTED}
     assert all(expected.values()), expected  # every kind has something to go…
-    before = snapshot(config.database.path)
+    before = snapshot(config)
     assert all(len(before[t]) > len(ledger.go[t]) for t in TABLES)  # …and something to stay
 
     dry = cli("prune", "--dry-run", "--config", str(config_path), cwd=tmp_path, env=clean_env())
     assert dry.returncode == 0, dry.stderr
     assert report(dry.stdout, "would delete") == expected
-    assert snapshot(config.database.path) == before, "--dry-run deleted something"
+    assert snapshot(config) == before, "--dry-run deleted something"
 
     done = cli("prune", "--config", str(config_path), cwd=tmp_path, env=clean_env())
     assert done.returncode == 0, done.stderr
     assert report(done.stdout, "deleted") == expected
-    after = snapshot(config.database.path)
+    after = snapshot(config)
     for table in TABLES:
         assert set(after[table]) == set(before[table]) - ledger.go[table], table
         for rowid, row in after[table].items():
@@ -245,38 +242,37 @@ def test_prune_dry_run_reports_and_prune_deletes_exactly_what_is_past_its_time(
 
 def test_prune_works_in_batches_until_all_is_gone(make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     config = make_config(SETTINGS)
-    path = Path(config.database.path)
-    migrate.apply_to_file(path, migrate.discover(migrate.default_dir()))
+    storage.bring_up_to_date(config.database)
     now = int(time.time())
     old, recent = now - 40 * DAY, now - 60
     many, few = 23, 2
-    with closing(sqlite3.connect(path)) as conn:
-        conn.execute("PRAGMA foreign_keys = ON")
+    with connection(config) as conn:
         conn.execute(
-            "INSERT INTO users (id, email, webauthn_handle, created_at) VALUES ('u1', 'u@example.com', x'01', ?)", (old,)
+            "INSERT INTO users (id, email, webauthn_handle, created_at) VALUES ('u1', 'u@example.com', ?, ?)",
+            (b"\x01", old),
         )
         for i in range(many + few):
             at = old if i < many else recent
             conn.execute(
                 "INSERT INTO sign_in_tickets (id, email, token_hash, code_hash, created_at, expires_at)"
-                " VALUES (?, 'u@example.com', randomblob(32), randomblob(32), ?, ?)",
-                (new_id(), at, at + 900),
+                " VALUES (?, 'u@example.com', ?, ?, ?, ?)",
+                (new_id(), os.urandom(32), os.urandom(32), at, at + 900),
             )
             conn.execute(
                 "INSERT INTO webauthn_challenges (challenge_hash, purpose, user_id, created_at, expires_at)"
-                " VALUES (randomblob(32), 'registration', 'u1', ?, ?)",
-                (at, at + 300 if i < many else now + 300),
+                " VALUES (?, 'registration', 'u1', ?, ?)",
+                (os.urandom(32), at, at + 300 if i < many else now + 300),
             )
             session_id = new_id()
             conn.execute(
                 "INSERT INTO sessions (id, user_id, refresh_token_hash, amr, created_at, last_used_at, expires_at)"
-                " VALUES (?, 'u1', randomblob(32), '[\"email\"]', ?, ?, ?)",
-                (session_id, at, at, at + 30 * DAY),
+                " VALUES (?, 'u1', ?, '[\"email\"]', ?, ?, ?)",
+                (session_id, os.urandom(32), at, at, at + 30 * DAY),
             )
             for _ in range(2):
                 conn.execute(
-                    "INSERT INTO rotated_refresh_tokens (token_hash, session_id, rotated_at) VALUES (randomblob(32), ?, ?)",
-                    (session_id, at),
+                    "INSERT INTO rotated_refresh_tokens (token_hash, session_id, rotated_at) VALUES (?, ?, ?)",
+                    (os.urandom(32), session_id, at),
                 )
             conn.execute(
                 "INSERT INTO email_queue (id, to_address, subject, status, attempts, next_attempt_at, created_at,"
@@ -293,12 +289,11 @@ def test_prune_works_in_batches_until_all_is_gone(make_config: MakeConfig, monke
                 "INSERT INTO audit_logs (id, created_at, event_type, success) VALUES (?, ?, 'logout', 1)",
                 (new_id(), at),
             )
-        conn.commit()
-    before = snapshot(str(path))
+    before = snapshot(config)
     monkeypatch.setattr(housekeeping, "BATCH", 5)
 
     async def run() -> tuple[dict[str, int], dict[str, int], list[Any]]:
-        db = await SqliteDatabase.open(path)
+        db = await storage.open_database(config.database)
         results: list[Any] = []
         real_write = db.write
 
@@ -325,7 +320,7 @@ def test_prune_works_in_batches_until_all_is_gone(make_config: MakeConfig, monke
     full_batches = [r for _, _, r in results if r == 5]
     assert len(full_batches) == len(REPORTED) * (many // 5)
     assert len([r for _, _, r in results if r > 0]) == len(REPORTED) * math.ceil(many / 5)
-    after = snapshot(str(path))
+    after = snapshot(config)
     for table in TABLES:
         kept = 2 * few if table == "rotated_refresh_tokens" else few
         assert len(after[table]) == kept, table

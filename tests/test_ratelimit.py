@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 import time
-from contextlib import closing
 from typing import Any
 
 import httpx
@@ -23,6 +21,7 @@ from passwordless.platform.ratelimit import MAX_KEYS, SWEEP_STEP, RateLimiter, c
 from passwordless.users import store as users
 from tests.conftest import MakeConfig
 from tests.support.app import PEER, FakeClock, deps_of, running
+from tests.support.engine import connection
 
 pytestmark = pytest.mark.anyio
 
@@ -61,8 +60,8 @@ def retry_after(response: httpx.Response) -> int:
 
 
 def query(config: Config, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(config.database.path)) as conn:
-        return conn.execute(sql, params).fetchall()
+    with connection(config) as conn:
+        return [tuple(row) for row in conn.execute(sql, params).fetchall()]
 
 
 def rate_limited_audit(config: Config) -> list[tuple[Any, ...]]:

@@ -6,9 +6,7 @@ requested, its token read from the email queue and spent."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +18,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from passwordless.config.settings import Config
 from tests.support.app import PEER, FakeClock, running
+from tests.support.engine import as_dict, connection
 from tests.support.signin import bearer, request_sign_in
 
 pytestmark = pytest.mark.anyio
@@ -43,10 +42,6 @@ def _toml(extra: str = "") -> str:
 
 
 # --- signing in: a magic link read from the delivered email -----------------------------------
-
-
-def _db(config: Config) -> sqlite3.Connection:
-    return sqlite3.connect(config.database.path)
 
 
 async def _request_link(client: httpx.AsyncClient, config: Config, email: str) -> str:
@@ -112,12 +107,11 @@ def _error_code(r: httpx.Response) -> str:
 
 
 def _audit(config: Config, event: str) -> list[dict[str, Any]]:
-    with closing(_db(config)) as conn:
-        conn.row_factory = sqlite3.Row
+    with connection(config) as conn:
         rows = conn.execute(
             "SELECT user_id, email, ip, success, details FROM audit_logs WHERE event_type = ? ORDER BY id", (event,)
         ).fetchall()
-    return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
+    return [{**as_dict(r), "details": json.loads(r["details"])} for r in rows]
 
 
 def _assert_token_response(body: dict[str, Any], email: str) -> None:
@@ -164,8 +158,8 @@ async def test_refresh_rotates_and_reusing_the_old_token_revokes_the_session(mak
         assert reused["details"].get("session_id") == _sid(first["access_token"])
         assert reused["ip"] == PEER[0]
         # no token is ever written to the audit log
-        with closing(_db(config)) as conn:
-            dump = json.dumps(conn.execute("SELECT * FROM audit_logs").fetchall())
+        with connection(config) as conn:
+            dump = json.dumps([tuple(r) for r in conn.execute("SELECT * FROM audit_logs").fetchall()])
         for body in (first, second):
             assert body["refresh_token"] not in dump
             assert body["access_token"] not in dump

@@ -113,7 +113,7 @@ def test_sign_in_by_link_then_by_code_against_the_real_server(server: LiveServer
 
     # --- both emails are recorded as sent, their bodies (link and code) erased
     rows = query(
-        server.db,
+        server,
         "SELECT to_address, status, body_text, body_html, sent_at FROM email_queue ORDER BY created_at, id",
     )
     assert [(to, status, text, html) for to, status, text, html, _ in rows] == [
@@ -121,4 +121,4 @@ def test_sign_in_by_link_then_by_code_against_the_real_server(server: LiveServer
         ("e2e.user@example.com", "sent", None, None),
     ]
     assert all(sent_at is not None for *_, sent_at in rows)
-    assert query(server.db, "SELECT count(*) FROM audit_logs WHERE event_type = 'email_sent'") == [(2,)]
+    assert query(server, "SELECT count(*) FROM audit_logs WHERE event_type = 'email_sent'") == [(2,)]

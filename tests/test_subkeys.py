@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -21,6 +19,7 @@ from passwordless.config.settings import Config
 from passwordless.platform import crypto
 from passwordless.sessions.http import cookie_name
 from tests.support.app import deps_of, running
+from tests.support.engine import connection
 from tests.support.processes import clean_env, cli
 from tests.support.signin import request_sign_in
 from tests.test_tokens import KEY, PUBLIC_URL, SECRET, _b64, _toml
@@ -92,7 +91,7 @@ async def test_codes_are_keyed_with_their_own_subkey(make_config: Callable[..., 
     config = make_config(_toml())
     async with running(config) as (_, client):
         _, code = await request_sign_in(client, config, "ann@example.com")
-    with closing(sqlite3.connect(config.database.path)) as conn:
+    with connection(config) as conn:
         ticket_id, stored = conn.execute("SELECT id, code_hash FROM sign_in_tickets").fetchone()
     message = f"{ticket_id}:{code}".encode()
     assert stored == hmac.digest(crypto.subkey(SECRET, crypto.CODE_HMAC), message, "sha256")

@@ -9,10 +9,8 @@ import base64
 import hashlib
 import hmac
 import json
-import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from passwordless.config.settings import Config
 from passwordless.keys import service as keys_service
 from tests.support.app import FakeClock, running
+from tests.support.engine import connection
 from tests.support.processes import clean_env, cli
 from tests.support.signin import request_sign_in
 
@@ -284,7 +283,7 @@ async def test_access_token_verifies_with_the_published_key(
 
 
 def _private_pem(config: Config, kid: str) -> bytes:
-    with closing(sqlite3.connect(config.database.path)) as conn:
+    with connection(config) as conn:
         row = conn.execute("SELECT private_key FROM signing_keys WHERE kid = ?", (kid,)).fetchone()
     assert row is not None
     return str(row[0]).encode()
@@ -449,7 +448,7 @@ async def test_a_running_server_switches_to_the_rotated_key_by_itself(
 
 
 def _signs_from(config: Config, kid: str) -> int:
-    with closing(sqlite3.connect(config.database.path)) as conn:
+    with connection(config) as conn:
         value: int = conn.execute("SELECT signs_from FROM signing_keys WHERE kid = ?", (kid,)).fetchone()[0]
     return value
 
@@ -487,7 +486,7 @@ async def test_keys_rotate_is_refused_with_hs256(make_config: Callable[..., Conf
     assert "HS256" in lines[0]
     assert "Traceback" not in result.stderr
     assert SECRET not in result.stdout + result.stderr
-    with closing(sqlite3.connect(config.database.path)) as conn:
+    with connection(config) as conn:
         assert conn.execute("SELECT COUNT(*) FROM signing_keys").fetchone()[0] == 0
     async with running(config) as (_, client):
         assert await _jwks(client) == []
@@ -504,5 +503,5 @@ async def test_keys_are_kept_across_restarts(make_config: Callable[..., Config],
         assert (await _me(client, signed_in["access_token"])).status_code == 200
         again = await _sign_in(client, config, "bob@example.com")
         assert jwt.get_unverified_header(again["access_token"])["kid"] == first[0]["kid"]
-    with closing(sqlite3.connect(config.database.path)) as conn:
+    with connection(config) as conn:
         assert conn.execute("SELECT COUNT(*) FROM signing_keys").fetchone()[0] == 1

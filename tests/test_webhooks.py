@@ -208,8 +208,8 @@ def hook(url: str, secret: str | None, events: list[str] | None = None) -> str:
 class Server(AppServer):
     """Started on real time (`Server.serving(config, time.time)`) unless a test moves the clock."""
 
-    def deliveries(self, where: str = "1", *params: object) -> list[dict[str, Any]]:
-        return rows(self.config, f"SELECT * FROM webhook_queue WHERE {where} ORDER BY created_at, rowid", *params)
+    def deliveries(self, where: str = "1 = 1", *params: object) -> list[dict[str, Any]]:
+        return rows(self.config, f"SELECT * FROM webhook_queue WHERE {where} ORDER BY created_at, id", *params)
 
     async def settled(self, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Every queued delivery finished (sent or dead)."""

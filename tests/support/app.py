@@ -84,7 +84,7 @@ class AppServer:
         return deps_of(self.app)
 
     def audit(self, event_type: str) -> list[dict[str, Any]]:
-        found = rows(self.config, "SELECT * FROM audit_logs WHERE event_type = ? ORDER BY rowid", event_type)
+        found = rows(self.config, "SELECT * FROM audit_logs WHERE event_type = ? ORDER BY id", event_type)
         for row in found:
             row["details"] = json.loads(row["details"]) if row["details"] else {}
         return found

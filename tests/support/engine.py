@@ -55,6 +55,12 @@ def database_url(section: str) -> str | None:
     return None
 
 
+def database_url_in(folder: Path) -> str | None:
+    """The PostgreSQL URL in the config.toml that `serving` wrote in `folder`, if any."""
+    config = folder / "config.toml"
+    return database_url(config.read_text(encoding="utf-8")) if config.exists() else None
+
+
 def secret_env(toml: str, env: dict[str, str]) -> dict[str, str]:
     """On PostgreSQL, jwt.secret from the environment unless the test sets one itself."""
     if not ON_POSTGRES or "JWT_SECRET" in env or ("[jwt]" in toml and "\nsecret" in toml.split("[jwt]", 1)[1]):

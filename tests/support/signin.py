@@ -42,7 +42,7 @@ def rows(config: Config, sql: str, *params: object) -> list[dict[str, Any]]:
         return [as_dict(r) for r in conn.execute(sql, params).fetchall()]
 
 
-def count(config: Config, table: str, where: str = "1", *params: object) -> int:
+def count(config: Config, table: str, where: str = "1 = 1", *params: object) -> int:
     with database(config) as conn:
         return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0])
 
