@@ -13,11 +13,9 @@ import email.utils
 import gc
 import json
 import re
-import sqlite3
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,8 +30,8 @@ from passwordless.config.settings import Config
 from passwordless.mail import queue
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
-from passwordless.platform import migrate
-from passwordless.platform.db import Database, SqliteDatabase, connect
+from passwordless.platform import migrate, storage
+from passwordless.platform.db import Connection, Database, connect
 from passwordless.platform.metrics import Metrics
 from passwordless.platform.queues import worker as worker_module
 from tests.conftest import MakeConfig
@@ -129,10 +127,8 @@ def deliveries(samples: dict[Any, float], result: str) -> float:
     return samples[("email_deliveries_total", (("result", result),))]
 
 
-def migrated(config: Config) -> Path:
-    path = Path(config.database.path)
-    migrate.apply_to_file(path, migrate.discover(migrate.default_dir()))
-    return path
+def migrated(config: Config) -> None:
+    storage.bring_up_to_date(config.database)
 
 
 class SinkServers:
@@ -410,7 +406,7 @@ async def test_one_refused_recipient_does_not_hold_up_the_others(make_config: Ma
         deps = deps_of(app)
         now = deps.clock()
 
-        def enqueue_all(conn: sqlite3.Connection) -> None:
+        def enqueue_all(conn: Connection) -> None:
             queue.enqueue(conn, "bad@example.com", "s", "text", "<p>html</p>", now - 5)  # claimed first
             for address in good:
                 queue.enqueue(conn, address, "s", "text", "<p>html</p>", now)
@@ -436,13 +432,13 @@ async def test_two_workers_on_one_database_send_each_email_exactly_once(
 ) -> None:
     sink, port = sinks()
     config = smtp_config(make_config, port, email="concurrency = 4")
-    path = migrated(config)
+    migrated(config)
     addresses = [f"user{i:02}@example.com" for i in range(50)]
-    databases = [await SqliteDatabase.open(path), await SqliteDatabase.open(path)]
+    databases = [await storage.open_database(config.database), await storage.open_database(config.database)]
     workers = [MailWorker(db, config.email, make_transport(config.email), time.time, Metrics()) for db in databases]
     try:
 
-        def enqueue_all(conn: sqlite3.Connection) -> None:
+        def enqueue_all(conn: Connection) -> None:
             for address in addresses:
                 queue.enqueue(conn, address, "batch", f"hello {address}", f"<p>hello {address}</p>", time.time())
 
@@ -466,8 +462,8 @@ async def test_two_workers_on_one_database_send_each_email_exactly_once(
 
 def test_claim_leases_due_rows_once_and_retakes_them_after_the_lease(make_config: MakeConfig) -> None:
     config = make_config()
-    path = migrated(config)
-    with closing(connect(path)) as a, closing(connect(path)) as b:
+    migrated(config)
+    with connection(config) as a, connection(config) as b:
         ids = [queue.enqueue(a, f"u{i}@example.com", "s", "t", "h", START) for i in range(5)]
         later = queue.enqueue(a, "later@example.com", "s", "t", "h", START)
         a.execute("UPDATE email_queue SET next_attempt_at = ? WHERE id = ?", (START + 100, later))
@@ -478,7 +474,7 @@ def test_claim_leases_due_rows_once_and_retakes_them_after_the_lease(make_config
         assert {e.id for e in first} | {e.id for e in second} == set(ids)  # disjoint, and not the later one
         assert all(e.attempts == 1 and e.text == "t" and e.html == "h" for e in first + second)
         assert queue.claim(b, START + 59, 60, 10) == []  # leased, and `later` not yet due
-        [row] = [dict(r) for r in a.execute("SELECT * FROM email_queue WHERE id = ?", (ids[0],))]
+        [row] = [as_dict(r) for r in a.execute("SELECT * FROM email_queue WHERE id = ?", (ids[0],))]
         assert row["status"] == "sending" and row["lease_expires_at"] == START + 60
         assert row["last_attempt_at"] == START
 
@@ -493,8 +489,8 @@ async def test_a_lease_left_by_a_crash_is_taken_again_once_it_expires(
 ) -> None:
     sink, port = sinks()
     config = smtp_config(make_config, port, email='lease = "1m"')
-    path = migrated(config)
-    with closing(connect(path)) as conn:  # what a worker killed mid-send leaves behind
+    migrated(config)
+    with connection(config) as conn:  # what a worker killed mid-send leaves behind
         expired = queue.enqueue(conn, "expired@example.com", "s", "text", "<p>html</p>", START - 120)
         live = queue.enqueue(conn, "live@example.com", "s", "text", "<p>html</p>", START - 10)
         conn.execute(
@@ -532,7 +528,7 @@ async def test_backoff_doubles_from_retry_initial_with_jitter_and_is_capped_by_r
     async with running(config, clock=clock) as (app, _):
         deps = deps_of(app)
 
-        def enqueue_all(conn: sqlite3.Connection) -> None:
+        def enqueue_all(conn: Connection) -> None:
             for i in range(4):
                 queue.enqueue(conn, f"u{i}@example.com", "s", "text", "<p>html</p>", clock())
 
@@ -624,9 +620,9 @@ async def test_health_is_degraded_while_an_email_waits_longer_than_the_link_live
 
 def test_prune_deletes_only_finished_rows_older_than_the_cutoff_in_batches(make_config: MakeConfig) -> None:
     config = make_config()
-    path = migrated(config)
+    migrated(config)
     cutoff = START
-    with closing(connect(path)) as conn:
+    with connection(config) as conn:
 
         def add(status: str, created: float, finished: float | None) -> str:
             email_id = queue.enqueue(conn, f"{status}@example.com", "s", "t", "h", created)
@@ -712,6 +708,9 @@ class GatedDatabase:
     async def read(self, fn: Any, *args: Any) -> Any:
         return await self.db.read(fn, *args)
 
+    def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        self.db.listen(channel, wake)
+
 
 async def test_stop_while_the_worker_is_leasing_leaves_nothing_leased(
     make_config: MakeConfig, sinks: SinkServers
@@ -720,8 +719,8 @@ async def test_stop_while_the_worker_is_leasing_leaves_nothing_leased(
     or handed back — never left 'sending' until the lease runs out, never sent after stop."""
     sink, port = sinks()
     config = smtp_config(make_config, port, email='lease = "10m"')
-    path = migrated(config)
-    db = await SqliteDatabase.open(path)
+    migrated(config)
+    db = await storage.open_database(config.database)
     gated = GatedDatabase(db)
     worker = MailWorker(cast(Database, gated), config.email, make_transport(config.email), time.time, Metrics())
     task = asyncio.create_task(worker.run())
@@ -783,7 +782,7 @@ async def test_up_to_concurrency_emails_are_sent_at_once_over_kept_connections(
     async with running(config) as (app, _):
         deps = deps_of(app)
 
-        def enqueue_all(conn: sqlite3.Connection) -> None:
+        def enqueue_all(conn: Connection) -> None:
             for i in range(9):
                 queue.enqueue(conn, f"u{i}@example.com", "s", "text", "<p>html</p>", deps.clock())
 

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
@@ -26,9 +26,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from passwordless.mail import queue
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.transport import ConsoleTransport
-from passwordless.platform.db import connect
 from tests.conftest import MakeConfig
 from tests.support.app import FakeClock, running
+from tests.support.engine import connection
 from tests.support.mail import Sink, wait_for_outbox
 from tests.support.signin import NO_RATE_LIMITS
 from tests.support.waiting import until
@@ -248,8 +248,8 @@ async def test_a_row_whose_last_attempt_never_finished_is_dead_not_tried_beyond_
     once it expires the row must not be tried a ninth time out of eight, by every worker after."""
     sink, port = sinks()
     config = smtp_config(make_config, port, email='max_attempts = 3\nlease = "1m"')
-    path = migrated(config)
-    with closing(connect(path)) as conn:
+    migrated(config)
+    with connection(config) as conn:
         last = queue.enqueue(conn, "last@example.com", "s", "text", "<p>html</p>", START - 600)
         spare = queue.enqueue(conn, "spare@example.com", "s", "text", "<p>html</p>", START - 600)
         for row_id, attempts in ((last, 3), (spare, 2)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from passwordless.platform.crypto import new_id
-from passwordless.platform.db.types import Connection
+from passwordless.platform.db.types import Connection, notify
 from passwordless.platform.queues import table as queue_table
 from passwordless.platform.sql import delete_where
 
@@ -18,6 +18,7 @@ def enqueue(conn: Connection, to: str, subject: str, text: str, html: str, now: 
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (email_id, to, subject, text, html, int(now), int(now)),
     )
+    notify(conn, "passwordless_email_queue")  # any server's mail worker may send it (the caller wakes ours)
     return email_id
 
 
@@ -67,6 +68,8 @@ def retry(conn: Connection, email_id: str, now: float) -> bool:
         " WHERE id = ? AND status = 'dead' AND body_text IS NOT NULL",
         (int(now), email_id),
     )
+    if cursor.rowcount > 0:
+        notify(conn, "passwordless_email_queue")
     return cursor.rowcount > 0
 
 
@@ -93,7 +96,8 @@ def page(conn: Connection, status: str | None, after: str | None, limit: int) ->
     """Newest first, without bodies (they hold sign-in links and codes)."""
     rows = conn.execute(
         "SELECT id, to_address, subject, status, attempts, last_error, created_at, next_attempt_at, sent_at"
-        " FROM email_queue WHERE (? IS NULL OR status = ?) AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+        " FROM email_queue WHERE (CAST(? AS TEXT) IS NULL OR status = ?)"  # typed NULLs, for PostgreSQL
+        " AND (CAST(? AS TEXT) IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
         (status, status, after, after, limit),
     ).fetchall()
     return [EmailRow(*r) for r in rows]

@@ -73,8 +73,10 @@ def page(conn: Connection, f: AuditFilter, after: str | None, limit: int) -> lis
     larger ids) never shift the pages that follow."""
     rows = conn.execute(
         "SELECT id, created_at, event_type, user_id, email, ip, user_agent, success, details FROM audit_logs"
-        " WHERE (? IS NULL OR event_type = ?) AND (? IS NULL OR user_id = ?) AND (? IS NULL OR success = ?)"
-        " AND (? IS NULL OR created_at >= ?) AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+        # A parameter tested only for NULL is cast: PostgreSQL must know every parameter's type.
+        " WHERE (CAST(? AS TEXT) IS NULL OR event_type = ?) AND (CAST(? AS TEXT) IS NULL OR user_id = ?)"
+        " AND (CAST(? AS INTEGER) IS NULL OR success = ?) AND (CAST(? AS BIGINT) IS NULL OR created_at >= ?)"
+        " AND (CAST(? AS TEXT) IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
         (
             f.event_type, f.event_type, f.user_id, f.user_id,
             None if f.success is None else int(f.success), None if f.success is None else int(f.success),

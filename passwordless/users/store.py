@@ -58,7 +58,9 @@ def page(conn: Connection, email_prefix: str | None, after: str | None, limit: i
     """Users in id order (ids grow with time, so new users never shift earlier pages)."""
     rows = conn.execute(
         "SELECT id, email, created_at, last_sign_in_at FROM users"
-        " WHERE (? IS NULL OR email LIKE ? ESCAPE '\\') AND (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
+        # A parameter tested only for NULL is cast: PostgreSQL must know every parameter's type.
+        " WHERE (CAST(? AS TEXT) IS NULL OR email LIKE ? ESCAPE '\\')"
+        " AND (CAST(? AS TEXT) IS NULL OR id > ?) ORDER BY id LIMIT ?",
         (email_prefix, _like_prefix(email_prefix or ""), after, after, limit),
     ).fetchall()
     return [UserRow(r[0], r[1], r[2], r[3]) for r in rows]

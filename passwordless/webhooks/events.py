@@ -8,8 +8,11 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from passwordless.config.settings import WebhookSettings
-from passwordless.platform.db.types import Connection
+from passwordless.platform.db.types import Connection, after_commit, notify
 from passwordless.webhooks import store
+
+
+QUEUE_CHANNEL = "passwordless_webhook_queue"  # what the worker listens on (QueueWorker: passwordless_<table>)
 
 
 class Subject(Protocol):
@@ -33,10 +36,13 @@ class Outbox:
     def wake_with(self, wake: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
         self._wake, self._loop = wake, loop
 
-    def queued(self) -> None:
-        """Wake the worker. Called inside the write unit, which may run on the writer thread, hence
-        thread-safe; and harmless before the COMMIT: the worker's next claim is a write of its own,
-        which the engine commits after this one (DB README: writes commit in the order asked)."""
+    def queued(self, conn: Connection) -> None:
+        """Wake this server's worker once the unit that queued the event commits (the unit may run
+        on a database thread, hence thread-safe), and every other server's through the database."""
+        notify(conn, QUEUE_CHANNEL)
+        after_commit(conn, self._wake_worker)
+
+    def _wake_worker(self) -> None:
         if self._wake is not None and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake)
 
@@ -48,4 +54,4 @@ def emit(
     if outbox.webhooks and store.enqueue(
         conn, outbox.webhooks, event_type, {"user_id": user.id, "email": user.email, **extra}, now
     ):
-        outbox.queued()
+        outbox.queued(conn)

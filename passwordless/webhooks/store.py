@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from passwordless.config.settings import WebhookSettings
+from passwordless.platform.crypto import new_id
 from passwordless.platform.db.types import Connection
 from passwordless.platform.queues import table as queue_table
 from passwordless.platform.sql import delete_where
@@ -43,7 +43,7 @@ def enqueue(
         conn.execute(
             "INSERT INTO webhook_queue (id, url, hook_key, event_type, payload, next_attempt_at, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (f"msg_{uuid.uuid4().hex}", hook.url, hook_key(hook), event_type, body, int(now), int(now)),
+            (f"msg_{new_id().replace('-', '')}", hook.url, hook_key(hook), event_type, body, int(now), int(now)),
         )
         queued += 1
     return queued

@@ -26,6 +26,7 @@ ON_POSTGRES = ENGINE == "postgres"
 SHARED_SECRET = "multi-server-test-secret-0123456789abcdef"
 
 _cluster: Cluster | None = None
+_databases: dict[Path, str] = {}
 
 
 def cluster() -> Cluster:
@@ -43,7 +44,9 @@ def database_section(folder: Path) -> str:
     PostgreSQL database too on PostgreSQL (the path still places the outbox and dev files)."""
     text = f'[database]\npath = "{folder / "auth.db"}"\n'
     if ON_POSTGRES:
-        text += f'url = "{cluster().create_database()}"\n'
+        if folder not in _databases:  # one folder, one database: as its one SQLite file would be
+            _databases[folder] = cluster().create_database()
+        text += f'url = "{_databases[folder]}"\n'
     return text
 
 

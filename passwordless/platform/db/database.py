@@ -171,6 +171,9 @@ class SqliteDatabase:
             raise DatabaseClosed("the database is closed")
         return fn(self._inline, *args, **kwargs)
 
+    def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        """Nothing to hear: one server per file, and the unit that queues a row wakes its worker."""
+
     def writer_alive(self) -> bool:
         return not self._closed and self._writer.is_alive()
 

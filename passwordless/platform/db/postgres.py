@@ -21,6 +21,8 @@ import asyncio
 import functools
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -43,6 +45,8 @@ P = ParamSpec("P")
 CONNECT_TIMEOUT = 5  # seconds to open a connection
 WAIT_FOR_CONNECTION = 5.0  # seconds a unit waits for a pooled connection before answering 503
 MAX_RUNS = 10  # a unit aborted this many times by concurrent units fails
+LISTEN_CHECK_SECONDS = 0.5  # how soon a listener notices the database is closing
+LISTEN_RETRY_SECONDS = 2.0  # between attempts to listen again while PostgreSQL is away
 
 
 class DatabaseUnavailable(ApiError):
@@ -105,10 +109,14 @@ def _rows(cursor: psycopg.Cursor[Any]) -> RowMaker[PgRow]:
 class PgConnection:
     """psycopg's connection as the units see a connection (platform/db/types.py)."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("raw", "committed")
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        self.committed: list[Callable[[], None]] = []  # run once this run's transaction commits
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.committed.append(callback)
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[PgRow]:
         cursor = self.raw.cursor(row_factory=_rows)
@@ -153,6 +161,9 @@ class PostgresDatabase:
         # One thread per connection: a unit holds its connection for its whole run.
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="db-postgres")
         self._closed = False
+        self._listening = threading.Event()  # cleared to stop the listeners
+        self._listening.set()
+        self._listeners: list[_Listener] = []
 
     @classmethod
     async def open(cls, url: str, pool_size: int = 10) -> PostgresDatabase:
@@ -192,14 +203,27 @@ class PostgresDatabase:
         try:
             with self._pool.connection() as raw:
                 raw.isolation_level, raw.read_only = level, read_only
+                conn = PgConnection(raw)
                 with raw.transaction():
-                    return fn(PgConnection(raw), *args, **kwargs)
+                    result = fn(conn, *args, **kwargs)
         except psycopg_pool.PoolTimeout as exc:
             raise DatabaseUnavailable(str(exc)) from None
         except psycopg.OperationalError as exc:  # the connection broke, or PostgreSQL is shutting down
             if isinstance(exc, (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)):
                 raise
             raise DatabaseUnavailable(str(exc)) from None
+        for callback in conn.committed:  # only the run that committed: an aborted run's are dropped
+            callback()
+        return result
+
+    def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        """Call `wake` (on the event loop) whenever any server NOTIFYs `channel`. The listening
+        connection is a direct one of its own (LISTEN needs a session: through PgBouncer in
+        transaction mode it hears nothing, and the workers' polling still finds every row)."""
+        loop = asyncio.get_running_loop()
+        listener = _Listener(self.url, channel, lambda: loop.call_soon_threadsafe(wake), self._listening)
+        self._listeners.append(listener)
+        listener.start()
 
     def writer_alive(self) -> bool:
         return not self._closed
@@ -208,5 +232,37 @@ class PostgresDatabase:
         if self._closed:
             return
         self._closed = True
+        self._listening.clear()
         await asyncio.to_thread(self._threads.shutdown, wait=True)
+        for listener in self._listeners:
+            await asyncio.to_thread(listener.join)
         await asyncio.to_thread(self._pool.close)
+
+
+class _Listener(threading.Thread):
+    """LISTENs on one channel on a connection of its own, reconnecting while PostgreSQL is away."""
+
+    def __init__(self, url: str, channel: str, wake: Callable[[], object], running: threading.Event) -> None:
+        super().__init__(name=f"db-listen-{channel}", daemon=True)
+        self.url, self.channel, self.wake, self.running = url, channel, wake, running
+
+    def run(self) -> None:
+        while self.running.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                    conn.execute(f"LISTEN {self.channel}")
+                    self.wake()  # rows may have been queued while nobody listened
+                    while self.running.is_set():
+                        for _ in conn.notifies(timeout=LISTEN_CHECK_SECONDS, stop_after=1):
+                            self.wake()
+            except psycopg.Error:
+                if not _sleep_unless_stopped(self.running, LISTEN_RETRY_SECONDS):
+                    return
+
+
+def _sleep_unless_stopped(running: threading.Event, seconds: float) -> bool:
+    """Sleep, waking early only if stopped; whether still running."""
+    deadline = time.monotonic() + seconds
+    while running.is_set() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return running.is_set()

@@ -52,6 +52,25 @@ def concurrent(unit: Callable[P, T]) -> Callable[P, T]:
     return unit
 
 
+def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Call `callback` once the unit's transaction has committed (to wake a worker for a row the
+    unit queued). On SQLite the unit runs on the event loop and the worker's next claim commits
+    after it, so now is soon enough; PostgreSQL runs units in threads of its own, where a worker
+    woken before the COMMIT could look for the row too early."""
+    hook = getattr(conn, "after_commit", None)
+    if hook is None:
+        callback()
+    else:
+        hook(callback)
+
+
+def notify(conn: Connection, channel: str) -> None:
+    """Tell every server listening on `channel` (PostgreSQL's NOTIFY, delivered at COMMIT) that a
+    row is waiting: another server's worker may take it. Nothing to do on SQLite (one server)."""
+    if dialect(conn) == "postgres":
+        conn.execute(f"NOTIFY {channel}")
+
+
 def dialect(conn: Connection) -> Dialect:
     """Which SQL the connection speaks: stores ask only where the two engines differ."""
     return "sqlite" if isinstance(conn, sqlite3.Connection) else "postgres"
@@ -69,6 +88,9 @@ class Database(Protocol):
 
     async def lookup(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read by key, as cheaply as the engine can."""
+
+    def listen(self, channel: str, wake: Callable[[], None]) -> None:
+        """Call `wake` on the event loop whenever a unit on any server `notify`s `channel`."""
 
     def writer_alive(self) -> bool: ...
 

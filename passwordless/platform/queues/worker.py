@@ -135,6 +135,7 @@ class QueueWorker(Generic[Item]):
 
     async def run(self) -> None:
         self._running = True
+        self.db.listen(f"passwordless_{self.table}", self.wake)  # rows queued on other servers
         try:
             await self._loop()
         finally:
