@@ -93,7 +93,9 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
 
 async def _prune(config: Config, db: Database, clock: Clock) -> None:
     gone = await housekeeping.prune(db, config, clock())
-    if any(gone.values()):
+    if gone is None:
+        logger.info("prune_skipped", extra={"reason": "another server is pruning"})
+    elif any(gone.values()):
         logger.info("pruned", extra=gone)
 
 

@@ -172,7 +172,7 @@ def _not_on_postgres(command: str, instead: str) -> int:
 def _prune(args: argparse.Namespace) -> int:
     config, _ = _load(args)
 
-    async def run() -> dict[str, int]:
+    async def run() -> dict[str, int] | None:
         db = await storage.open_migrated(config.database)
         try:
             return await housekeeping.prune(db, config, time.time(), dry_run=args.dry_run)
@@ -180,6 +180,9 @@ def _prune(args: argparse.Namespace) -> int:
             await db.close()
 
     gone = asyncio.run(run())
+    if gone is None:
+        print("another server is pruning this database right now: nothing more to do here")
+        return 0
     verb = "would delete" if args.dry_run else "deleted"
     for name, count in gone.items():
         print(f"{verb} {count:>8} {name}")

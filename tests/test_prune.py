@@ -316,7 +316,7 @@ def test_prune_works_in_batches_until_all_is_gone(make_config: MakeConfig, monke
     assert done == {t: many for t in REPORTED}
     for _, args, result in results:
         assert result <= 5, "a batch bigger than BATCH"
-        assert args[1] == 5
+        assert args[2] == 5
     full_batches = [r for _, _, r in results if r == 5]
     assert len(full_batches) == len(REPORTED) * (many // 5)
     assert len([r for _, _, r in results if r > 0]) == len(REPORTED) * math.ceil(many / 5)

@@ -11,12 +11,13 @@ from passwordless.magic_link import store as tickets
 from passwordless.mail import queue as emails
 from passwordless.passkeys import store as passkeys
 from passwordless.platform import audit
-from passwordless.platform.db import Database
-from passwordless.platform.db.types import Connection
+from passwordless.platform.db import Database, concurrent
+from passwordless.platform.db.types import Connection, try_lock
 from passwordless.sessions import store as sessions
 from passwordless.webhooks import store as webhooks
 
 BATCH = 500
+HOUSEKEEPING_LOCK = 7_234_571_002
 DAY = 86400.0
 Pruner = Callable[[Connection, float, int, bool], int]
 
@@ -33,15 +34,30 @@ def rules(config: Config, now: float) -> list[tuple[str, Pruner, float]]:
     ]
 
 
-async def prune(db: Database, config: Config, now: float, dry_run: bool = False) -> dict[str, int]:
-    """How many rows of each kind went (or, with dry_run, would go)."""
+async def prune(db: Database, config: Config, now: float, dry_run: bool = False) -> dict[str, int] | None:
+    """How many rows of each kind went (or, with dry_run, would go); None if another server was
+    pruning (with several servers on one database, one prunes at a time: SCALE.md)."""
     gone: dict[str, int] = {}
     for name, pruner, before in rules(config, now):
         if dry_run:
             gone[name] = await db.read(pruner, before, BATCH, True)
             continue
         gone[name] = 0
-        while (batch := await db.write(pruner, before, BATCH, False)) > 0:
+        while batch := await db.write(_batch, pruner, before, BATCH):
+            if batch is SOMEONE_ELSE:
+                return None
             gone[name] += batch
             await asyncio.sleep(0)  # let waiting sign-ins through between batches
     return gone
+
+
+SOMEONE_ELSE = -1  # another server holds the housekeeping lock
+
+
+@concurrent  # deletes by key what it chose under the lock: no need for SERIALIZABLE's retries
+def _batch(conn: Connection, pruner: Pruner, before: float, limit: int) -> int:
+    """One batch, if no other server is pruning right now (a lock held only for this transaction,
+    which works through PgBouncer in transaction mode too)."""
+    if not try_lock(conn, HOUSEKEEPING_LOCK):
+        return SOMEONE_ELSE
+    return pruner(conn, before, limit, False)

@@ -71,6 +71,14 @@ def notify(conn: Connection, channel: str) -> None:
         conn.execute(f"NOTIFY {channel}")
 
 
+def try_lock(conn: Connection, key: int) -> bool:
+    """Take the lock `key` until the unit's transaction ends, unless another server holds it
+    (PostgreSQL's pg_try_advisory_xact_lock). On SQLite the write transaction is the lock."""
+    if dialect(conn) == "sqlite":
+        return True
+    return bool(conn.execute("SELECT pg_try_advisory_xact_lock(?)", (key,)).fetchone()[0])
+
+
 def dialect(conn: Connection) -> Dialect:
     """Which SQL the connection speaks: stores ask only where the two engines differ."""
     return "sqlite" if isinstance(conn, sqlite3.Connection) else "postgres"
