@@ -1,0 +1,218 @@
+"""Three real `passwordless serve` processes on one real PostgreSQL database: every point of
+SCALE.md's "What holds with several servers on one PostgreSQL database", as a user (or an operator)
+would notice it. The servers stand behind an imaginary load balancer (one public_url); a test sends
+each request to the server it names (A, B or C) to show any request may land on any server.
+
+These are PostgreSQL tests whatever PASSWORDLESS_TEST_ENGINE says: they take databases from the
+suite's throwaway cluster (tests/support/engine.py), or, to stop PostgreSQL, from one of their own."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from tests.support.cluster_servers import (
+    Answer,
+    Fleet,
+    RecordingSink,
+    call,
+    fleet,
+    link_and_code,
+)
+from tests.support.engine import cluster
+from tests.support.live import LiveServer
+from tests.support.mail import start_sink
+from tests.support.signin import other_code
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def sink() -> Iterator[RecordingSink]:
+    received = RecordingSink()
+    controller = start_sink(received)
+    received.port = int(controller.port)
+    yield received
+    controller.stop()
+
+
+@pytest.fixture
+def three(tmp_path: Path, sink: RecordingSink) -> Iterator[Fleet]:
+    """Servers A, B and C on one fresh database."""
+    with fleet(tmp_path, cluster().create_database(), sink.port) as made:
+        yield made
+
+
+def together(*calls: Callable[[], T]) -> list[T]:
+    """Run the calls at the same moment, each in a thread of its own (a barrier lets them go at once)."""
+    barrier = threading.Barrier(len(calls))
+    results: list[T | None] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i: int, fn: Callable[[], T]) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = fn()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None]
+
+
+def ask(server: LiveServer, address: str) -> None:
+    answer = call(server, "POST", "/auth/magic-link", {"email": address})
+    assert (answer.status, answer.body) == (202, {"status": "sent"}), answer
+
+
+def by_code(server: LiveServer, address: str, code: str) -> Answer:
+    return call(server, "POST", "/auth/code/verify", {"email": address, "code": code})
+
+
+def by_link(server: LiveServer, token: str) -> Answer:
+    return call(server, "POST", "/auth/magic-link/verify", {"token": token})
+
+
+def signed_in(three: Fleet, sink: RecordingSink, address: str, on: int = 0, nth: int = 1) -> Answer:
+    """Ask for an email on server `on`, sign in with its code on the next server."""
+    a = three.servers[on]
+    ask(a, address)
+    _, code = link_and_code(sink, address, nth)
+    answer = by_code(three.servers[(on + 1) % 3], address, code)
+    assert answer.status == 200, answer
+    return answer
+
+
+def assert_refused(answer: Answer, status: int, code: str) -> None:
+    assert (answer.status, answer.code) == (status, code), answer
+
+
+# --- 1. sign-in tickets ---------------------------------------------------------------------------
+
+
+def test_a_ticket_asked_for_on_a_is_spent_on_b_by_link_and_another_on_c_by_code(
+    three: Fleet, sink: RecordingSink
+) -> None:
+    a, b, c = three.servers
+    ask(a, "ada@example.com")
+    token, code = link_and_code(sink, "ada@example.com")
+    first = by_link(b, token)
+    assert first.status == 200, first
+    assert first.body["user"]["email"] == "ada@example.com"
+    assert_refused(by_code(c, "ada@example.com", code), 401, "invalid_code")  # the same ticket: spent
+    assert_refused(by_link(a, token), 401, "invalid_token")
+
+    ask(a, "ada@example.com")
+    token2, code2 = link_and_code(sink, "ada@example.com", 2)
+    second = by_code(c, "ada@example.com", code2)
+    assert second.status == 200, second
+    assert second.body["user"]["id"] == first.body["user"]["id"]  # one user, whichever server made it
+    assert_refused(by_link(b, token2), 401, "invalid_token")
+
+
+def test_wrong_codes_sent_to_a_b_and_c_in_turn_burn_the_ticket_together(three: Fleet, sink: RecordingSink) -> None:
+    """auth.code_max_attempts is 5 by default: five wrong codes over three servers (no server sees
+    more than two) burn the ticket; then the right code, and the link, fail everywhere."""
+    a, b, c = three.servers
+    ask(a, "ada@example.com")
+    token, code = link_and_code(sink, "ada@example.com")
+    for step, server in enumerate([a, b, c, a, b], start=1):
+        assert_refused(by_code(server, "ada@example.com", other_code(code, step)), 401, "invalid_code")
+    for server in (a, b, c):
+        assert_refused(by_code(server, "ada@example.com", code), 401, "invalid_code")
+    assert_refused(by_link(c, token), 401, "invalid_token")
+
+
+def test_four_wrong_codes_over_three_servers_leave_the_ticket_alive(three: Fleet, sink: RecordingSink) -> None:
+    """The other side of the limit: one wrong code fewer, and the right code still signs in."""
+    a, b, c = three.servers
+    ask(b, "bob@example.com")
+    _, code = link_and_code(sink, "bob@example.com")
+    for step, server in enumerate([a, b, c, a], start=1):
+        assert_refused(by_code(server, "bob@example.com", other_code(code, step)), 401, "invalid_code")
+    assert by_code(c, "bob@example.com", code).status == 200
+
+
+def test_a_link_raced_on_a_b_and_c_signs_in_once(three: Fleet, sink: RecordingSink) -> None:
+    a, b, c = three.servers
+    ask(a, "ada@example.com")
+    token, _ = link_and_code(sink, "ada@example.com")
+    answers = together(*(lambda s=s: by_link(s, token) for s in (a, b, c, a, b, c)))
+    assert sorted(x.status for x in answers) == [200, 401, 401, 401, 401, 401], answers
+    assert {x.code for x in answers if x.status == 401} == {"invalid_token"}
+    assert three.rows("SELECT count(*) FROM sessions")[0][0] == 1
+
+
+def test_a_code_raced_on_a_b_and_c_signs_in_once(three: Fleet, sink: RecordingSink) -> None:
+    a, b, c = three.servers
+    ask(b, "ada@example.com")
+    _, code = link_and_code(sink, "ada@example.com")
+    answers = together(*(lambda s=s: by_code(s, "ada@example.com", code) for s in (a, b, c, a, b, c)))
+    assert sorted(x.status for x in answers) == [200, 401, 401, 401, 401, 401], answers
+    assert three.rows("SELECT count(*) FROM sessions")[0][0] == 1
+
+
+# --- 2. sessions --------------------------------------------------------------------------------
+
+
+def test_a_session_made_on_a_is_refreshed_on_b_and_checked_on_c(three: Fleet, sink: RecordingSink) -> None:
+    a, b, c = three.servers
+    made = signed_in(three, sink, "ada@example.com", on=2)  # asked on C, signed in on A
+    refreshed = call(b, "POST", "/auth/refresh", {"refresh_token": made.body["refresh_token"]})
+    assert refreshed.status == 200, refreshed
+    me = call(c, "GET", "/auth/me", token=refreshed.body["access_token"])
+    assert (me.status, me.body["email"]) == (200, "ada@example.com"), me
+    sessions = call(a, "GET", "/auth/sessions", token=refreshed.body["access_token"])
+    assert len(sessions.body["sessions"]) == 1, sessions
+
+
+def test_a_refresh_token_rotated_on_a_and_presented_again_on_b_revokes_the_session_everywhere(
+    three: Fleet, sink: RecordingSink
+) -> None:
+    a, b, c = three.servers
+    made = signed_in(three, sink, "ada@example.com")
+    rotated = call(a, "POST", "/auth/refresh", {"refresh_token": made.body["refresh_token"]})
+    assert rotated.status == 200, rotated
+    assert call(c, "GET", "/auth/me", token=rotated.body["access_token"]).status == 200
+
+    assert_refused(call(b, "POST", "/auth/refresh", {"refresh_token": made.body["refresh_token"]}),
+                   401, "refresh_token_reused")
+    for server in (a, b, c):  # the thief's copy and the rightful one: both dead, on every server
+        assert call(server, "GET", "/auth/me", token=rotated.body["access_token"]).status == 401
+        assert call(server, "GET", "/auth/me", token=made.body["access_token"]).status == 401
+    assert call(c, "POST", "/auth/refresh", {"refresh_token": rotated.body["refresh_token"]}).status == 401
+
+
+def test_logout_on_b_is_refused_on_a_and_c_at_once(three: Fleet, sink: RecordingSink) -> None:
+    a, b, c = three.servers
+    made = signed_in(three, sink, "ada@example.com")
+    access = made.body["access_token"]
+    for server in (a, c):
+        assert call(server, "GET", "/auth/me", token=access).status == 200
+    assert call(b, "POST", "/auth/logout", token=access).status == 204
+    for server in (a, c):
+        assert_refused(call(server, "GET", "/auth/me", token=access), 401, "invalid_token")
+
+
+def test_an_admin_revocation_on_c_is_refused_on_a_and_b_at_once(three: Fleet, sink: RecordingSink) -> None:
+    from tests.support.cluster_servers import ADMIN_TOKEN
+
+    a, b, c = three.servers
+    made = signed_in(three, sink, "ada@example.com")
+    access = made.body["access_token"]
+    assert call(a, "GET", "/auth/me", token=access).status == 200
+    revoked = call(c, "DELETE", f"/admin/users/{made.body['user']['id']}/sessions", token=ADMIN_TOKEN)
+    assert (revoked.status, revoked.body) == (200, {"revoked": 1}), revoked
+    for server in (a, b):
+        assert call(server, "GET", "/auth/me", token=access).status == 401
+    assert call(a, "POST", "/auth/refresh", {"refresh_token": made.body["refresh_token"]}).status == 401
