@@ -9,19 +9,23 @@ suite's throwaway cluster (tests/support/engine.py), or, to stop PostgreSQL, fro
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
+from tests.support.authenticator import SoftAuthenticator
 from tests.support.cluster_servers import (
+    PUBLIC_URL,
     Answer,
     Fleet,
     RecordingSink,
     call,
     fleet,
     link_and_code,
+    wait_for_mail,
 )
 from tests.support.engine import cluster
 from tests.support.live import LiveServer
@@ -216,3 +220,90 @@ def test_an_admin_revocation_on_c_is_refused_on_a_and_b_at_once(three: Fleet, si
     for server in (a, b):
         assert call(server, "GET", "/auth/me", token=access).status == 401
     assert call(a, "POST", "/auth/refresh", {"refresh_token": made.body["refresh_token"]}).status == 401
+
+
+# --- 3. passkeys ----------------------------------------------------------------------------------
+
+
+def register_passkey(three: Fleet, sink: RecordingSink, device: SoftAuthenticator, address: str) -> str:
+    """Sign in by email, then register a passkey with options from A verified on B; its id."""
+    a, b, _ = three.servers
+    access = signed_in(three, sink, address).body["access_token"]
+    options = call(a, "POST", "/auth/passkeys/register/options", {}, token=access)
+    assert options.status == 200, options
+    credential = device.make_credential(options.body["options"], PUBLIC_URL)
+    registered = call(b, "POST", "/auth/passkeys/register/verify", {"credential": credential}, token=access)
+    assert registered.status == 201, registered
+    return str(registered.body["id"])
+
+
+def passkey_sign_in(options_on: LiveServer, verify_on: LiveServer, device: SoftAuthenticator, **bend: object) -> Answer:
+    options = call(options_on, "POST", "/auth/passkeys/login/options", {})
+    assert options.status == 200, options
+    assertion = device.get_assertion(options.body["options"], PUBLIC_URL, **bend)  # type: ignore[arg-type]
+    return call(verify_on, "POST", "/auth/passkeys/login/verify", {"credential": assertion})
+
+
+def test_passkey_options_from_one_server_are_verified_on_another(three: Fleet, sink: RecordingSink) -> None:
+    a, b, c = three.servers
+    device = SoftAuthenticator()
+    register_passkey(three, sink, device, "ada@example.com")
+    signed = passkey_sign_in(b, c, device)
+    assert signed.status == 200, signed
+    assert signed.body["user"]["email"] == "ada@example.com"
+    me = call(a, "GET", "/auth/me", token=signed.body["access_token"])
+    assert (me.status, me.body["passkeys"]) == (200, 1), me
+
+
+def test_sign_counts_and_clone_detection_hold_across_servers(three: Fleet, sink: RecordingSink) -> None:
+    """The authenticator counts 1, 2, 3 over three servers; an assertion counting 2 again (a cloned
+    authenticator), on the one server that has not seen 3 itself, is refused."""
+    a, b, c = three.servers
+    device = SoftAuthenticator()
+    register_passkey(three, sink, device, "ada@example.com")
+    for options_on, verify_on in ((a, b), (b, c), (c, a)):  # sign counts 1, 2, 3
+        assert passkey_sign_in(options_on, verify_on, device).status == 200
+    assert three.rows("SELECT sign_count FROM passkeys") == [(3,)]
+    assert_refused(passkey_sign_in(a, b, device, sign_count=2), 401, "invalid_credential")
+    assert passkey_sign_in(a, c, device, sign_count=4).status == 200  # the real one, counting on
+    assert_refused(passkey_sign_in(b, b, device, sign_count=4), 401, "invalid_credential")
+
+
+def test_a_passkey_challenge_is_spent_once_across_servers(three: Fleet, sink: RecordingSink) -> None:
+    a, b, c = three.servers
+    device = SoftAuthenticator()
+    register_passkey(three, sink, device, "ada@example.com")
+    options = call(a, "POST", "/auth/passkeys/login/options", {})
+    assertion = device.get_assertion(options.body["options"], PUBLIC_URL)
+    answers = together(*(lambda s=s: call(s, "POST", "/auth/passkeys/login/verify", {"credential": assertion})
+                         for s in (a, b, c)))
+    assert sorted(x.status for x in answers) == [200, 401, 401], answers
+
+
+# --- 4. the per-email limit -------------------------------------------------------------------------
+
+
+def test_the_per_email_limit_counts_requests_made_on_every_server(three: Fleet, sink: RecordingSink) -> None:
+    """rate_limit.magic_link_per_email is 5/15m by default: five requests over A, B and C, and
+    the sixth is refused on whichever server it lands; another address is not affected."""
+    a, b, c = three.servers
+    for server in (a, b, c, a, b):
+        ask(server, "ada@example.com")
+    for server in (c, a, b):
+        refused = call(server, "POST", "/auth/magic-link", {"email": "ada@example.com"})
+        assert_refused(refused, 429, "rate_limited")
+        assert int(refused.headers["retry-after"]) > 0, refused.headers
+    ask(c, "bob@example.com")
+    wait_for_mail(sink, "ada@example.com", 5)
+    wait_for_mail(sink, "bob@example.com", 1)
+
+
+def test_the_per_email_limit_holds_when_the_servers_are_asked_at_the_same_moment(
+    three: Fleet, sink: RecordingSink
+) -> None:
+    a, b, c = three.servers
+    answers = together(*(lambda s=s: call(s, "POST", "/auth/magic-link", {"email": "ada@example.com"})
+                         for s in (a, b, c) * 3))
+    assert Counter(x.status for x in answers) == {202: 5, 429: 4}, answers
+    assert three.rows("SELECT count(*) FROM sign_in_tickets")[0][0] == 5
+    assert len(wait_for_mail(sink, "ada@example.com", 5)) == 5
