@@ -8,9 +8,12 @@ suite's throwaway cluster (tests/support/engine.py), or, to stop PostgreSQL, fro
 
 from __future__ import annotations
 
+import base64
+import signal
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +24,7 @@ from tests.support.cluster_servers import (
     PUBLIC_URL,
     Answer,
     Fleet,
+    Receiver,
     RecordingSink,
     call,
     fleet,
@@ -31,6 +35,7 @@ from tests.support.engine import cluster
 from tests.support.live import LiveServer
 from tests.support.mail import start_sink
 from tests.support.signin import other_code
+from tests.support.waiting import wait_until
 
 T = TypeVar("T")
 
@@ -307,3 +312,118 @@ def test_the_per_email_limit_holds_when_the_servers_are_asked_at_the_same_moment
     assert Counter(x.status for x in answers) == {202: 5, 429: 4}, answers
     assert three.rows("SELECT count(*) FROM sign_in_tickets")[0][0] == 5
     assert len(wait_for_mail(sink, "ada@example.com", 5)) == 5
+
+
+# --- 5. emails and webhooks, each sent once; a killed server loses none ---------------------------
+
+
+def sent_by(three: Fleet, servers: list[LiveServer], metric: str = "email_deliveries_total") -> float:
+    return sum(three.metric(s, metric, 'result="sent"') for s in servers)
+
+
+def test_emails_asked_for_on_three_servers_are_each_delivered_once(three: Fleet, sink: RecordingSink) -> None:
+    addresses = [f"user{i}@example.com" for i in range(30)]
+    servers = three.servers * 10
+    together(*(lambda s=s, x=x: ask(s, x) for s, x in zip(servers, addresses)))
+    wait_until(lambda: sorted(set(sink.all_to())) == sorted(addresses), "an email to every address", timeout=20)
+    wait_until(lambda: three.rows("SELECT count(*) FROM email_queue WHERE status <> 'sent'")[0][0] == 0,
+               "every queued email marked sent")
+    # Every delivery the servers made is counted by the one that made it: as many as emails, no more.
+    assert sent_by(three, three.servers) == len(addresses)
+    assert Counter(sink.all_to()) == Counter(addresses)  # each exactly once
+
+
+@contextmanager
+def slow_smtp(delay: float) -> Iterator[RecordingSink]:
+    slow = RecordingSink(delay)
+    controller = start_sink(slow)
+    slow.port = int(controller.port)
+    try:
+        yield slow
+    finally:
+        controller.stop()
+
+
+def kill_while_sending(tmp_path: Path, slow: RecordingSink, addresses: list[str]) -> tuple[Fleet, set[str]]:
+    """A asks for an email to each address and is killed (SIGKILL, its whole process group) once
+    the SMTP server is receiving from it; the addresses it had started handing over by then."""
+    made = Fleet(tmp_path, cluster().create_database(), slow.port)
+    made.start(3)
+    a = made.servers[0]
+    for address in addresses:
+        ask(a, address)
+    wait_until(lambda: slow.started, "A sending an email")
+    a.stop(signal.SIGKILL)
+    with slow.lock:
+        handed_over = set(slow.started)
+    left = made.rows("SELECT count(*) FROM email_queue WHERE status = 'sending'")[0][0]
+    assert left >= 1, "A was killed with nothing leased: the test proves nothing"
+    return made, handed_over
+
+
+def assert_at_least_once(slow: RecordingSink, addresses: list[str], handed_over: set[str]) -> None:
+    """Every email arrived; only one that the killed server was handing over may arrive twice."""
+    counts = Counter(slow.all_to())
+    assert set(counts) == set(addresses), counts
+    twice = {address for address, n in counts.items() if n > 1}
+    assert twice <= handed_over and max(counts.values()) <= 2, (counts, handed_over)
+
+
+def test_emails_leased_by_a_killed_server_are_delivered_by_the_others(tmp_path: Path) -> None:
+    """email.lease is 2s: once it runs out, B or C retake what A held (traffic goes on: a user
+    asks for a link on B). At least once, nothing lost."""
+    addresses = [f"user{i}@example.com" for i in range(6)]
+    with slow_smtp(1.0) as slow:
+        made, handed_over = kill_while_sending(tmp_path, slow, addresses)
+        try:
+            _, b, c = made.servers
+            ask(b, "later@example.com")
+            everyone = [*addresses, "later@example.com"]
+            wait_until(lambda: set(slow.all_to()) == set(everyone), "every email, A's included", timeout=30)
+            wait_until(lambda: made.rows("SELECT count(*) FROM email_queue WHERE status <> 'sent'")[0][0] == 0,
+                       "every queued email marked sent", timeout=30)
+            assert sent_by(made, [b, c]) == len(everyone)  # B and C sent each email once between them
+            assert_at_least_once(slow, everyone, handed_over)
+        finally:
+            made.close()
+
+
+def test_emails_leased_by_a_killed_server_are_retaken_without_any_other_traffic(tmp_path: Path) -> None:
+    """SCALE.md point 5: workers wake on LISTEN/NOTIFY, polling being the fallback. B and C hear
+    of A's emails when they are queued, so once A's lease (2s) runs out they retake them, though
+    nobody asks them for anything. Today a worker with nothing to do sleeps IDLE_SECONDS (30s)
+    and nothing wakes it but its own server's requests: the emails wait for B's or C's next poll,
+    up to half a minute, far beyond the lease; the generous wait below (5 leases) fails then."""
+    addresses = [f"user{i}@example.com" for i in range(6)]
+    with slow_smtp(0.5) as slow:
+        made, handed_over = kill_while_sending(tmp_path, slow, addresses)
+        try:
+            wait_until(lambda: set(slow.all_to()) == set(addresses),
+                       f"B or C to retake A's emails within 5 leases (those not sent: {addresses})", timeout=10)
+            assert_at_least_once(slow, addresses, handed_over)
+        finally:
+            made.close()
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"multi-server-webhook-key-32bytes").decode()
+
+
+def test_each_webhook_event_is_delivered_once(tmp_path: Path, sink: RecordingSink) -> None:
+    receiver = Receiver()
+    hooks = (f'[[webhooks]]\nurl = "{receiver.url}"\nsecret = "{WEBHOOK_SECRET}"\n'
+             'events = ["user.created", "login.succeeded"]\n')
+    try:
+        with fleet(tmp_path, cluster().create_database(), sink.port, extra=hooks) as made:
+            addresses = [f"user{i}@example.com" for i in range(6)]
+            for i, address in enumerate(addresses):
+                signed_in(made, sink, address, on=i % 3)
+            expected = Counter({(t, x): 1 for x in addresses for t in ("user.created", "login.succeeded")})
+            wait_until(lambda: len(receiver.received()) >= len(expected), "every event delivered", timeout=20)
+            wait_until(lambda: made.rows("SELECT count(*) FROM webhook_queue WHERE status <> 'sent'")[0][0] == 0,
+                       "every delivery marked sent")
+            assert sent_by(made, made.servers, "webhook_deliveries_total") == len(expected)
+            hits = receiver.received()
+            assert Counter((h.type, h.email) for h in hits) == expected
+            assert len({h.id for h in hits}) == len(hits)
+    finally:
+        receiver.close()

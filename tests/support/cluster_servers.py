@@ -223,3 +223,51 @@ def fleet(folder: Path, url: str, smtp_port: int, count: int = 3, extra: str = "
         yield made
     finally:
         made.close()
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One webhook delivery as received."""
+
+    id: str
+    type: str
+    email: str
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that answers 200 to every POST and keeps what it was sent."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits: list[Hook] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+                with receiver.lock:
+                    receiver.hits.append(Hook(str(self.headers["webhook-id"]), body["type"], body["data"]["email"]))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def received(self) -> list[Hook]:
+        with self.lock:
+            return list(self.hits)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
