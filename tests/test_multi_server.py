@@ -9,7 +9,9 @@ suite's throwaway cluster (tests/support/engine.py), or, to stop PostgreSQL, fro
 from __future__ import annotations
 
 import base64
+import re
 import signal
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,14 +21,19 @@ from typing import TypeVar
 
 import pytest
 
+from passwordless.keys.service import KEY_RELOAD_SECONDS
+from passwordless.platform.migrate import MIGRATION_LOCK
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.cluster_servers import (
     PUBLIC_URL,
+    ROOT,
     Answer,
     Fleet,
     Receiver,
     RecordingSink,
     call,
+    command,
+    environment,
     fleet,
     link_and_code,
     wait_for_mail,
@@ -427,3 +434,143 @@ def test_each_webhook_event_is_delivered_once(tmp_path: Path, sink: RecordingSin
             assert len({h.id for h in hits}) == len(hits)
     finally:
         receiver.close()
+
+
+# --- 6. housekeeping ------------------------------------------------------------------------------
+
+EXPIRED_TICKETS = """
+INSERT INTO sign_in_tickets (id, email, token_hash, code_hash, created_at, expires_at)
+SELECT 'old-' || n, 'old' || n || '@example.com', sha256(('t' || n)::bytea), sha256(('c' || n)::bytea),
+       extract(epoch FROM now())::bigint - 3 * 86400, extract(epoch FROM now())::bigint - 3 * 86400 + 900
+FROM generate_series(1, ?::integer) AS n
+RETURNING 1
+"""
+
+
+def expired_tickets(three: Fleet) -> int:
+    return int(three.rows("SELECT count(*) FROM sign_in_tickets WHERE id LIKE 'old-%'")[0][0])
+
+
+def test_prune_against_the_shared_database_deletes_what_expired_while_the_servers_run(
+    three: Fleet, sink: RecordingSink
+) -> None:
+    """Tickets that expired three days ago (more than a batch of them) go; a live ticket stays
+    and signs in; every server goes on answering."""
+    a, b, c = three.servers
+    three.rows(EXPIRED_TICKETS, 1234)
+    ask(a, "ada@example.com")
+    _, code = link_and_code(sink, "ada@example.com")
+
+    dry = three.cli("prune", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert re.search(r"would delete\s+1234 sign_in_tickets", dry.stdout), dry.stdout
+    assert expired_tickets(three) == 1234
+
+    done = three.cli("prune")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"deleted\s+1234 sign_in_tickets", done.stdout), done.stdout
+    assert expired_tickets(three) == 0
+    assert by_code(c, "ada@example.com", code).status == 200
+    assert all(s.get("/readiness")[0] == 200 for s in (a, b, c))
+
+
+def test_prunes_running_at_the_same_moment_both_finish_and_delete_each_row_once(three: Fleet) -> None:
+    """Housekeeping on two machines at once (two servers' hourly runs, an operator's cron job):
+    both succeed, and between them they report each deleted row once."""
+    three.rows(EXPIRED_TICKETS, 20000)
+    runs = together(lambda: three.cli("prune"), lambda: three.cli("prune"))
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+    reported = [re.search(r"deleted\s+(\d+) sign_in_tickets", run.stdout) for run in runs]
+    assert all(reported), [run.stdout for run in runs]
+    assert sum(int(m[1]) for m in reported if m) == 20000
+    assert expired_tickets(three) == 0
+
+
+def test_housekeeping_holds_an_advisory_lock_while_it_prunes(three: Fleet) -> None:
+    """SCALE.md point 6: pruning runs on one server at a time, under an advisory lock, in batches.
+    While `prune` works through a large backlog, the lock shows in pg_locks."""
+    three.rows(EXPIRED_TICKETS, 40000)
+    seen: list[int] = []
+    path = three.config("prune", 1)
+    process = subprocess.Popen(command("prune", "--config", str(path)), cwd=path.parent, env=environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while process.poll() is None:
+            seen.append(int(three.rows(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND (classid::bigint << 32 | objid::bigint) <> ?",  # not the migrations' lock
+                MIGRATION_LOCK,
+            )[0][0]))
+    finally:
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert expired_tickets(three) == 0, out
+    assert len(seen) > 3, "the prune was over too soon to watch"
+    assert max(seen) >= 1, f"no advisory lock held in {len(seen)} looks at pg_locks during the prune"
+
+
+# --- 7. signing keys ----------------------------------------------------------------------------
+
+ES256 = '[jwt]\nalgorithm = "ES256"\n'
+
+
+def jwks_kids(server: LiveServer) -> list[str]:
+    status, body = server.get("/.well-known/jwks.json")
+    assert status == 200, body
+    return sorted(str(k["kid"]) for k in body["keys"])
+
+
+def test_servers_starting_together_on_an_empty_database_make_one_key_and_see_a_rotation(
+    tmp_path: Path, sink: RecordingSink
+) -> None:
+    """Three ES256 servers started at the same moment publish the same single key; a token signed
+    by one is accepted by the others; `keys rotate` run elsewhere is published by every server
+    within the reload interval (keys.KEY_RELOAD_SECONDS, 60s: this test waits for it)."""
+    with fleet(tmp_path, cluster().create_database(), sink.port, extra=ES256) as made:
+        a, b, c = made.servers
+        first = jwks_kids(a)
+        assert len(first) == 1 and jwks_kids(b) == first and jwks_kids(c) == first
+        assert made.rows("SELECT kid FROM signing_keys") == [(first[0],)]
+        access = signed_in(made, sink, "ada@example.com").body["access_token"]
+        for server in (a, b, c):
+            assert call(server, "GET", "/auth/me", token=access).status == 200
+
+        rotated = made.cli("keys", "rotate")
+        assert rotated.returncode == 0, rotated.stderr
+        new_kid = re.search(r"signing key (\S+),", rotated.stdout)
+        assert new_kid, rotated.stdout
+        both = sorted([first[0], new_kid[1]])
+        wait_until(lambda: all(jwks_kids(s) == both for s in (a, b, c)), "the new key in every server's JWKS",
+                   timeout=KEY_RELOAD_SECONDS + 20, every=0.5)
+        assert call(c, "GET", "/auth/me", token=access).status == 200  # the old key still verifies
+
+
+# --- 8. migrations --------------------------------------------------------------------------------
+
+
+def test_servers_starting_together_on_an_empty_database_apply_each_migration_once(
+    tmp_path: Path, sink: RecordingSink
+) -> None:
+    known = sorted(int(p.name.split("_")[0]) for p in (ROOT / "migrations" / "postgres").glob("*.sql"))
+    assert known, "no migrations found"
+    with fleet(tmp_path, cluster().create_database(), sink.port) as made:  # ready: all three came up
+        assert made.rows("SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY version") == [
+            (v, 1) for v in known
+        ]
+        migrated = made.cli("migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        assert "applied" not in migrated.stdout and migrated.stdout.strip().endswith("is up to date"), migrated.stdout
+        assert signed_in(made, sink, "ada@example.com").status == 200
+
+
+def test_migrate_brings_an_empty_postgresql_database_up_to_date(tmp_path: Path, sink: RecordingSink) -> None:
+    made = Fleet(tmp_path, cluster().create_database(), sink.port)
+    migrated = made.cli("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    applied = re.findall(r"^applied (\S+)$", migrated.stdout, re.M)
+    assert applied == sorted(p.name for p in (ROOT / "migrations" / "postgres").glob("*.sql")), migrated.stdout
+    assert "postgresql://" in migrated.stdout and migrated.stdout.strip().endswith("is up to date")
+    again = made.cli("migrate")
+    assert again.returncode == 0 and "applied" not in again.stdout, again.stdout
