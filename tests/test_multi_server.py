@@ -12,6 +12,7 @@ import base64
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ from tests.support.cluster_servers import (
 from tests.support.engine import cluster
 from tests.support.live import LiveServer
 from tests.support.mail import start_sink
+from tests.support.postgres import Cluster
 from tests.support.signin import other_code
 from tests.support.waiting import wait_until
 
@@ -405,8 +407,11 @@ def test_emails_leased_by_a_killed_server_are_retaken_without_any_other_traffic(
     with slow_smtp(0.5) as slow:
         made, handed_over = kill_while_sending(tmp_path, slow, addresses)
         try:
-            wait_until(lambda: set(slow.all_to()) == set(addresses),
-                       f"B or C to retake A's emails within 5 leases (those not sent: {addresses})", timeout=10)
+            try:
+                wait_until(lambda: set(slow.all_to()) == set(addresses), "B or C to retake A's emails", timeout=10)
+            except AssertionError:
+                missing = sorted(set(addresses) - set(slow.all_to()))
+                raise AssertionError(f"not delivered within 5 leases of A's death: {missing}") from None
             assert_at_least_once(slow, addresses, handed_over)
         finally:
             made.close()
@@ -574,3 +579,56 @@ def test_migrate_brings_an_empty_postgresql_database_up_to_date(tmp_path: Path, 
     assert "postgresql://" in migrated.stdout and migrated.stdout.strip().endswith("is up to date")
     again = made.cli("migrate")
     assert again.returncode == 0 and "applied" not in again.stdout, again.stdout
+
+
+# --- 9. PostgreSQL goes away and comes back -------------------------------------------------------
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL server of this test's own, to stop and start (the suite's is shared); its
+    folder short, for the server's Unix socket."""
+    started = Cluster.start(Path(tempfile.mkdtemp(prefix="pw-pg-")))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def test_when_postgresql_goes_away_servers_answer_503_and_recover_by_themselves(
+    tmp_path: Path, sink: RecordingSink, own_cluster: Cluster
+) -> None:
+    with fleet(tmp_path, own_cluster.create_database(), sink.port) as made:
+        a, b, c = made.servers
+        session = signed_in(made, sink, "ada@example.com").body
+        with sink.lock:
+            sink.answers[:] = ["451 4.3.0 try again later"] * 10_000  # the SMTP server is down too
+        ask(a, "queued@example.com")  # queued before the outage, not yet delivered
+        wait_until(lambda: made.rows("SELECT attempts FROM email_queue WHERE to_address = ?", "queued@example.com")
+                   [0][0] >= 1, "a failed attempt at the queued email")
+
+        own_cluster.kill()
+        answers = together(
+            *(lambda s=s: call(s, "GET", "/readiness") for s in (a, b, c)),
+            *(lambda s=s: call(s, "POST", "/auth/magic-link", {"email": "bob@example.com"}) for s in (a, b, c)),
+            lambda: call(c, "GET", "/auth/me", token=session["access_token"]),
+            lambda: call(b, "POST", "/auth/refresh", {"refresh_token": session["refresh_token"]}),
+            lambda: call(a, "GET", "/liveness"),
+        )
+        for ready in answers[:3]:
+            assert (ready.status, ready.body) == (503, {"status": "not_ready", "reason": "database_unavailable"}), ready
+        for refused in answers[3:8]:
+            assert_refused(refused, 503, "unavailable")
+            assert "retry-after" in refused.headers, refused.headers
+        assert (answers[8].status, answers[8].body) == (200, {"status": "alive"})
+
+        own_cluster.restart()
+        with sink.lock:
+            sink.answers.clear()
+        wait_until(lambda: all(s.get("/readiness")[0] == 200 for s in (a, b, c)), "every server ready again",
+                   timeout=30, every=0.2)
+        for server in (a, b, c):  # the session made before the outage, on every server
+            assert call(server, "GET", "/auth/me", token=session["access_token"]).status == 200
+        signed_in(made, sink, "bob@example.com", on=1)  # asked on B, signed in on C
+        wait_for_mail(sink, "queued@example.com", timeout=30)
+        assert all(s.process.poll() is None for s in (a, b, c))  # nobody restarted them
