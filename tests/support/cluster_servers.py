@@ -10,6 +10,7 @@ against the same database."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from tests.support.waiting import wait_until
 ROOT = Path(__file__).resolve().parents[2]  # the checkout whose code the servers run
 PUBLIC_URL = "http://localhost:3000"  # the load balancer in front of every server
 ADMIN_TOKEN = "multi-server-admin-token-0123456789abcdef"
+_RUNS = itertools.count(1)
 
 # Short retries, so a failed send is tried again within the test; a short lease, so rows a killed
 # server leased are retaken soon.
@@ -169,7 +171,7 @@ class Fleet:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`passwordless ARGS --config C` with a configuration of this fleet's (same database)."""
-        path = self.config("cli", free_port())
+        path = self.config(f"cli-{next(_RUNS)}", free_port())  # a file of its own: commands may run at once
         return subprocess.run(
             command(*args, "--config", str(path)), cwd=path.parent, env=environment(),
             capture_output=True, text=True, timeout=60,
