@@ -92,11 +92,9 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
 
 
 async def _prune(config: Config, db: Database, clock: Clock) -> None:
-    gone = await housekeeping.prune(db, config, clock())
-    if gone is None:
-        logger.info("prune_skipped", extra={"reason": "another server is pruning"})
-    elif any(gone.values()):
-        logger.info("pruned", extra=gone)
+    pruned = await housekeeping.prune(db, config, clock())
+    if any(pruned.gone.values()) or pruned.left_to_another:
+        logger.info("pruned", extra={**pruned.gone, "left_to_another_server": pruned.left_to_another})
 
 
 async def _start(

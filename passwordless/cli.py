@@ -172,20 +172,19 @@ def _not_on_postgres(command: str, instead: str) -> int:
 def _prune(args: argparse.Namespace) -> int:
     config, _ = _load(args)
 
-    async def run() -> dict[str, int] | None:
+    async def run() -> housekeeping.Pruned:
         db = await storage.open_migrated(config.database)
         try:
             return await housekeeping.prune(db, config, time.time(), dry_run=args.dry_run)
         finally:
             await db.close()
 
-    gone = asyncio.run(run())
-    if gone is None:
-        print("another server is pruning this database right now: nothing more to do here")
-        return 0
+    pruned = asyncio.run(run())
     verb = "would delete" if args.dry_run else "deleted"
-    for name, count in gone.items():
+    for name, count in pruned.gone.items():
         print(f"{verb} {count:>8} {name}")
+    if pruned.left_to_another:
+        print("another server is pruning this database at the same time: the rest is left to it")
     return 0
 
 

@@ -481,15 +481,15 @@ def test_prune_against_the_shared_database_deletes_what_expired_while_the_server
 
 def test_prunes_running_at_the_same_moment_all_finish_and_delete_each_row_once(three: Fleet) -> None:
     """Housekeeping on five machines at once (the servers' hourly runs: servers started together
-    prune together; an operator's cron job): each succeeds, and between them they report each
+    prune together; an operator's cron job): each succeeds, one prunes at a time (a run that
+    meets another leaves the rest to it, and says so), and between them they report each
     deleted row once."""
     three.rows(EXPIRED_TICKETS, 60000)
     runs = together(*(lambda: three.cli("prune") for _ in range(5)))
     for run in runs:
         assert run.returncode == 0, run.stderr[-3000:]
-    reported = [re.search(r"deleted\s+(\d+) sign_in_tickets", run.stdout) for run in runs]
-    assert all(reported), [run.stdout for run in runs]
-    assert sum(int(m[1]) for m in reported if m) == 60000
+    reported = [int(m[1]) if (m := re.search(r"deleted\s+(\d+) sign_in_tickets", run.stdout)) else 0 for run in runs]
+    assert sum(reported) == 60000, [run.stdout for run in runs]
     assert expired_tickets(three) == 0
 
 

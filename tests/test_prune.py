@@ -304,9 +304,9 @@ def test_prune_works_in_batches_until_all_is_gone(make_config: MakeConfig, monke
 
         db.write = write  # type: ignore[method-assign]
         try:
-            dry = await housekeeping.prune(db, config, time.time(), dry_run=True)
+            dry = (await housekeeping.prune(db, config, time.time(), dry_run=True)).gone
             assert results == [], "a dry run wrote"
-            done = await housekeeping.prune(db, config, time.time())
+            done = (await housekeeping.prune(db, config, time.time())).gone
             return dry, done, results
         finally:
             await db.close()

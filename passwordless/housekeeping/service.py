@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from passwordless.config.settings import Config
 from passwordless.magic_link import store as tickets
@@ -34,21 +35,29 @@ def rules(config: Config, now: float) -> list[tuple[str, Pruner, float]]:
     ]
 
 
-async def prune(db: Database, config: Config, now: float, dry_run: bool = False) -> dict[str, int] | None:
-    """How many rows of each kind went (or, with dry_run, would go); None if another server was
-    pruning (with several servers on one database, one prunes at a time: SCALE.md)."""
-    gone: dict[str, int] = {}
+@dataclass
+class Pruned:
+    """How many rows of each kind went (or, with dry_run, would go), and whether this run left the
+    rest to another server that was pruning at the same time (one prunes at a time: SCALE.md)."""
+
+    gone: dict[str, int] = field(default_factory=dict)
+    left_to_another: bool = False
+
+
+async def prune(db: Database, config: Config, now: float, dry_run: bool = False) -> Pruned:
+    done = Pruned()
     for name, pruner, before in rules(config, now):
         if dry_run:
-            gone[name] = await db.read(pruner, before, BATCH, True)
+            done.gone[name] = await db.read(pruner, before, BATCH, True)
             continue
-        gone[name] = 0
+        done.gone[name] = 0
         while batch := await db.write(_batch, pruner, before, BATCH):
-            if batch is SOMEONE_ELSE:
-                return None
-            gone[name] += batch
+            if batch == SOMEONE_ELSE:
+                done.left_to_another = True
+                return done
+            done.gone[name] += batch
             await asyncio.sleep(0)  # let waiting sign-ins through between batches
-    return gone
+    return done
 
 
 SOMEONE_ELSE = -1  # another server holds the housekeeping lock

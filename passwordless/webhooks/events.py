@@ -11,7 +11,6 @@ from passwordless.config.settings import WebhookSettings
 from passwordless.platform.db.types import Connection, after_commit, notify
 from passwordless.webhooks import store
 
-
 QUEUE_CHANNEL = "passwordless_webhook_queue"  # what the worker listens on (QueueWorker: passwordless_<table>)
 
 
