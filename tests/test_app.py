@@ -163,6 +163,26 @@ async def test_readiness_refuses_while_migrations_are_pending(app: Starlette, cl
     assert r.json() == {"status": "not_ready", "reason": "migrations_pending"}
 
 
+async def test_readiness_stays_while_a_newer_version_migrates_but_refuses_an_edited_migration(
+    app: Starlette, client: httpx.AsyncClient
+) -> None:
+    """A rolling update: the new version's migration runs while this version still serves (it keeps
+    working: migrations keep the version before them working), so it stays ready. A migration
+    whose recorded checksum differs from the file is another story."""
+    with connection(deps_of(app).config) as conn:
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (9999, 'newer', 'x', 1)"
+        )
+    r = await client.get("/readiness")
+    assert r.status_code == 200, r.text
+    with connection(deps_of(app).config) as conn:
+        conn.execute("DELETE FROM schema_migrations WHERE version = 9999")
+        conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    r = await client.get("/readiness")
+    assert r.status_code == 503
+    assert r.json() == {"status": "not_ready", "reason": "migrations_diverged"}
+
+
 async def test_health_and_readiness_fail_once_the_database_is_closed(
     app: Starlette, client: httpx.AsyncClient
 ) -> None:

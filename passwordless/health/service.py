@@ -57,6 +57,11 @@ async def readiness(db: Database, lifecycle: Lifecycle, known: tuple[migrate.Mig
         return Readiness(False, "database_unavailable")
     try:
         todo = await asyncio.wait_for(db.read(migrate.pending, known), CHECK_TIMEOUT_SECONDS)
+    except migrate.DatabaseAhead:
+        # A rolling update: the new version migrated the database while this one still serves.
+        # Migrations keep the version before them working (docs/upgrading.md), so it stays ready
+        # until it is replaced; it would refuse to start again on this database.
+        return Readiness(True)
     except migrate.MigrationError:
         return Readiness(False, "migrations_diverged")
     except Exception:

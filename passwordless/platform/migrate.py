@@ -32,6 +32,10 @@ class MigrationError(Exception):
     """The database and the migrations on disk disagree, or a migration failed."""
 
 
+class DatabaseAhead(MigrationError):
+    """The database has migrations this version does not know: a newer version migrated it."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -79,7 +83,7 @@ def pending(conn: Connection, known: tuple[Migration, ...]) -> list[Migration]:
     for version, (name, checksum) in sorted(applied.items()):
         migration = by_version.get(version)
         if migration is None:
-            raise MigrationError(
+            raise DatabaseAhead(
                 f"the database has migration {version:04d}_{name} that this version does not know "
                 "(was it opened by a newer passwordless?)"
             )
