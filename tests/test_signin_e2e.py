@@ -4,15 +4,13 @@ the email the console transport prints (API.md "Sign in by email", "Tokens and s
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.engine import query
 from tests.support.live import LiveServer, serving
 
 DRAIN_DELAY = 0.2  # the drain delay `serving` configures
@@ -23,11 +21,6 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
     # public_url on 127.0.0.1 while requests claim another Host: links must follow the config
     with serving(tmp_path, host="127.0.0.1") as running:
         yield running
-
-
-def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(db)) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def test_sign_in_by_link_then_by_code_against_the_real_server(server: LiveServer) -> None:

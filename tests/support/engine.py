@@ -64,11 +64,19 @@ def database_url_in(folder: Path) -> str | None:
     return database_url(config.read_text(encoding="utf-8")) if config.exists() else None
 
 
-def secret_env(toml: str, env: dict[str, str]) -> dict[str, str]:
-    """On PostgreSQL, jwt.secret from the environment unless the test sets one itself."""
-    if not ON_POSTGRES or "JWT_SECRET" in env or ("[jwt]" in toml and "\nsecret" in toml.split("[jwt]", 1)[1]):
-        return env
-    return {**env, "JWT_SECRET": SHARED_SECRET}
+def with_shared_secret(toml: str) -> str:
+    """On PostgreSQL, the configuration with a jwt.secret (every server on one database must share
+    one, and configuration refuses database.url without it) unless the test sets one itself. In
+    the file, not the environment, so `passwordless` commands run on the same file find it too."""
+    if not ON_POSTGRES:
+        return toml
+    if "[jwt]" not in toml:
+        return f'{toml}\n[jwt]\nsecret = "{SHARED_SECRET}"\n'
+    head, jwt = toml.split("[jwt]", 1)
+    table = jwt.split("\n[", 1)[0]
+    if any(line.strip().startswith("secret") for line in table.splitlines()):
+        return toml
+    return f'{head}[jwt]\nsecret = "{SHARED_SECRET}"{jwt}'
 
 
 class Stored(Protocol):

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import pytest
 
-from tests.support.engine import database_section, database_url, secret_env
+from tests.support.engine import database_section, database_url, with_shared_secret
 from tests.support.processes import EXECUTABLE, clean_env, free_port
 from tests.support.waiting import wait_until
 
@@ -201,10 +201,10 @@ def serving(
         f'public_url = "http://{host}:{port}"\n'
         'drain_delay = "200ms"\n'
         + database
-        + "[email]\n" + email + extra_config,
+        + "[email]\n" + email + with_shared_secret(extra_config),
         encoding="utf-8",
     )
-    environment = clean_env(**secret_env(extra_config, env or {}))
+    environment = clean_env(**(env or {}))
     server = LiveServer([executable, "serve", "--config", str(config)], tmp_path, port, environment, host)
     server.db_url = database_url(database)
     try:

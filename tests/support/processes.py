@@ -46,8 +46,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     drop = config_env_names()
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra)
-    if os.environ.get("PASSWORDLESS_TEST_ENGINE") == "postgres":  # servers on one database share jwt.secret
-        env.setdefault("JWT_SECRET", "multi-server-test-secret-0123456789abcdef")
     return env
 
 
