@@ -643,3 +643,30 @@ def test_render_effective_masks_secrets_and_shows_derived_values(make_config: Ma
     assert shown["jwt"]["access_ttl"] == "15m"
     assert shown["rate_limit"]["magic_link_per_email"] == "5/15m"
     assert shown["email"]["from"] == "passwordless <noreply@localhost>"
+
+
+def test_the_database_url_comes_from_the_environment_and_check_config_hides_its_password(
+    make_config: MakeConfig,
+) -> None:
+    url = "postgresql://pw:s3cr%40t-pass@db.internal:5432/auth?sslmode=require"
+    config = make_config(f'[jwt]\nsecret = "{JWT_SECRET}"\n', {"DATABASE_URL": url})
+    assert config.database.url == url
+    text = render_effective(config)
+    assert "s3cr" not in text
+    assert tomllib.loads(text)["database"]["url"] == "postgresql://pw:********@db.internal:5432/auth?sslmode=require"
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://pw:hunter2@db/auth", "postgresql://pw:hunter2@db", "postgresql://pw:hunter2@db:99999/auth"]
+)
+def test_a_bad_database_url_is_one_line_that_does_not_repeat_the_password(make_config: MakeConfig, url: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        make_config(f'[jwt]\nsecret = "{JWT_SECRET}"\n', {"DATABASE_URL": url})
+    message = str(refused.value)
+    assert "database.url" in message and "DATABASE_URL" in message and "postgresql://" in message
+    assert "hunter2" not in message and "\n" not in message
+
+
+def test_postgresql_needs_the_jwt_secret_every_server_shares(make_config: MakeConfig) -> None:
+    with pytest.raises(ConfigError, match="jwt.secret is missing: with database.url every server must share one"):
+        make_config("", {"DATABASE_URL": "postgresql://pw@db/auth"})

@@ -117,3 +117,12 @@ def test_a_wrong_source_or_password_is_one_clear_line(tmp_path: Path) -> None:
     assert unreachable.returncode == 1
     assert "Traceback" not in unreachable.stderr and "hunter2" not in unreachable.stderr
     assert len(unreachable.stderr.strip().splitlines()) == 1
+
+
+def test_backup_and_restore_on_postgresql_point_to_pg_dump(tmp_path: Path) -> None:
+    config = config_file(tmp_path / "postgres", cluster().create_database())
+    for command, tool in (("backup", "pg_dump"), ("restore", "pg_restore")):
+        answer = cli(command, str(tmp_path / "x.db"), "--config", str(config), cwd=config.parent, env=clean_env())
+        assert answer.returncode == 2
+        assert tool in answer.stderr and "docs/postgres.md" in answer.stderr and "Traceback" not in answer.stderr
+    assert not (tmp_path / "x.db").exists()
