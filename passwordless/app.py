@@ -125,7 +125,9 @@ async def _start(
     for worker in workers:
         _background(stack, worker.run(), worker.stop)
     if config.jwt.algorithm in keys.ASYMMETRIC:
-        _background(stack, _every(keys.KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock)))
+        rotated = asyncio.Event()  # `keys rotate` on any machine (NOTIFY, PostgreSQL): reload now
+        db.listen(keys.ROTATED, rotated.set)
+        _background(stack, _every(keys.KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock), rotated))
     _background(stack, _every(PRUNE_SECONDS, lambda: _prune(config, db, clock)))
     return parts.build(parts.Opened(
         config=config, db=db, clock=clock, lifecycle=life, migrations=known, metrics=metrics, secret=secret,
@@ -170,9 +172,15 @@ async def _load_keys(config: Config, db: Database, signer: Signer, clock: Clock)
     signer.use_keys(await db.read(keys.published, clock(), keep))
 
 
-async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+async def _every(seconds: float, job: Callable[[], Awaitable[None]], sooner: asyncio.Event | None = None) -> None:
+    """Run `job` every `seconds`, or as soon as `sooner` is set."""
     while True:
-        await asyncio.sleep(seconds)
+        if sooner is None:
+            await asyncio.sleep(seconds)
+        else:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(sooner.wait(), seconds)
+            sooner.clear()
         try:
             await job()
         except Exception:

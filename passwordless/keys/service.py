@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from passwordless.keys import store
 from passwordless.keys.signer import SigningKey, generate_key
-from passwordless.platform.db.types import Connection
+from passwordless.platform.db.types import Connection, notify
 
 ASYMMETRIC = ("ES256", "EdDSA")
 JWKS_CACHE_SECONDS = 300  # Cache-Control max-age of /.well-known/jwks.json
-KEY_RELOAD_SECONDS = 60.0  # how often a running server reads the keys again
+KEY_RELOAD_SECONDS = 60.0  # how often a running server reads the keys again (and at once on ROTATED)
+ROTATED = "passwordless_signing_keys"  # the channel `keys rotate` notifies (PostgreSQL)
 # A rotated key is published at once but signs only once every verifier's cached JWKS (fetched
 # at worst just before the rotation) and every server (reading keys once a reload interval)
 # have it: a verifier never meets a kid it cannot find (API.md).
@@ -30,6 +31,7 @@ def rotate(conn: Connection, algorithm: str, now: float, *, at_once: bool = Fals
     store.retire_current(conn, algorithm, signs_from)
     key = generate_key(algorithm, now, signs_from)
     store.insert(conn, key)
+    notify(conn, ROTATED)  # running servers reload now rather than within KEY_RELOAD_SECONDS
     return key
 
 
