@@ -698,3 +698,14 @@ async def test_a_flood_of_wrong_tokens_writes_one_row_per_ip_per_minute(server: 
     # Every refusal is still counted where an operator watches: http_requests_total by status.
     metrics = (await server.http.get("/metrics")).text
     assert 'http_requests_total{method="GET",route="/admin/stats",status="401"} 1002.0' in metrics
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/admin/audit-logs?user_id=%00&since=178", "/admin/emails?status=sent&after=%5E%00x&limit=85",
+     "/admin/users?email=a%00b", "/admin/users/%00"],
+)
+async def test_nul_in_an_address_is_a_clear_400_on_either_engine(server: Server, path: str) -> None:
+    """Found by the fuzzer on PostgreSQL, which cannot hold NUL in text: refused before any lookup."""
+    response = await server.admin("GET", path)
+    assert_error(response, 400, "invalid_request")

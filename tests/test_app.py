@@ -541,7 +541,8 @@ async def test_a_request_path_cannot_forge_text_log_lines(
 async def test_dev_secret_is_made_once_beside_the_database(
     make_config: MakeConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = make_config()
+    # The development secret is SQLite's alone: on PostgreSQL every server must share jwt.secret.
+    config = make_config(f'[database]\npath = "{tmp_path / "auth.db"}"\n')
     path = tmp_path / DEV_SECRET_FILE
     assert not path.exists()
     async with running(config) as (app, client):

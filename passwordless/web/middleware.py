@@ -71,7 +71,13 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            if b"%00" in scope["query_string"] or "\x00" in scope["path"]:
+                # No text we keep or look up holds NUL (PostgreSQL cannot even store it): refused
+                # at the door, the same on both engines.
+                refused = error_response(400, "invalid_request", "The address may not contain NUL characters.")
+                await refused(scope, receive, send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
         except Exception:
             logger.exception("unhandled_error", extra={"method": scope["method"], "path": scope["path"]})
             if status:

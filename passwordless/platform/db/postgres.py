@@ -208,6 +208,12 @@ class PostgresDatabase:
                     result = fn(conn, *args, **kwargs)
         except psycopg_pool.PoolTimeout as exc:
             raise DatabaseUnavailable(str(exc)) from None
+        except psycopg.DataError as exc:
+            if "NUL" not in str(exc):
+                raise
+            # Text with NUL in it (which PostgreSQL cannot hold) from a form field, say: the
+            # client's mistake, never stored or found (the web kit refuses it in addresses).
+            raise ApiError(400, "invalid_request", "Text may not contain NUL characters.") from None
         except psycopg.OperationalError as exc:  # the connection broke, or PostgreSQL is shutting down
             if isinstance(exc, (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)):
                 raise
