@@ -12,6 +12,7 @@ import pytest
 
 from passwordless.config.load import load_config
 from passwordless.config.settings import Config
+from passwordless.platform import storage
 from passwordless.platform.copydb import TABLES
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.engine import cluster, connect
@@ -126,3 +127,12 @@ def test_backup_and_restore_on_postgresql_point_to_pg_dump(tmp_path: Path) -> No
         assert answer.returncode == 2
         assert tool in answer.stderr and "docs/postgres.md" in answer.stderr and "Traceback" not in answer.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_every_table_of_the_schema_is_copied(tmp_path: Path) -> None:
+    """A table added by a later migration and forgotten in copy-db's list would be lost in a move."""
+    config = load_config(config_file(tmp_path / "sqlite"), {})
+    storage.bring_up_to_date(config.database)
+    with connect(Path(config.database.path), None) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables - {"schema_migrations"} == set(TABLES)

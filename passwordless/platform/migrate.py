@@ -147,30 +147,29 @@ def apply_to_file(path: Path, known: tuple[Migration, ...]) -> list[Migration]:
 
 
 def apply_to_postgres(url: str, known: tuple[Migration, ...]) -> list[Migration]:
-    """Bring a PostgreSQL database up to date. Servers starting together on an empty database
-    take turns (a session advisory lock), so each migration is applied once; each migration is
-    one transaction (PostgreSQL's DDL is transactional)."""
+    """Bring a PostgreSQL database up to date, each migration in its own transaction (PostgreSQL's
+    DDL is transactional). Servers starting together on an empty database take turns: each
+    transaction first waits for an advisory lock held until it ends, then looks at what is still
+    pending, so each migration is applied once. (A lock held for the transaction, not the session:
+    through PgBouncer in transaction mode a session lock could outlive its connection.)"""
     import psycopg
 
     from passwordless.platform.db.postgres import PgConnection
 
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as raw:
-        raw.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        try:
-            conn = PgConnection(raw)
-            done: list[Migration] = []
-            while True:
-                with raw.transaction():
-                    conn.execute(_CREATE_TABLE.replace("applied_at INTEGER", "applied_at BIGINT"))
-                    todo = pending(conn, known)
-                    _record_checksums_of_hand_applied(conn, known)
-                    if todo:
-                        _run(conn, todo[0])
-                if not todo:
-                    return done
-                done.append(todo[0])
-        finally:
-            raw.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    with psycopg.connect(url, autocommit=True, connect_timeout=10, prepare_threshold=None) as raw:
+        conn = PgConnection(raw)
+        done: list[Migration] = []
+        while True:
+            with raw.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+                conn.execute(_CREATE_TABLE.replace("applied_at INTEGER", "applied_at BIGINT"))
+                todo = pending(conn, known)
+                _record_checksums_of_hand_applied(conn, known)
+                if todo:
+                    _run(conn, todo[0])
+            if not todo:
+                return done
+            done.append(todo[0])
 
 
 def _run(conn: Connection, migration: Migration) -> None:

@@ -153,7 +153,9 @@ class PostgresDatabase:
             open=False,
             configure=configure,
             check=psycopg_pool.ConnectionPool.check_connection,  # a connection broken by a restart is replaced
-            kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "passwordless"},
+            # No server-side prepared statements: they are session state, which PgBouncer in
+            # transaction mode does not keep (SCALE.md: it must work behind one).
+            kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "passwordless", "prepare_threshold": None},
             timeout=WAIT_FOR_CONNECTION,
             reconnect_timeout=float("inf"),  # keep trying while PostgreSQL is away
             name="passwordless",
