@@ -16,7 +16,7 @@ from passwordless.platform import audit
 from passwordless.platform.client import Client
 from passwordless.platform.clock import Clock
 from passwordless.platform.crypto import code_hash, new_code, new_id, new_token, same, token_hash
-from passwordless.platform.db import Database
+from passwordless.platform.db import Database, concurrent
 from passwordless.platform.db.types import Connection
 from passwordless.platform.errors import ApiError
 from passwordless.platform.metrics import Metrics
@@ -131,6 +131,7 @@ async def verify_link(deps: MagicLinkDeps, token: str, client: Client) -> SignIn
     await check_ip_limit(deps.limits, "verify", client)
     now = deps.clock()
 
+    @concurrent  # one statement spends the ticket: of two at once, exactly one gets it (see _sign_in)
     def spend(conn: Connection) -> SignIn | None:
         ticket = store.spend_by_token(conn, token_hash(token), now)
         sign_in = _sign_in(conn, deps, ticket, ("email",), client, now) if ticket else None
@@ -154,6 +155,7 @@ async def verify_code(deps: MagicLinkDeps, raw_email: str, code: str, client: Cl
     await check_ip_limit(deps.limits, "verify", client)
     now = deps.clock()
 
+    @concurrent  # one statement spends the ticket, one counts a wrong code (see _sign_in)
     def spend(conn: Connection) -> SignIn | None:
         live = store.live_codes(conn, email, now)
         match = next((tid for tid, h in live if same(code_hash(deps.code_key, tid, code), h)), None)
@@ -177,14 +179,18 @@ def _sign_in(
     conn: Connection, deps: MagicLinkDeps, ticket: store.SpentTicket, amr: tuple[str, ...], client: Client,
     now: float,
 ) -> SignIn | None:
-    """The user of a spent ticket (created at first sign-in, if sign-up is allowed) and a session."""
+    """The user of a spent ticket (created at first sign-in, if sign-up is allowed) and a session.
+    Its units run at READ COMMITTED on PostgreSQL (`@concurrent`): every step that two sign-ins
+    at once could both pass is one statement (spending, counting, making the user), so they
+    need not abort and run again under SERIALIZABLE, which they did under load."""
     user = users.by_email(conn, ticket.email)
     if user is None:
         if not deps.auth.allow_signup:
             return None
-        user = users.create(conn, ticket.email, now)
-        _audit(conn, "user_created", True, client, now, user.id, user.email, {})
-        events.emit(conn, deps.outbox, "user.created", user, now)
+        user, made = users.create_unless_exists(conn, ticket.email, now)
+        if made:
+            _audit(conn, "user_created", True, client, now, user.id, user.email, {})
+            events.emit(conn, deps.outbox, "user.created", user, now)
     proof = sessions.Proof(amr[0], amr, ticket.redirect_to)
     return sessions.complete_sign_in(conn, deps.sessions.jwt.refresh_ttl, deps.outbox, user, proof, client, now)
 

@@ -14,7 +14,7 @@ from passwordless.platform import audit
 from passwordless.platform.client import Client
 from passwordless.platform.clock import Clock
 from passwordless.platform.crypto import new_id, new_token, token_hash
-from passwordless.platform.db import Database
+from passwordless.platform.db import Database, concurrent
 from passwordless.platform.db.types import Connection
 from passwordless.platform.errors import ApiError
 from passwordless.platform.metrics import Metrics
@@ -106,6 +106,7 @@ async def refresh(deps: SessionDeps, refresh_token: str, client: Client) -> Sign
     now = deps.clock()
     old_hash, new = token_hash(refresh_token), new_token()
 
+    @concurrent  # the rotation is one statement; a second use, after it, finds the rotated token
     def exchange(conn: Connection) -> SignIn | str:
         session = store.rotate(conn, old_hash, token_hash(new), now)
         user = users.by_id(conn, session.user_id) if session else None

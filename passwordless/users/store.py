@@ -28,13 +28,20 @@ def by_id(conn: Connection, user_id: str) -> User | None:
     return _user(conn.execute("SELECT id, email, created_at FROM users WHERE id = ?", (user_id,)).fetchone())
 
 
-def create(conn: Connection, email: str, now: float) -> User:
+def create_unless_exists(conn: Connection, email: str, now: float) -> tuple[User, bool]:
+    """The user of `email`, made now unless another sign-in made them first; whether made now.
+    (Two first sign-ins for one address may run at once on two servers.)"""
     user = User(new_id(), email, int(now))
-    conn.execute(
-        "INSERT INTO users (id, email, webauthn_handle, created_at) VALUES (?, ?, ?, ?)",
+    made = conn.execute(
+        "INSERT INTO users (id, email, webauthn_handle, created_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (email) DO NOTHING RETURNING id",
         (user.id, user.email, os.urandom(32), user.created_at),
-    )
-    return user
+    ).fetchone()
+    if made:
+        return user, True
+    existing = by_email(conn, email)
+    assert existing is not None  # the conflict was on this address, and users are never renamed
+    return existing, False
 
 
 def mark_signed_in(conn: Connection, user_id: str, now: float) -> None:

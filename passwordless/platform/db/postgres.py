@@ -5,11 +5,15 @@ Writes run at SERIALIZABLE: the units were written for SQLite, where a write tra
 whole database, so a unit may read, decide and write without locking anything itself (count a
 user's passkeys, then add one). SERIALIZABLE gives every unit that same guarantee against units
 running on other servers at the same moment; PostgreSQL aborts one of two that would have seen
-each other's changes, and the unit simply runs again (the unit contract allows it: only its last
-run leaves a trace). A unit marked `@concurrent` (the queue claims, which lock their rows with
+each other's changes, and the unit simply runs again, a moment later (the unit contract allows
+it: only its last run leaves a trace); one aborted MAX_RUNS times answers 503, like an outage. A unit marked `@concurrent` (the queue claims, which lock their rows with
 FOR UPDATE SKIP LOCKED) runs at READ COMMITTED instead, so several servers claim at once.
 
-Reads run in one snapshot (REPEATABLE READ, read only); lookups see the latest commit.
+The sign-in and refresh units are marked too: every step two of them could both pass at once is
+one statement there (magic_link/service.py), and under load SERIALIZABLE kept aborting them.
+
+Reads run in one snapshot (REPEATABLE READ, read only); lookups see the latest commit, each
+statement on its own (autocommit: no BEGIN and COMMIT round trips).
 
 When PostgreSQL cannot be reached every call raises `DatabaseUnavailable` (503 `unavailable`);
 the pool keeps trying to reconnect, so the server recovers by itself when the database is back.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import logging
 import re
 import threading
@@ -44,7 +49,9 @@ P = ParamSpec("P")
 
 CONNECT_TIMEOUT = 5  # seconds to open a connection
 WAIT_FOR_CONNECTION = 5.0  # seconds a unit waits for a pooled connection before answering 503
-MAX_RUNS = 10  # a unit aborted this many times by concurrent units fails
+MAX_RUNS = 20  # a unit aborted this many times by concurrent units answers 503
+RETRY_JITTER = 0.002  # seconds × the run: how far apart units that clashed run again
+CHECK_IDLE_SECONDS = 2.0  # a connection idle longer is tried before it is lent
 LISTEN_CHECK_SECONDS = 0.5  # how soon a listener notices the database is closing
 LISTEN_RETRY_SECONDS = 2.0  # between attempts to listen again while PostgreSQL is away
 
@@ -141,18 +148,25 @@ def configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(bool, _BoolAsInteger)
 
 
+_Mode = tuple[IsolationLevel, bool, bool]  # isolation, read only, autocommit
+READ: _Mode = (IsolationLevel.REPEATABLE_READ, True, False)  # one snapshot
+LOOKUP: _Mode = (IsolationLevel.READ_COMMITTED, True, True)  # statements by key, each its own
+
+
 class PostgresDatabase:
     """A pool of connections to one PostgreSQL database. Open with `PostgresDatabase.open(url)`."""
 
     def __init__(self, url: str, pool_size: int) -> None:
         self.url = url
+        self._returned: dict[int, float] = {}  # when each pooled connection was last given back
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=min(2, pool_size),
             max_size=pool_size,
             open=False,
             configure=configure,
-            check=psycopg_pool.ConnectionPool.check_connection,  # a connection broken by a restart is replaced
+            check=self._check,  # a connection broken by a restart is replaced
+            reset=self._returning,
             # No server-side prepared statements: they are session state, which PgBouncer in
             # transaction mode does not keep (SCALE.md: it must work behind one).
             kwargs={"connect_timeout": CONNECT_TIMEOUT, "application_name": "passwordless", "prepare_threshold": None},
@@ -180,11 +194,11 @@ class PostgresDatabase:
 
     async def read(self, fn: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(conn, …)` in one read-only snapshot."""
-        return await self._run(functools.partial(self._once, IsolationLevel.REPEATABLE_READ, True, fn, *args, **kwargs))
+        return await self._run(functools.partial(self._once, READ, fn, *args, **kwargs))
 
     async def lookup(self, fn: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(conn, …)`: a read by key, each statement seeing the latest commit."""
-        return await self._run(functools.partial(self._once, IsolationLevel.READ_COMMITTED, True, fn, *args, **kwargs))
+        return await self._run(functools.partial(self._once, LOOKUP, fn, *args, **kwargs))
 
     async def _run(self, call: Callable[[], T]) -> T:
         if self._closed:
@@ -195,19 +209,28 @@ class PostgresDatabase:
     def _write(self, level: IsolationLevel, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         for run in range(1, MAX_RUNS + 1):
             try:
-                return self._once(level, False, fn, *args, **kwargs)
-            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
-                if run == MAX_RUNS:
-                    raise
+                return self._once((level, False, False), fn, *args, **kwargs)
+            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
+                if run == MAX_RUNS:  # busy beyond reason: the client may try again, as on an outage
+                    raise DatabaseUnavailable(str(exc)) from None
+                time.sleep(random.uniform(0, RETRY_JITTER * run))  # apart, or they clash again at once
         raise AssertionError("unreachable")
 
-    def _once(self, level: IsolationLevel, read_only: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _once(self, mode: _Mode, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        level, read_only, autocommit = mode
         try:
             with self._pool.connection() as raw:
-                raw.isolation_level, raw.read_only = level, read_only
                 conn = PgConnection(raw)
-                with raw.transaction():
-                    result = fn(conn, *args, **kwargs)
+                if autocommit:  # a lookup: one statement, no BEGIN and COMMIT round trips around it
+                    raw.autocommit = True
+                    try:
+                        result = fn(conn, *args, **kwargs)
+                    finally:
+                        raw.autocommit = False
+                else:
+                    raw.isolation_level, raw.read_only = level, read_only
+                    with raw.transaction():
+                        result = fn(conn, *args, **kwargs)
         except psycopg_pool.PoolTimeout as exc:
             raise DatabaseUnavailable(str(exc)) from None
         except psycopg.DataError as exc:
@@ -223,6 +246,16 @@ class PostgresDatabase:
         for callback in conn.committed:  # only the run that committed: an aborted run's are dropped
             callback()
         return result
+
+    def _check(self, raw: psycopg.Connection[Any]) -> None:
+        """Before lending a connection: one that sat idle a while is tried first (PostgreSQL may
+        have restarted meanwhile, breaking it); a busy server's connections are not, which would
+        cost a round trip per unit."""
+        if time.monotonic() - self._returned.get(id(raw), 0.0) > CHECK_IDLE_SECONDS:
+            psycopg_pool.ConnectionPool.check_connection(raw)
+
+    def _returning(self, raw: psycopg.Connection[Any]) -> None:
+        self._returned[id(raw)] = time.monotonic()
 
     def listen(self, channel: str, wake: Callable[[], None]) -> None:
         """Call `wake` (on the event loop) whenever any server NOTIFYs `channel`. The listening
