@@ -69,7 +69,8 @@ class _SessionWriter:
             self.user_id = users.create(conn, f"{self.tag}-{i // SESSIONS_PER_USER}@bench.test", now).id
         refresh_token = new_token()
         session = sessions.Session(
-            new_id(), self.user_id, ("email",), "127.0.0.1", "bench/prepare", int(now), int(now), int(now + self.ttl)
+            new_id(), self.user_id, ("email",), "127.0.0.1", "bench/prepare", int(now), int(now), int(now + self.ttl),
+            int(now),
         )
         sessions.insert(conn, session, token_hash(refresh_token))
         self.made.append(refresh_token)
