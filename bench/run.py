@@ -1,7 +1,17 @@
 """Issue 9's benchmark, in one command: throughput, latency, memory and start-up of a real
 `passwordless serve`, each throughput against a bare Starlette app measured in the same run.
 
-    .venv/bin/python bench/run.py [--duration 5] [--repeat 3] [--warmup 2] [--only me,bare] [--soak 300]
+    .venv/bin/python bench/run.py [--engine sqlite|postgres|both] [--duration 5] [--repeat 3] [--warmup 2]
+                                  [--only me,bare] [--soak 300] [--pg-synchronous-commit on|off]
+
+Each engine setup is measured alone, its own bare baseline included, one after the other:
+SQLite with one server; PostgreSQL with one server, then two servers on one database
+(--engine both, the default, runs all three). PostgreSQL runs on a throwaway cluster the bench
+starts itself (tests/support/postgres.py's, with production durability: bench/engines.py), a
+fresh database per setup, serve configured with `[database] url` and a shared jwt.secret,
+everything else as for SQLite. Two servers: one wrk (and one passkey client) per server at once,
+each with half the threads and connections, their counts summed. email (it times the SQLite
+queue) and start-up run with SQLite only.
 
 What it starts (all on 127.0.0.1, all stopped by PID on the way out, even on an error or Ctrl+C):
 - an SMTP sink (bench/smtp_sink.py, its own process, as a mail server is);
