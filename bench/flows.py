@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import prepare
-from harness import BenchError, Children, Run, call, wrk
+from harness import BenchError, Children, Run, call, wrk_split
 from serve import MAGIC_LINK_TTL, REFRESH_TTL, Server, access_token, drain_mail, non_2xx, status_counts
 
 HTTP_FLOWS = ("bare", "magic_link", "verify", "code_verify", "refresh", "me")
@@ -85,30 +85,53 @@ class HttpFlow:
     prepare: Prepare | None = None
 
 
-def spot_check(flow: HttpFlow, port: int, server: Server | None, headers: dict[str, str]) -> str:
-    """A few single requests exactly like the timed ones must answer `expect`; else why not."""
+def spot_check(flow: HttpFlow, ports: list[int], server: Server | None, headers: dict[str, str]) -> str:
+    """A few single requests exactly like the timed ones, spread over the servers, must answer
+    `expect`; else why not."""
     bodies: list[str | None] = [None, None]
     if flow.prepare is not None and server is not None:
         bodies = list(flow.prepare(server, 3))
     elif flow.mode == "magic_link":
         bodies = [json.dumps({"email": f"{prepare.unique_tag('check')}@bench.test"}) for _ in range(2)]
-    for body in bodies:
+    for i, body in enumerate(bodies):
         method = "GET" if flow.mode == "get" else "POST"
+        port = ports[i % len(ports)]
         status, answer = call(port, method, flow.path, None if body is None else json.loads(body), headers)
         if status != flow.expect:
-            return f"a single request answered {status}, not {flow.expect}: {answer[:300]!r}"
+            return f"a single request to :{port} answered {status}, not {flow.expect}: {answer[:300]!r}"
     return ""
 
 
+def all_counts(servers: list[Server]) -> dict[tuple[str, str, str], float]:
+    """status_counts summed over the servers."""
+    total: dict[tuple[str, str, str], float] = {}
+    for server in servers:
+        for key, n in status_counts(server).items():
+            total[key] = total.get(key, 0.0) + n
+    return total
+
+
+def write_bodies(lines: list[str], folder: Path, stem: str, parts: int) -> list[Path | None]:
+    """The bodies dealt out into one file per server (one wrk each)."""
+    files: list[Path | None] = []
+    for i in range(parts):
+        path = folder / f"{stem}-{i}.jsonl"
+        path.write_text("\n".join(lines[i::parts]) + "\n")
+        files.append(path)
+    return files
+
+
 def run_http_flow(
-    children: Children, args: argparse.Namespace, flow: HttpFlow, port: int, server: Server | None,
+    children: Children, args: argparse.Namespace, flow: HttpFlow, ports: list[int], servers: list[Server],
     ceiling: float,
 ) -> FlowResult:
-    """Warm-up, then --repeat timed runs. Prepared bodies are made just before each run, sized
-    from the rate seen so far (a run that runs out is redone once with three times as many)."""
+    """Warm-up, then --repeat timed runs, with one wrk per port at once (servers: those behind
+    the ports, none for bare). Prepared bodies are made just before each run, sized from the rate
+    seen so far (a run that runs out is redone once with three times as many)."""
     result = FlowResult(flow.name)
+    server = servers[0] if servers else None  # they share one database: prepare through the first
     headers = {"Authorization": f"Bearer {access_token(server)}"} if flow.name == "me" and server else {}
-    failure = spot_check(flow, port, server, headers)
+    failure = spot_check(flow, ports, server, headers)
     if failure:
         result.failure = failure
         print(f"  {flow.name}: NOT run: {failure}", flush=True)
@@ -123,21 +146,22 @@ def run_http_flow(
                     waiting, took = drain_mail(server)
                     if waiting and flow.name == "magic_link" and index > 0:
                         drains.append((waiting, took))
-                bodies = None
+                bodies: list[Path | None] = [None] * len(ports)
                 if flow.prepare is not None and server is not None:
                     count = int(estimate * seconds * (1.5 if attempt == 0 else 4.5)) + 500
-                    bodies = Path(tmp) / f"{flow.name}-{index}-{attempt}.jsonl"
-                    bodies.write_text("\n".join(flow.prepare(server, count)) + "\n")
-                before = status_counts(server) if server else {}
-                run = wrk(children, args, port, flow.path, seconds, flow.mode if flow.prepare is None else "bodies",
-                          bodies, headers)
-                if server is not None:
-                    seen = non_2xx(before, status_counts(server))
+                    bodies = write_bodies(flow.prepare(server, count), Path(tmp), f"{flow.name}-{index}-{attempt}",
+                                          len(ports))
+                before = all_counts(servers)
+                run = wrk_split(children, args, ports, flow.path, seconds,
+                                flow.mode if flow.prepare is None else "bodies", bodies, headers)
+                if servers:
+                    seen = non_2xx(before, all_counts(servers))
                     run.detail.update(seen)
                     # wrk counts only statuses >= 400 as errors; the server's own count catches the rest.
                     run.errors += sum(n for key, n in seen.items() if int(key.rsplit(" ", 1)[1]) < 400)
-                if bodies is not None:
-                    bodies.unlink()
+                for body_file in bodies:
+                    if body_file is not None:
+                        body_file.unlink()
                 if not run.exhausted:
                     break
                 print(f"  {flow.name}: ran out of prepared bodies at {run.rate:.0f} req/s; again with more", flush=True)

@@ -25,7 +25,11 @@ import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
+# The command under test: the repository's .venv, else the console script beside this Python
+# (a git worktree without a .venv of its own; serve.server_env puts this tree's code first).
 SERVE = ROOT / ".venv" / "bin" / "passwordless"
+if not SERVE.exists():
+    SERVE = Path(sys.executable).parent / "passwordless"
 BINARY = ROOT / "dist" / "passwordless"
 FLOW_LUA = BENCH / "wrk" / "flow.lua"
 RESULTS = BENCH / "RESULTS.md"
@@ -222,19 +226,39 @@ def wrk(
     children: Children, args: argparse.Namespace, port: int, path: str, seconds: int, mode: str,
     bodies: Path | None = None, headers: dict[str, str] | None = None,
 ) -> Run:
-    env = {**os.environ, "BENCH_MODE": mode, "BENCH_THREADS": str(args.threads), "BENCH_TAG": prepare.unique_tag("ml")}
-    if bodies is not None:
-        env["BENCH_BODIES"] = str(bodies)
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "5s",
-               "-s", str(FLOW_LUA)]
-    for name, value in (headers or {}).items():
-        command += ["-H", f"{name}: {value}"]
-    command.append(f"http://127.0.0.1:{port}{path}")
-    process = children.start(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    try:
-        out, err = process.communicate(timeout=seconds + 60)
-    finally:
-        children.stop(process)
+    return wrk_split(children, args, [port], path, seconds, mode, [bodies], headers)
+
+
+def wrk_split(
+    children: Children, args: argparse.Namespace, ports: list[int], path: str, seconds: int, mode: str,
+    bodies: list[Path | None], headers: dict[str, str] | None = None,
+) -> Run:
+    """One wrk per port, all at once, each with its share of --threads and --connections (wrk
+    connects to one address: this is the load generator's round-robin over several servers), and
+    each with its own file of bodies; their runs summed into one."""
+    n = len(ports)
+    threads, connections = max(1, args.threads // n), max(1, args.connections // n)
+    processes = []
+    for port, body_file in zip(ports, bodies):
+        env = {**os.environ, "BENCH_MODE": mode, "BENCH_THREADS": str(threads), "BENCH_TAG": prepare.unique_tag("ml")}
+        if body_file is not None:
+            env["BENCH_BODIES"] = str(body_file)
+        command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(FLOW_LUA)]
+        for name, value in (headers or {}).items():
+            command += ["-H", f"{name}: {value}"]
+        command.append(f"http://127.0.0.1:{port}{path}")
+        processes.append(children.start(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env))
+    runs = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=seconds + 60)
+        finally:
+            children.stop(process)
+        runs.append(wrk_result(process, out, err))
+    return runs[0] if n == 1 else summed(runs)
+
+
+def wrk_result(process: subprocess.Popen[bytes], out: bytes, err: bytes) -> Run:
     match = WRK_LINE.search(out.decode())
     if not match:
         raise BenchError(f"wrk gave no result (exit {process.returncode}): {(out + err).decode()[-500:]}")
@@ -246,6 +270,19 @@ def wrk(
         r["requests"], r["duration_us"] / 1e6, r["p50_us"] / 1000, r["p99_us"] / 1000,
         r["status"] + r["connect"] + r["read"] + r["write"] + r["timeout"], detail, r["exhausted"] > 0,
     )
+
+
+def summed(runs: list[Run]) -> Run:
+    """Runs made at the same time against different servers, as one: requests and errors add up
+    over the longest duration; p50 is the mean of theirs weighted by requests, p99 the worst."""
+    requests = sum(r.requests for r in runs)
+    detail: dict[str, int] = {}
+    for r in runs:
+        for k, v in r.detail.items():
+            detail[k] = detail.get(k, 0) + v
+    p50 = sum(r.p50_ms * r.requests for r in runs) / requests if requests else 0.0
+    return Run(requests, max(r.seconds for r in runs), p50, max(r.p99_ms for r in runs),
+               sum(r.errors for r in runs), detail, any(r.exhausted for r in runs))
 
 
 @contextmanager

@@ -41,39 +41,87 @@ def add_passkey_run(
         requests.append(r["requests"])
 
 
-def run_passkey(children: Children, args: argparse.Namespace, server: Server, workers: int) -> FlowResult:
-    result = FlowResult("passkey", unit="ceremonies/s")
-    client_cpu: list[float] = []
-    requests: list[dict[str, Any]] = []
-    drain_mail(server)
-    with tempfile.TemporaryDirectory(prefix="bench-passkey-") as tmp:
-        made = prepare.make_tickets(server.db, server.secret, MAGIC_LINK_TTL, workers, prepare.unique_tag("pk"))
-        tokens = Path(tmp) / "tokens.txt"
+def merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same run of several passkey_load.py processes (one per server, at once), as one: counts
+    add up over the longest duration; p50 is the mean of theirs weighted by ceremonies, p99 the worst."""
+    if len(parts) == 1:
+        return parts[0]
+    n = sum(p["ceremonies"] for p in parts) or 1
+
+    def weighted(get: Any) -> float:
+        return float(sum(get(p) * p["ceremonies"] for p in parts) / n)
+
+    statuses: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+    return {
+        "warmup": parts[0]["warmup"], "ceremonies": sum(p["ceremonies"] for p in parts),
+        "seconds": max(p["seconds"] for p in parts), "p50_ms": weighted(lambda p: p["p50_ms"]),
+        "p99_ms": max(p["p99_ms"] for p in parts), "errors": sum(p["errors"] for p in parts),
+        "statuses": statuses, "socket_errors": sum(p["socket_errors"] for p in parts),
+        "first_error": next((p["first_error"] for p in parts if p["first_error"]), ""),
+        "client_cpu": sum(p["client_cpu"] for p in parts),
+        "requests": {name: {"p50_ms": weighted(lambda p: p["requests"][name]["p50_ms"]),
+                            "p99_ms": max(p["requests"][name]["p99_ms"] for p in parts)}
+                     for name in ("options", "verify")},
+    }
+
+
+def passkey_outputs(
+    children: Children, args: argparse.Namespace, servers: list[Server], workers: int, tmp: Path
+) -> tuple[list[list[dict[str, Any]]], list[int | None], str]:
+    """One passkey_load.py per server, at once, each with its share of the workers; each one's
+    result lines, exit codes and the end of their stderr."""
+    share = max(1, workers // len(servers))
+    processes, logs = [], []
+    for i, server in enumerate(servers):
+        made = prepare.make_tickets(server.db, server.secret, MAGIC_LINK_TTL, share, prepare.unique_tag("pk"))
+        tokens = tmp / f"tokens-{i}.txt"
         tokens.write_text("\n".join(t.token for t in made) + "\n")
         command = [
             sys.executable, str(BENCH / "passkey_load.py"), "--port", str(server.port), "--origin", ORIGIN,
-            "--tokens", str(tokens), "--workers", str(workers), "--warmup", str(args.warmup),
+            "--tokens", str(tokens), "--workers", str(share), "--warmup", str(args.warmup),
             "--duration", str(args.duration), "--repeat", str(args.repeat),
         ]
-        before = status_counts(server)
-        errors = Path(tmp) / "stderr.txt"
-        with errors.open("wb") as stderr:  # a file, not a pipe: a pipe left unread could fill and block it
-            process = children.start(command, stdout=subprocess.PIPE, stderr=stderr)
-        # Read its result lines as they come; a watchdog kills it should it ever hang.
-        watchdog = threading.Timer(args.warmup + args.duration * args.repeat + 120, process.kill)
-        watchdog.start()
-        try:
+        logs.append(tmp / f"stderr-{i}.txt")
+        with logs[-1].open("wb") as stderr:  # a file, not a pipe: a pipe left unread could fill and block it
+            processes.append(children.start(command, stdout=subprocess.PIPE, stderr=stderr))
+    # Read their result lines (a few short ones each); a watchdog kills them should they ever hang.
+    watchdogs = [threading.Timer(args.warmup + args.duration * args.repeat + 120, p.kill) for p in processes]
+    outputs: list[list[dict[str, Any]]] = []
+    try:
+        for watchdog in watchdogs:
+            watchdog.start()
+        for process in processes:
             assert process.stdout is not None
-            for line in process.stdout:
-                if line.startswith(b"PASSKEYRESULT "):
-                    add_passkey_run(result, json.loads(line.split(b" ", 1)[1]), args.repeat, client_cpu, requests)
-            err = errors.read_bytes()
-        finally:
+            outputs.append([json.loads(line.split(b" ", 1)[1]) for line in process.stdout
+                            if line.startswith(b"PASSKEYRESULT ")])
+    finally:
+        for watchdog in watchdogs:
             watchdog.cancel()
-            children.stop(process)
-        detail = non_2xx(before, status_counts(server))
-    if not result.runs:
-        result.failure = f"passkey_load.py gave no result (exit {process.returncode}): {err.decode()[-500:]}"
+        codes = [children.stop(p) for p in processes]
+    return outputs, codes, " | ".join(log.read_bytes().decode(errors="replace")[-500:] for log in logs)
+
+
+def run_passkey(children: Children, args: argparse.Namespace, servers: list[Server], workers: int) -> FlowResult:
+    result = FlowResult("passkey", unit="ceremonies/s")
+    client_cpu: list[float] = []
+    requests: list[dict[str, Any]] = []
+    for server in servers:
+        drain_mail(server)
+    before = [status_counts(s) for s in servers]
+    with tempfile.TemporaryDirectory(prefix="bench-passkey-") as tmp:
+        outputs, codes, err = passkey_outputs(children, args, servers, workers, Path(tmp))
+    for parts in zip(*outputs):
+        add_passkey_run(result, merged(list(parts)), args.repeat, client_cpu, requests)
+    detail: dict[str, int] = {}
+    for server, counts in zip(servers, before):
+        for k, v in non_2xx(counts, status_counts(server)).items():
+            detail[k] = detail.get(k, 0) + v
+    if not result.runs or len({len(o) for o in outputs}) > 1:
+        result.failure = f"passkey_load.py gave no result (or not from every server) (exit {codes}): {err}"
+        result.runs = []
         print(f"  passkey: NOT run: {result.failure}", flush=True)
         return result
     if detail and result.runs:

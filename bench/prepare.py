@@ -1,27 +1,23 @@
-"""Sign-in tickets and sessions for bench/run.py, written straight into the server's SQLite file
-with the project's own store functions (and hashed the way the server hashes them), so the
-timed runs spend the server's time on verifying, not on minting what they verify.
-
-The server may be running: its database is in WAL mode, and every batch here is one short
-write transaction that waits (busy_timeout) for the server's writer rather than failing.
+"""Sign-in tickets and sessions for bench/run.py, written straight into the server's database
+(its SQLite file, or its PostgreSQL database: bench/engines.py) with the project's own store
+functions (and hashed the way the server hashes them), so the timed runs spend the server's time
+on verifying, not on minting what they verify. Every batch is one short write transaction.
 """
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
+
+from engines import Db
 
 from passwordless.magic_link import store as tickets
 from passwordless.platform.crypto import code_hash, new_code, new_id, new_token, token_hash
-from passwordless.platform.db import connect
 from passwordless.sessions import store as sessions
 from passwordless.users import store as users
 
-BATCH = 2000  # rows per write transaction: short enough not to hold up the server's writer long
 SESSIONS_PER_USER = 50  # refresh tokens belong to a pool of users, as sessions do
 
 
@@ -32,29 +28,12 @@ class Ticket:
     code: str  # the emailed code (POST /auth/code/verify with the email)
 
 
-def _batches(db_path: Path, count: int, write_one: Callable[[sqlite3.Connection, int], None]) -> None:
-    """Call write_one(conn, i) for i in range(count), BATCH calls per transaction."""
-    conn = connect(db_path)
-    try:
-        for start in range(0, count, BATCH):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for i in range(start, min(count, start + BATCH)):
-                    write_one(conn, i)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-    finally:
-        conn.close()
-
-
 class _TicketWriter:
     def __init__(self, secret: str, ttl: float, tag: str, new_users: bool) -> None:
         self.secret, self.ttl, self.tag, self.new_users = secret, ttl, tag, new_users
         self.made: list[Ticket] = []
 
-    def __call__(self, conn: sqlite3.Connection, i: int) -> None:
+    def __call__(self, conn: Any, i: int) -> None:
         now = time.time()
         email = f"{self.tag}-{i}@bench.test"
         if not self.new_users:
@@ -70,11 +49,11 @@ class _TicketWriter:
         self.made.append(Ticket(email, token, code))
 
 
-def make_tickets(db_path: Path, secret: str, ttl: float, count: int, tag: str, new_users: bool = False) -> list[Ticket]:
+def make_tickets(db: Db, secret: str, ttl: float, count: int, tag: str, new_users: bool = False) -> list[Ticket]:
     """`count` live sign-in tickets, one per distinct address (`tag` keeps addresses unique
     across calls). With new_users=False each address already has a user."""
     writer = _TicketWriter(secret, ttl, tag, new_users)
-    _batches(db_path, count, writer)
+    db.batches(count, writer)
     return writer.made
 
 
@@ -84,22 +63,23 @@ class _SessionWriter:
         self.user_id = ""
         self.made: list[str] = []
 
-    def __call__(self, conn: sqlite3.Connection, i: int) -> None:
+    def __call__(self, conn: Any, i: int) -> None:
         now = time.time()
         if i % SESSIONS_PER_USER == 0:
             self.user_id = users.create(conn, f"{self.tag}-{i // SESSIONS_PER_USER}@bench.test", now).id
         refresh_token = new_token()
         session = sessions.Session(
-            new_id(), self.user_id, ("email",), "127.0.0.1", "bench/prepare", int(now), int(now), int(now + self.ttl)
+            new_id(), self.user_id, ("email",), "127.0.0.1", "bench/prepare", int(now), int(now), int(now + self.ttl),
+            int(now),
         )
         sessions.insert(conn, session, token_hash(refresh_token))
         self.made.append(refresh_token)
 
 
-def make_refresh_tokens(db_path: Path, ttl: float, count: int, tag: str) -> list[str]:
+def make_refresh_tokens(db: Db, ttl: float, count: int, tag: str) -> list[str]:
     """`count` refresh tokens, each the current token of its own live session."""
     writer = _SessionWriter(ttl, tag)
-    _batches(db_path, count, writer)
+    db.batches(count, writer)
     return writer.made
 
 

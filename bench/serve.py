@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import prepare
-from harness import DRAIN_TIMEOUT, BenchError, Children, call, free_port, wait_ready
+from engines import Db, SqliteDb
+from harness import DRAIN_TIMEOUT, ROOT, BenchError, Children, call, free_port, wait_ready
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.support
 from tests.support.processes import clean_env  # noqa: E402
@@ -30,7 +31,7 @@ HUGE_RATE_PER_EMAIL = "1000000000/15m"
 # --- the server under test ---------------------------------------------------------------------
 
 
-def write_config(folder: Path, port: int, sink_port: int, secret: str) -> Path:
+def write_config(folder: Path, port: int, sink_port: int, secret: str, db: Db) -> Path:
     """A production configuration: everything production checks is set as it would be."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.toml"
@@ -43,7 +44,7 @@ port = {port}
 public_url = "{PUBLIC_URL}"
 
 [database]
-path = "{folder / 'auth.db'}"
+{db.config()}
 
 [jwt]
 secret = "{secret}"
@@ -84,24 +85,33 @@ class Server:
     folder: Path
     secret: str
     log: Path
-
-    @property
-    def db(self) -> Path:
-        return self.folder / "auth.db"
+    db: Db
 
 
-def start_serve(children: Children, command: Path, folder: Path, sink_port: int) -> tuple[Server, float]:
-    """`command serve` with a fresh production config in `folder`; the server and its time to
+def server_env() -> dict[str, str]:
+    """serve's environment: no settings from ours, and this repository's code first on its path
+    (a venv's console script would otherwise import whichever tree the venv was installed from)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env: dict[str, str] = clean_env(PYTHONPATH=path)
+    return env
+
+
+def start_serve(
+    children: Children, command: Path, folder: Path, sink_port: int, db: Db | None = None, secret: str = ""
+) -> tuple[Server, float]:
+    """`command serve` with a fresh production config in `folder` (on `db`: by default a SQLite
+    file in `folder`; servers sharing a database must share `secret`); the server and its time to
     readiness (spawn to the first /readiness 200)."""
-    port, secret = free_port(), secrets.token_urlsafe(32)
-    config = write_config(folder, port, sink_port, secret)
+    port, secret = free_port(), secret or secrets.token_urlsafe(32)
+    store: Db = db if db is not None else SqliteDb(folder / "auth.db")
+    config = write_config(folder, port, sink_port, secret, store)
     log = folder / "serve.log"
     with log.open("ab") as out:
         started = time.perf_counter()
         process = children.start(
-            [str(command), "serve", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=clean_env()
+            [str(command), "serve", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=server_env()
         )
-    server = Server(process, port, folder, secret, log)
+    server = Server(process, port, folder, secret, log, store)
     try:
         wait_ready(process, port, "/readiness", log)
     except BaseException:
@@ -110,16 +120,13 @@ def start_serve(children: Children, command: Path, folder: Path, sink_port: int)
     return server, time.perf_counter() - started
 
 
-def mail_backlog(db: Path) -> int:
+def mail_backlog(db: Db) -> int:
     """Emails the server has yet to deliver (pending or being sent)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        row = conn.execute("SELECT count(*) FROM email_queue WHERE status IN ('pending', 'sending')").fetchone()
-    return int(row[0])
+    return int(db.query("SELECT count(*) FROM email_queue WHERE status IN ('pending', 'sending')")[0][0])
 
 
-def mail_statuses(db: Path) -> dict[str, int]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        return {s: n for s, n in conn.execute("SELECT status, count(*) FROM email_queue GROUP BY status")}
+def mail_statuses(db: Db) -> dict[str, int]:
+    return {s: int(n) for s, n in db.query("SELECT status, count(*) FROM email_queue GROUP BY status")}
 
 
 def drain_mail(server: Server) -> tuple[int, float]:
@@ -165,18 +172,25 @@ def access_token(server: Server) -> str:
 
 
 def log_findings(log: Path) -> list[str]:
-    """Warnings and errors the server logged (a benchmark that made it log errors is suspect)."""
+    """Warnings and errors the server logged (a benchmark that made it log errors is suspect),
+    with the first exception each traceback ended in."""
     if not log.exists():
         return []
     counts: dict[str, int] = {}
     first: dict[str, str] = {}
+    in_traceback = False
     for line in log.read_text(errors="replace").splitlines():
         parts = line.split(maxsplit=3)
-        if len(parts) >= 3 and parts[1] in ("WARNING", "ERROR", "CRITICAL"):
+        if line.startswith("Traceback"):
+            counts["Traceback"] = counts.get("Traceback", 0) + 1
+            in_traceback = True
+        elif in_traceback and line and not line[0].isspace() and not line.startswith(("During handling", "The above")):
+            in_traceback = False  # the exception's own line ends the traceback
+            key = f"Traceback ending in {line.split(':', 1)[0]}"
+            counts[key] = counts.get(key, 0) + 1
+            first.setdefault(key, line[:300])
+        elif len(parts) >= 3 and parts[1] in ("WARNING", "ERROR", "CRITICAL"):
             key = f"{parts[1]} {parts[2]} {parts[3].split()[0] if len(parts) > 3 else ''}".strip()
             counts[key] = counts.get(key, 0) + 1
             first.setdefault(key, line[:300])
-        elif line.startswith("Traceback"):
-            counts["Traceback"] = counts.get("Traceback", 0) + 1
     return [f"server log: {n} x `{first.get(k, k)}`" for k, n in counts.items()]
-
