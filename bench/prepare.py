@@ -37,7 +37,7 @@ class _TicketWriter:
         now = time.time()
         email = f"{self.tag}-{i}@bench.test"
         if not self.new_users:
-            users.create(conn, email, now)  # a returning user: the common sign-in
+            users.create_unless_exists(conn, email, now)  # a returning user: the common sign-in
         token, code, ticket_id = new_token(), new_code(), new_id()
         tickets.insert(
             conn,
@@ -66,7 +66,8 @@ class _SessionWriter:
     def __call__(self, conn: Any, i: int) -> None:
         now = time.time()
         if i % SESSIONS_PER_USER == 0:
-            self.user_id = users.create(conn, f"{self.tag}-{i // SESSIONS_PER_USER}@bench.test", now).id
+            email = f"{self.tag}-{i // SESSIONS_PER_USER}@bench.test"
+            self.user_id = users.create_unless_exists(conn, email, now)[0].id
         refresh_token = new_token()
         session = sessions.Session(
             new_id(), self.user_id, ("email",), "127.0.0.1", "bench/prepare", int(now), int(now), int(now + self.ttl),
