@@ -221,21 +221,22 @@ def _keys(args: argparse.Namespace) -> int:
         return _print_hs256_key(config)
     now = time.time()
 
-    async def rotate() -> SigningKey:
+    async def rotate() -> list[SigningKey]:
         db = await storage.open_migrated(config.database)
         try:
-            return await db.write(keys.rotate, config.jwt.algorithm, now, at_once=args.now)
+            return await db.write(keys.rotate_all, config.jwt.algorithm, now, at_once=args.now)
         finally:
             await db.close()
 
     try:
-        key = asyncio.run(rotate())
+        made = asyncio.run(rotate())
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    switch = datetime.fromtimestamp(key.signs_from, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    print(f"new {key.algorithm} signing key {key.kid}, published now in /.well-known/jwks.json; "
-          f"signing switches to it at {switch} (in {key.signs_from - int(now)} s)")
+    for key in made:
+        switch = datetime.fromtimestamp(key.signs_from, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        print(f"new {key.algorithm} signing key {key.kid}, published now in /.well-known/jwks.json; "
+              f"signing switches to it at {switch} (in {key.signs_from - int(now)} s)")
     return 0
 
 

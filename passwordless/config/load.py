@@ -226,6 +226,9 @@ def _validate_clients(clients: tuple[OidcClientSettings, ...], production: bool)
 def _client_problems(c: OidcClientSettings, production: bool) -> Iterator[str]:
     if not c.id:
         yield "id is missing"
+    if c.id == "passwordless":
+        yield 'id "passwordless" is the client_id of the API\'s own tokens: choose another'
+
     if not c.redirect_uris:
         yield "redirect_uris is empty: expected at least one redirect URI"
     for uri in (*c.redirect_uris, *c.post_logout_redirect_uris):
