@@ -62,11 +62,11 @@ async def _adapt(request: HttpRequest, issuer: str) -> Request:
     for k, v in form.items():
         datalist.setdefault(k, []).extend(v)
     uri = issuer + request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return Request(request.method, uri, dict(request.headers), args, {k: v[0] for k, v in form.items()}, datalist)
+    return Request(request.method, uri, request.headers, args, {k: v[0] for k, v in form.items()}, datalist)
 
 
 def _answer(status: int, body: object, headers: list[tuple[str, str]]) -> Response:
-    merged = {**dict(headers), **NO_STORE, "content-type": "application/json"}
+    merged = {**{k.lower(): v for k, v in headers}, **NO_STORE, "content-type": "application/json"}
     return Response(dumps(body), status_code=status, headers=merged)
 
 

@@ -5,11 +5,13 @@ commit together. Authlib decides the protocol; this module only stores and signs
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from authlib.oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import BasicOAuth2Payload, OAuth2Request, grants
+from authlib.oauth2.rfc6749 import OAuth2Request, grants
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import AuthorizationCodeMixin, OpenIDCode, UserInfo
@@ -38,17 +40,27 @@ class EndUser:
         return self.user.id
 
 
-@dataclass(frozen=True)
+@dataclass
 class Answer:
+    """Authlib's (status, body, headers); RFC 9207's extension edits `location`."""
+
     status: int
     body: Any
     headers: list[tuple[str, str]]
+
+    @property
+    def location(self) -> str | None:
+        return dict(self.headers).get("Location")
+
+    @location.setter
+    def location(self, value: str) -> None:
+        self.headers = [(k, v) for k, v in self.headers if k != "Location"] + [("Location", value)]
 
 
 class Request(OAuth2Request):
     """An HTTP request already read by the route (Authlib's side is synchronous)."""
 
-    def __init__(self, method: str, uri: str, headers: dict[str, str], args: dict[str, str], form: dict[str, str],
+    def __init__(self, method: str, uri: str, headers: Mapping[str, str], args: dict[str, str], form: dict[str, str],
                  datalist: dict[str, list[str]]) -> None:
         super().__init__(method, uri, headers=headers)
         self._args, self._form = args, form
@@ -91,6 +103,14 @@ class Context:
 class _Code(AuthorizationCodeMixin):
     def __init__(self, code_hash: bytes, code: store.Code) -> None:
         self.code_hash, self.code = code_hash, code
+
+    @property
+    def code_challenge(self) -> str | None:  # read by Authlib's CodeChallenge
+        return self.code.code_challenge
+
+    @property
+    def code_challenge_method(self) -> str | None:
+        return self.code.code_challenge_method
 
     def get_redirect_uri(self) -> str:
         return self.code.redirect_uri

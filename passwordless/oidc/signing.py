@@ -9,7 +9,7 @@ from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
+from joserfc.jwk import ECKey, KeyParameters, KeySet, OKPKey, RSAKey
 
 from passwordless.keys import service as keys
 from passwordless.keys.signer import SigningKey
@@ -28,7 +28,7 @@ def ensure_keys(conn: Connection, algorithms: Sequence[str], now: float) -> None
 
 @lru_cache(maxsize=64)
 def _private(kid: str, algorithm: str, pem: str) -> Any:
-    parameters = {"kid": kid, "alg": algorithm, "use": "sig"}
+    parameters: KeyParameters = {"kid": kid, "alg": algorithm, "use": "sig"}
     if algorithm == "RS256":
         return RSAKey.import_key(pem, parameters)
     if algorithm == "ES256":

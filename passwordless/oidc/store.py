@@ -40,7 +40,10 @@ _CODE = (
     "client_id, user_id, session_id, redirect_uri, scope, nonce, code_challenge, code_challenge_method, amr,"
     " auth_time, expires_at"
 )
-_GRANT = "oidc_grants.id, client_id, user_id, session_id, scope, amr, auth_time, oidc_grants.expires_at"
+_GRANT = (
+    "oidc_grants.id, oidc_grants.client_id, oidc_grants.user_id, oidc_grants.session_id, oidc_grants.scope,"
+    " oidc_grants.amr, oidc_grants.auth_time, oidc_grants.expires_at"
+)
 
 
 def _code(r: Row) -> Code:

@@ -1,0 +1,308 @@
+"""The OpenID Connect provider (OIDC.md) driven as a client drives it (PKCE from Authlib's
+RFC 7636 code; Authlib's own httpx client is deprecated for httpx2, which is not installed),
+against the app in-process: discovery, authorization with PKCE, sign-in on
+the hosted page by emailed code, consent, tokens checked against the JWKS with joserfc,
+userinfo, refresh with reuse detection, revocation and introspection; and what must be refused."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from html import unescape
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from tests.conftest import MakeConfig
+from tests.support.app import AppServer
+from tests.support.signin import FILE_MAIL, NO_RATE_LIMITS, count, last_email, token_and_code
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "grafana-secret-0123456789abcdefghijkl"
+REDIRECT = "https://app.example.com/callback"
+CLIENTS = f'''
+[[oidc.clients]]
+id = "grafana"
+name = "Grafana"
+secret = "{SECRET}"
+redirect_uris = ["{REDIRECT}"]
+
+[[oidc.clients]]
+id = "spa"
+public = true
+redirect_uris = ["{REDIRECT}"]
+scopes = ["openid", "email"]
+skip_consent = true
+
+[[oidc.clients]]
+id = "partners"
+secret = "{SECRET}"
+redirect_uris = ["{REDIRECT}"]
+allowed_emails = ["*@partner.org"]
+'''
+EMAIL = "ada@example.com"
+
+
+class Server(AppServer):
+    def origin(self) -> dict[str, str]:
+        return {"origin": self.config.server.public_url}
+
+    async def sign_in_browser(self, sign_in_url: str, email: str = EMAIL) -> httpx.Response:
+        """The hosted page: email, then the emailed code; answers the redirect after sign-in."""
+        query = parse_qs(urlsplit(sign_in_url).query)
+        redirect_to = query["redirect_to"][0]
+        page = await self.http.get(sign_in_url)
+        assert page.status_code == 200 and redirect_to in unescape(page.text)
+        sent = await self.http.post("/", data={"email": email, "redirect_to": redirect_to}, headers=self.origin())
+        assert sent.status_code == 200, sent.text
+        _, code = token_and_code((await last_email(self.config, email)).text)
+        signed_in = await self.http.post(
+            "/sign-in/code", data={"email": email, "code": code, "redirect_to": redirect_to}, headers=self.origin()
+        )
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == redirect_to
+        return await self.http.get(redirect_to)
+
+    async def consent(self, page: httpx.Response, decision: str = "allow") -> httpx.Response:
+        assert page.status_code == 200 and "Allow" in page.text, page.text
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page.text))
+        fields = {k: unescape(v) for k, v in fields.items()}
+        return await self.http.post("/oauth2/authorize/consent", data={**fields, "decision": decision}, headers=self.origin())
+
+
+@pytest.fixture
+async def server(make_config: MakeConfig) -> AsyncIterator[Server]:
+    async with Server.serving(make_config(FILE_MAIL + NO_RATE_LIMITS + CLIENTS)) as s:
+        yield s
+
+
+class OAuthClient:
+    """A relying party: builds authorization URLs, redeems codes, refreshes, calls userinfo."""
+
+    def __init__(self, server: Server, client_id: str, secret: str | None) -> None:
+        self.server, self.client_id, self.secret = server, client_id, secret
+        self.scope = "openid email groups offline_access"
+        self.access_token = ""
+
+    async def __aenter__(self) -> OAuthClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    def _auth(self, data: dict[str, str]) -> dict[str, Any]:
+        if self.secret is None:
+            return {"data": {**data, "client_id": self.client_id}}
+        return {"data": data, "auth": (self.client_id, self.secret)}
+
+    async def _token(self, data: dict[str, str]) -> dict[str, Any]:
+        answer = await self.server.http.post("/oauth2/token", **self._auth(data))
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["cache-control"] == "no-store"
+        token: dict[str, Any] = answer.json()
+        self.access_token = token["access_token"]
+        return token
+
+    async def fetch_token(self, code: str, verifier: str) -> dict[str, Any]:
+        return await self._token({"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                  "code_verifier": verifier})
+
+    async def refresh_token(self, refresh_token: str) -> dict[str, Any]:
+        return await self._token({"grant_type": "refresh_token", "refresh_token": refresh_token})
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self.server.http.get(path, headers={"authorization": f"Bearer {self.access_token}"})
+
+    async def post(self, path: str, data: dict[str, str]) -> httpx.Response:
+        return await self.server.http.post(path, **self._auth(data))
+
+
+def oauth(server: Server, client_id: str = "grafana", secret: str | None = SECRET) -> OAuthClient:
+    return OAuthClient(server, client_id, secret)
+
+
+async def authorize_url(server: Server, client: OAuthClient, verifier: str, **params: str) -> tuple[str, str]:
+    metadata = (await server.http.get("/.well-known/openid-configuration")).json()
+    state = generate_token(16)
+    query = {
+        "response_type": "code", "client_id": client.client_id, "redirect_uri": REDIRECT, "scope": client.scope,
+        "state": state, "nonce": "n-0S6_WzA2Mj", "code_challenge": create_s256_code_challenge(verifier),
+        "code_challenge_method": "S256", **params,
+    }
+    url = str(httpx.URL(metadata["authorization_endpoint"], params=query))
+    return url, state
+
+
+def callback(location: str) -> dict[str, str]:
+    assert location.startswith(REDIRECT + "?"), location
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+async def full_sign_in(server: Server, client: OAuthClient) -> tuple[dict[str, Any], str]:
+    verifier = generate_token(48)
+    url, state = await authorize_url(server, client, verifier)
+    asked = await server.http.get(url)
+    assert asked.status_code == 303 and asked.headers["location"].startswith("/?")
+    back = await server.sign_in_browser(asked.headers["location"])
+    answer = await server.consent(back)
+    assert answer.status_code == 303
+    params = callback(answer.headers["location"])
+    assert params["state"] == state and params["iss"] == server.config.server.public_url
+    return await client.fetch_token(params["code"], verifier), params["code"]
+
+
+async def test_discovery_lists_the_contracts_metadata(server: Server) -> None:
+    issuer = server.config.server.public_url
+    for path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
+        doc = (await server.http.get(path)).json()
+        assert doc["issuer"] == issuer and doc["token_endpoint"] == f"{issuer}/oauth2/token"
+        assert doc["id_token_signing_alg_values_supported"][0] == "RS256"
+        assert doc["code_challenge_methods_supported"] == ["S256"]
+        assert doc["authorization_response_iss_parameter_supported"] is True
+    jwks = (await server.http.get("/.well-known/jwks.json")).json()
+    assert any(k["kty"] == "RSA" and k["alg"] == "RS256" for k in jwks["keys"])
+
+
+async def test_the_whole_flow_with_a_standard_client(server: Server) -> None:
+    async with oauth(server) as client:
+        token, code = await full_sign_in(server, client)
+        assert token["token_type"] == "Bearer" and "refresh_token" in token
+
+        keys = KeySet.import_key_set((await server.http.get("/.well-known/jwks.json")).json())
+        id_token = jwt.decode(token["id_token"], keys, algorithms=["RS256"])
+        claims = id_token.claims
+        assert claims["iss"] == server.config.server.public_url and claims["aud"] == "grafana"
+        assert claims["nonce"] == "n-0S6_WzA2Mj" and claims["amr"] == ["otp"] and claims["email"] == EMAIL
+        assert claims["email_verified"] is True and claims["groups"] == [] and claims["sid"] and claims["at_hash"]
+        access = jwt.decode(token["access_token"], keys, algorithms=["RS256"])
+        assert access.header["typ"] == "at+jwt"
+        assert access.claims["client_id"] == "grafana" and access.claims["aud"] == "grafana"
+        assert access.claims["sub"] == claims["sub"] and "jti" in access.claims
+
+        info = await client.get("/oauth2/userinfo")
+        assert info.status_code == 200 and info.json() == {
+            "sub": claims["sub"], "email": EMAIL, "email_verified": True, "groups": []
+        }
+        me = await server.http.get("/auth/me", headers={"authorization": f"Bearer {token['access_token']}"})
+        assert me.status_code == 401
+
+        refreshed = await client.refresh_token(token["refresh_token"])
+        assert refreshed["refresh_token"] != token["refresh_token"]
+        introspected = await client.post("/oauth2/introspect", {"token": refreshed["access_token"]})
+        assert introspected.json()["active"] is True and introspected.json()["sub"] == claims["sub"]
+
+        reused = await server.http.post("/oauth2/token", data={
+            "grant_type": "refresh_token", "refresh_token": token["refresh_token"]}, auth=("grafana", SECRET))
+        assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+        assert server.audit("oidc_refresh_reused")
+        # The whole grant ended: the newer refresh token and its access token too.
+        again = await server.http.post("/oauth2/token", data={
+            "grant_type": "refresh_token", "refresh_token": refreshed["refresh_token"]}, auth=("grafana", SECRET))
+        assert again.status_code == 400
+        gone = await client.post("/oauth2/introspect", {"token": refreshed["access_token"]})
+        assert gone.json() == {"active": False}
+        assert (await client.get("/oauth2/userinfo")).status_code == 401
+        assert server.audit("oidc_authorized") and server.audit("oidc_consent_granted") and server.audit("oidc_token_issued")
+
+
+async def test_a_code_works_once_and_its_second_use_revokes_its_tokens(server: Server) -> None:
+    async with oauth(server) as client:
+        token, code = await full_sign_in(server, client)
+        second = await server.http.post("/oauth2/token", data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": "x" * 43,
+        }, auth=("grafana", SECRET))
+        assert second.status_code == 400 and second.json()["error"] == "invalid_grant"
+        info = await server.http.get("/oauth2/userinfo", headers={"authorization": f"Bearer {token['access_token']}"})
+        assert info.status_code == 401
+        refused = await server.http.post("/oauth2/token", data={
+            "grant_type": "refresh_token", "refresh_token": token["refresh_token"]}, auth=("grafana", SECRET))
+        assert refused.status_code == 400
+
+
+async def test_revocation_ends_the_grant(server: Server) -> None:
+    async with oauth(server) as client:
+        token, _ = await full_sign_in(server, client)
+        revoked = await server.http.post("/oauth2/revoke", data={"token": token["refresh_token"]}, auth=("grafana", SECRET))
+        assert revoked.status_code == 200
+        assert (await client.get("/oauth2/userinfo")).status_code == 401
+        unknown = await server.http.post("/oauth2/revoke", data={"token": "nothing"}, auth=("grafana", SECRET))
+        assert unknown.status_code == 200
+        wrong = await server.http.post("/oauth2/revoke", data={"token": "nothing"}, auth=("grafana", "wrong"))
+        assert wrong.status_code == 401
+
+
+async def test_consent_is_remembered_and_prompt_none_uses_the_session(server: Server) -> None:
+    async with oauth(server) as client:
+        await full_sign_in(server, client)
+        url, state = await authorize_url(server, client, generate_token(48), prompt="none")
+        answer = await server.http.get(url)
+        assert answer.status_code == 302 and "code" in callback(answer.headers["location"])
+        url, _ = await authorize_url(server, client, generate_token(48), prompt="consent")
+        assert "Allow" in (await server.http.get(url)).text
+
+
+async def test_prompt_none_without_a_session_is_login_required(server: Server) -> None:
+    async with oauth(server) as client:
+        url, state = await authorize_url(server, client, generate_token(48), prompt="none")
+        answer = await server.http.get(url)
+        params = callback(answer.headers["location"])
+        assert params["error"] == "login_required" and params["state"] == state and params["iss"]
+
+
+async def test_deny_gives_access_denied(server: Server) -> None:
+    async with oauth(server) as client:
+        url, _ = await authorize_url(server, client, generate_token(48))
+        back = await server.sign_in_browser((await server.http.get(url)).headers["location"])
+        answer = await server.consent(back, "deny")
+        assert callback(answer.headers["location"])["error"] == "access_denied"
+
+
+async def test_allowed_emails_shuts_others_out(server: Server) -> None:
+    async with oauth(server, "partners") as client:
+        url, _ = await authorize_url(server, client, generate_token(48))
+        page = await server.sign_in_browser((await server.http.get(url)).headers["location"])
+        assert page.status_code == 403 and "may not use" in page.text and "error=access_denied" in page.text
+        assert server.audit("oidc_access_denied")
+
+
+async def test_unknown_client_and_unregistered_redirect_never_redirect(server: Server) -> None:
+    for params in ({"client_id": "nobody", "redirect_uri": REDIRECT},
+                   {"client_id": "grafana", "redirect_uri": "https://evil.example/cb"}):
+        answer = await server.http.get("/oauth2/authorize", params={"response_type": "code", "scope": "openid", **params})
+        assert answer.status_code == 400 and "location" not in answer.headers
+        assert answer.headers["content-type"].startswith("text/html")
+
+
+async def test_pkce_is_required_and_plain_refused(server: Server) -> None:
+    base = {"response_type": "code", "client_id": "spa", "redirect_uri": REDIRECT, "scope": "openid", "state": "s"}
+    missing = await server.http.get("/oauth2/authorize", params=base)
+    assert callback(missing.headers["location"])["error"] == "invalid_request"
+    plain = await server.http.get("/oauth2/authorize", params={**base, "code_challenge": "a" * 43, "code_challenge_method": "plain"})
+    assert callback(plain.headers["location"])["error"] == "invalid_request"
+
+
+async def test_public_client_skips_consent_and_needs_the_verifier(server: Server) -> None:
+    async with oauth(server, "spa", None) as client:
+        client.scope = "openid email"
+        verifier = generate_token(48)
+        url, _ = await authorize_url(server, client, verifier)
+        answer = await server.sign_in_browser((await server.http.get(url)).headers["location"])
+        code = callback(answer.headers["location"])["code"]
+        wrong = await server.http.post("/oauth2/token", data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": "spa",
+            "code_verifier": generate_token(48)})
+        assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+        assert wrong.headers["cache-control"] == "no-store"
+
+
+async def test_without_clients_the_provider_is_off(make_config: MakeConfig) -> None:
+    async with Server.serving(make_config(FILE_MAIL)) as s:
+        assert (await s.http.get("/.well-known/openid-configuration")).status_code == 404
+        assert (await s.http.post("/oauth2/token")).status_code == 404
+        assert count(s.config, "signing_keys", "algorithm = 'RS256'") == 0
