@@ -306,3 +306,15 @@ async def test_without_clients_the_provider_is_off(make_config: MakeConfig) -> N
         assert (await s.http.get("/.well-known/openid-configuration")).status_code == 404
         assert (await s.http.post("/oauth2/token")).status_code == 404
         assert count(s.config, "signing_keys", "algorithm = 'RS256'") == 0
+
+
+async def test_requests_are_counted_by_endpoint_and_result(server: Server) -> None:
+    async with oauth(server) as client:
+        await full_sign_in(server, client)
+        await server.http.post("/oauth2/token", data={"grant_type": "authorization_code", "code": "x"},
+                               auth=("grafana", "wrong"))
+    metrics = server.deps().metrics
+    def seen(endpoint: str, result: str) -> float:
+        return metrics.oidc_requests.labels(endpoint, result)._value.get()
+    assert seen("authorize", "sign_in") == 1 and seen("authorize", "consent") == 1 and seen("authorize", "success") == 1
+    assert seen("token", "success") == 1 and seen("token", "invalid_client") == 1

@@ -130,6 +130,14 @@ async def authorize(
 ) -> Outcome:
     """An authorization request, with the browser's session (if any) and the consent page's
     answer (if it is one)."""
+    outcome = await _authorize(deps, req, session_id, caller, decision)
+    deps.metrics.oidc_requests.labels("authorize", _result(outcome)).inc()
+    return outcome
+
+
+async def _authorize(
+    deps: OidcDeps, req: Request, session_id: str | None, caller: Caller, decision: bool | None
+) -> Outcome:
     client = check_client(deps, req)
     if isinstance(client, Invalid):
         return client
@@ -174,9 +182,15 @@ async def authorize(
         ctx.audit("oidc_authorized", True, end_user.user, client_id=client.id, scope=" ".join(sorted(scopes)))
         return _answered(req, answer)
 
-    outcome = await deps.db.write(unit)
-    deps.metrics.oidc_requests.labels("authorize", type(outcome).__name__.lower()).inc()
+    outcome: Outcome = await deps.db.write(unit)
     return outcome
+
+
+def _result(outcome: Outcome) -> str:
+    """oidc_requests_total's result of an authorization request."""
+    if isinstance(outcome, Redirect):
+        return dict(outcome.params).get("error", "success")
+    return {Invalid: "invalid_request", NeedsSignIn: "sign_in", Denied: "access_denied", Consent: "consent"}[type(outcome)]
 
 
 async def token(deps: OidcDeps, req: Request, caller: Caller) -> Answer:
