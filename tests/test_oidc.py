@@ -7,8 +7,10 @@ userinfo, refresh with reuse detection, revocation and introspection; and what m
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from html import unescape
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,6 +21,8 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from passwordless.keys import service as keys
+from passwordless.platform import migrate
 from tests.conftest import MakeConfig
 from tests.support.app import AppServer
 from tests.support.signin import FILE_MAIL, NO_RATE_LIMITS, count, last_email, token_and_code
@@ -318,3 +322,79 @@ async def test_requests_are_counted_by_endpoint_and_result(server: Server) -> No
         return metrics.oidc_requests.labels(endpoint, result)._value.get()
     assert seen("authorize", "sign_in") == 1 and seen("authorize", "consent") == 1 and seen("authorize", "success") == 1
     assert seen("token", "success") == 1 and seen("token", "invalid_client") == 1
+
+
+async def test_signing_out_of_the_browser_session_ends_its_oidc_tokens(server: Server) -> None:
+    async with oauth(server) as client:
+        token, _ = await full_sign_in(server, client)
+        out = await server.http.post("/account/sign-out", headers=server.origin())
+        assert out.status_code == 303
+        refused = await server.http.post("/oauth2/token", data={
+            "grant_type": "refresh_token", "refresh_token": token["refresh_token"]}, auth=("grafana", SECRET))
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+        assert (await client.get("/oauth2/userinfo")).status_code == 401
+
+
+async def test_prompt_login_and_an_old_sign_in_ask_to_sign_in_again(server: Server) -> None:
+    async with oauth(server) as client:
+        await full_sign_in(server, client)
+        url, _ = await authorize_url(server, client, generate_token(48), prompt="login")
+        again = await server.http.get(url)
+        assert again.status_code == 303 and again.headers["location"].startswith("/?")
+        continue_to = parse_qs(urlsplit(again.headers["location"]).query)["redirect_to"][0]
+        assert "prompt" not in parse_qs(urlsplit(continue_to).query)  # no loop after signing in
+        server.clock.advance(120)  # type: ignore[attr-defined]
+        url, _ = await authorize_url(server, client, generate_token(48), max_age="60")
+        assert (await server.http.get(url)).status_code == 303
+        url, _ = await authorize_url(server, client, generate_token(48), max_age="600")
+        assert (await server.http.get(url)).status_code == 302
+
+
+async def test_api_tokens_are_refused_at_userinfo(server: Server) -> None:
+    api = await server.sign_in("api.user@example.com")
+    answer = await server.http.get("/oauth2/userinfo", headers={"authorization": f"Bearer {api['access_token']}"})
+    assert answer.status_code == 401 and answer.json()["error"] == "invalid_token"
+
+
+async def test_introspection_is_for_confidential_clients_only(server: Server) -> None:
+    answer = await server.http.post("/oauth2/introspect", data={"token": "x", "client_id": "spa"})
+    assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+    unknown = await server.http.post("/oauth2/introspect", data={"token": "x"}, auth=("grafana", SECRET))
+    assert unknown.json() == {"active": False}
+
+
+async def test_a_client_may_ask_for_es256_id_tokens(make_config: MakeConfig) -> None:
+    es = CLIENTS.replace('name = "Grafana"', 'name = "Grafana"\nid_token_signed_response_alg = "ES256"')
+    async with Server.serving(make_config(FILE_MAIL + NO_RATE_LIMITS + es)) as s:
+        async with oauth(s) as client:
+            token, _ = await full_sign_in(s, client)
+            keys = KeySet.import_key_set((await s.http.get("/.well-known/jwks.json")).json())
+            assert jwt.decode(token["id_token"], keys, algorithms=["ES256"]).header["alg"] == "ES256"
+            assert (await client.get("/oauth2/userinfo")).status_code == 200
+
+
+async def test_keys_rotate_rotates_the_rsa_key_too(server: Server) -> None:
+    made = await server.deps().db.write(keys.rotate_all, "HS256", server.clock())
+    assert [k.algorithm for k in made] == ["RS256"]
+    assert count(server.config, "signing_keys", "algorithm = 'RS256'") == 2
+
+
+def test_the_migration_keeps_signing_keys_and_lets_rsa_in(tmp_path: Path) -> None:
+    known = migrate.discover(migrate.default_dir("sqlite"))
+    path = tmp_path / "auth.db"
+    migrate.apply_to_file(path, known[:5])
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, created_at, signs_from)"
+                     " VALUES ('k1', 'ES256', 'pem', '{}', 1, 2)")
+        try:
+            conn.execute("INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, created_at)"
+                         " VALUES ('r0', 'RS256', 'pem', '{}', 1)")
+            raise AssertionError("RS256 accepted before 0006")
+        except sqlite3.IntegrityError:
+            pass
+    assert [m.version for m in migrate.apply_to_file(path, known)] == [6]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT kid, algorithm, signs_from FROM signing_keys").fetchall() == [("k1", "ES256", 2)]
+        conn.execute("INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, created_at)"
+                     " VALUES ('r1', 'RS256', 'pem', '{}', 1)")
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
