@@ -398,3 +398,20 @@ def test_the_migration_keeps_signing_keys_and_lets_rsa_in(tmp_path: Path) -> Non
         conn.execute("INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, created_at)"
                      " VALUES ('r1', 'RS256', 'pem', '{}', 1)")
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+async def test_an_authorization_request_may_be_posted(server: Server) -> None:
+    async with oauth(server) as client:
+        verifier = generate_token(48)
+        url, state = await authorize_url(server, client, verifier)
+        posted = await server.http.post("/oauth2/authorize", data=dict(httpx.URL(url).params))
+        assert posted.status_code == 303
+        back = await server.sign_in_browser(posted.headers["location"])
+        answer = await server.consent(back)
+        params = callback(answer.headers["location"])
+        assert params["state"] == state
+        assert (await client.fetch_token(params["code"], verifier))["id_token"]
+        # signed in now: a posted request goes straight to the consent page, which sends it again
+        url, state = await authorize_url(server, client, generate_token(48), prompt="consent")
+        page = await server.http.post("/oauth2/authorize", data=dict(httpx.URL(url).params))
+        assert callback((await server.consent(page)).headers["location"])["state"] == state

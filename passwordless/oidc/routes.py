@@ -143,7 +143,7 @@ def _redirect(request: HttpRequest, redirect: Redirect) -> Response:
 
 
 def _consent_page(request: HttpRequest, consent: Consent) -> Response:
-    fields = [(k, v) for k, v in request.query_params.multi_items()]
+    fields = consent.request
     items = join(TEMPLATES.render("item.html", text=SCOPE_TEXT.get(s, s)) for s in consent.scopes)
     body = TEMPLATES.render(
         "consent.html", client=consent.client.settings.name, email=consent.email, items=items, fields=_fields(fields)

@@ -68,6 +68,7 @@ class Consent:
     client: Client
     scopes: tuple[str, ...]
     email: str
+    request: list[tuple[str, str]]  # the authorization request, to send again with the answer
 
 
 Outcome = Invalid | Redirect | NeedsSignIn | Denied | Consent
@@ -177,7 +178,8 @@ async def _authorize(
         ):
             if "none" in prompts:
                 return _error(req, deps.issuer, "consent_required")
-            return Consent(client, tuple(sorted(scopes)), end_user.user.email)
+            asked = [(k, v) for k, v in data.items() if k != "decision"]
+            return Consent(client, tuple(sorted(scopes)), end_user.user.email, asked)
         answer = server.create_authorization_response(req, grant_user=end_user, grant=grant)
         ctx.audit("oidc_authorized", True, end_user.user, client_id=client.id, scope=" ".join(sorted(scopes)))
         return _answered(req, answer)
