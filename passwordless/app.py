@@ -163,7 +163,7 @@ async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Si
         await db.write(keys.ensure_current, jwt.algorithm, clock())
     if config.oidc.clients:  # the provider's keys: made when a client exists, never before
         algorithms = [c.id_token_signed_response_alg for c in config.oidc.clients]
-        await db.write(oidc_keys.ensure_keys, algorithms, clock())
+        await oidc_keys.ensure_keys(db, algorithms, clock())
     if jwt.algorithm in keys.ASYMMETRIC or config.oidc.clients:
         await _load_keys(config, db, signer, clock)
     return signer

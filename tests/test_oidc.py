@@ -415,3 +415,13 @@ async def test_an_authorization_request_may_be_posted(server: Server) -> None:
         url, state = await authorize_url(server, client, generate_token(48), prompt="consent")
         page = await server.http.post("/oauth2/authorize", data=dict(httpx.URL(url).params))
         assert callback((await server.consent(page)).headers["location"])["state"] == state
+
+
+async def test_one_rsa_key_however_many_servers_start(make_config: MakeConfig) -> None:
+    config = make_config(FILE_MAIL + CLIENTS)
+    async with Server.serving(config), Server.serving(config):
+        pass
+    async with Server.serving(config) as s:
+        assert count(s.config, "signing_keys", "algorithm = 'RS256'") == 1
+        jwks = (await s.http.get("/.well-known/jwks.json")).json()
+        assert [k["kty"] for k in jwks["keys"]] == ["RSA"]

@@ -50,3 +50,15 @@ def rotate_all(conn: Connection, api_algorithm: str, now: float, *, at_once: boo
     if not algorithms:
         raise ValueError(f"jwt.algorithm {api_algorithm} has no key pair to rotate (HS256 uses jwt.secret)")
     return [rotate(conn, algorithm, now, at_once=at_once) for algorithm in algorithms]
+
+
+def without_current(conn: Connection, algorithms: list[str]) -> list[str]:
+    return [a for a in algorithms if not store.has_current(conn, a)]
+
+
+def insert_unless_current(conn: Connection, made: list[SigningKey]) -> None:
+    """Keys made outside the unit (off the event loop), each kept only if its algorithm still
+    has no current key: with several servers starting at once, one key per algorithm."""
+    for key in made:
+        if not store.has_current(conn, key.algorithm):
+            store.insert(conn, key)
