@@ -33,6 +33,7 @@ from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
 from passwordless.oidc import routes as oidc
 from passwordless.oidc import signing as oidc_keys
+from passwordless.oidc import store as oidc_store
 from passwordless.pages import routes as pages
 from passwordless.passkeys import routes as passkeys
 from passwordless.passkeys import store as passkey_store
@@ -94,7 +95,7 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
 
 
 async def _prune(config: Config, db: Database, clock: Clock) -> None:
-    pruned = await housekeeping.prune(db, config, clock())
+    pruned = await housekeeping.prune(db, config, clock(), more=oidc_store.PRUNERS)
     if any(pruned.gone.values()) or pruned.left_to_another:
         logger.info("pruned", extra={**pruned.gone, "left_to_another_server": pruned.left_to_another})
 

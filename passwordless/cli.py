@@ -23,6 +23,7 @@ from passwordless.keys.signer import SigningKey
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.render import BUILT_IN, TemplateError, Templates
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, make_transport
+from passwordless.oidc import store as oidc_store
 from passwordless.platform import backup, copydb, migrate, storage
 from passwordless.platform.crypto import hs256_key, load_or_create_dev_secret, new_id, new_secret
 from passwordless.platform.logs import configure_logging
@@ -175,7 +176,7 @@ def _prune(args: argparse.Namespace) -> int:
     async def run() -> housekeeping.Pruned:
         db = await storage.open_migrated(config.database)
         try:
-            return await housekeeping.prune(db, config, time.time(), dry_run=args.dry_run)
+            return await housekeeping.prune(db, config, time.time(), dry_run=args.dry_run, more=oidc_store.PRUNERS)
         finally:
             await db.close()
 

@@ -425,3 +425,19 @@ async def test_one_rsa_key_however_many_servers_start(make_config: MakeConfig) -
         assert count(s.config, "signing_keys", "algorithm = 'RS256'") == 1
         jwks = (await s.http.get("/.well-known/jwks.json")).json()
         assert [k["kty"] for k in jwks["keys"]] == ["RSA"]
+
+
+async def test_housekeeping_prunes_what_is_past_its_time(server: Server) -> None:
+    from passwordless.housekeeping import service as housekeeping
+    from passwordless.oidc import store as oidc_store
+
+    async with oauth(server) as client:
+        await full_sign_in(server, client)
+    assert count(server.config, "oidc_grants") == 1 and count(server.config, "oidc_codes") == 1
+    db, config = server.deps().db, server.config
+    kept = await housekeeping.prune(db, config, server.clock() + 3600, more=oidc_store.PRUNERS)
+    assert kept.gone["oidc_codes"] == 0 and kept.gone["oidc_grants"] == 0
+    later = server.clock() + config.oidc.refresh_ttl + 2 * 86400
+    await housekeeping.prune(db, config, later, more=oidc_store.PRUNERS)  # (the session's prune cascades too)
+    for table in ("oidc_codes", "oidc_grants", "oidc_refresh_tokens", "oidc_access_tokens"):
+        assert count(config, table) == 0, table

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 
 from passwordless.platform.db.types import Connection, Row
+from passwordless.platform.sql import delete_where
 
 
 @dataclass(frozen=True)
@@ -189,3 +190,27 @@ def save_consent(conn: Connection, user_id: str, client_id: str, scope: frozense
 def groups_of(conn: Connection, user_id: str) -> list[str]:
     rows = conn.execute("SELECT group_name FROM user_groups WHERE user_id = ? ORDER BY group_name", (user_id,))
     return [r[0] for r in rows.fetchall()]
+
+
+def prune_codes(conn: Connection, before: float, limit: int, dry_run: bool) -> int:
+    return delete_where(conn, "oidc_codes", "expires_at < ?", (int(before),), limit, dry_run)
+
+
+def prune_access_tokens(conn: Connection, before: float, limit: int, dry_run: bool) -> int:
+    return delete_where(conn, "oidc_access_tokens", "expires_at < ?", (int(before),), limit, dry_run)
+
+
+def prune_refresh_tokens(conn: Connection, before: float, limit: int, dry_run: bool) -> int:
+    return delete_where(conn, "oidc_refresh_tokens", "expires_at < ?", (int(before),), limit, dry_run)
+
+
+def prune_grants(conn: Connection, before: float, limit: int, dry_run: bool) -> int:
+    """Grants past their time (their tokens go with them: ON DELETE CASCADE)."""
+    return delete_where(conn, "oidc_grants", "expires_at < ?", (int(before),), limit, dry_run)
+
+
+# For housekeeping (app.py and `passwordless prune` hand them over): what is a day past its time goes.
+PRUNERS = (
+    ("oidc_codes", prune_codes), ("oidc_access_tokens", prune_access_tokens),
+    ("oidc_refresh_tokens", prune_refresh_tokens), ("oidc_grants", prune_grants),
+)
