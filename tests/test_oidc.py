@@ -46,6 +46,13 @@ scopes = ["openid", "email"]
 skip_consent = true
 
 [[oidc.clients]]
+id = "legacy"
+secret = "{SECRET}"
+redirect_uris = ["{REDIRECT}"]
+require_pkce = false
+skip_consent = true
+
+[[oidc.clients]]
 id = "partners"
 secret = "{SECRET}"
 redirect_uris = ["{REDIRECT}"]
@@ -441,3 +448,36 @@ async def test_housekeeping_prunes_what_is_past_its_time(server: Server) -> None
     await housekeeping.prune(db, config, later, more=oidc_store.PRUNERS)  # (the session's prune cascades too)
     for table in ("oidc_codes", "oidc_grants", "oidc_refresh_tokens", "oidc_access_tokens"):
         assert count(config, table) == 0, table
+
+
+async def test_a_code_lives_code_ttl(server: Server) -> None:
+    async with oauth(server, "legacy") as client:
+        url, _ = await authorize_url(server, client, generate_token(48))
+        answer = await server.sign_in_browser((await server.http.get(url)).headers["location"])
+        code = callback(answer.headers["location"])["code"]
+        server.clock.advance(61)  # type: ignore[attr-defined]
+        late = await server.http.post("/oauth2/token", data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": "v" * 43},
+            auth=("legacy", SECRET))
+        assert late.status_code == 400 and late.json()["error"] == "invalid_grant"
+
+
+async def test_a_confidential_client_may_go_without_pkce_when_it_says_so(server: Server) -> None:
+    base = {"response_type": "code", "client_id": "legacy", "redirect_uri": REDIRECT, "scope": "openid", "state": "s"}
+    first = await server.http.get("/oauth2/authorize", params=base)
+    answer = await server.sign_in_browser(first.headers["location"])
+    code = callback(answer.headers["location"])["code"]
+    token = await server.http.post("/oauth2/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}, auth=("legacy", SECRET))
+    assert token.status_code == 200 and "refresh_token" not in token.json()  # no offline_access asked
+    plain = await server.http.get("/oauth2/authorize", params={**base, "code_challenge": "a" * 43})
+    assert callback(plain.headers["location"])["error"] == "invalid_request"  # a challenge without S256 is plain
+
+
+async def test_redirect_uri_must_match_at_the_token_endpoint(server: Server) -> None:
+    base = {"response_type": "code", "client_id": "legacy", "redirect_uri": REDIRECT, "scope": "openid"}
+    answer = await server.sign_in_browser((await server.http.get("/oauth2/authorize", params=base)).headers["location"])
+    code = callback(answer.headers["location"])["code"]
+    wrong = await server.http.post("/oauth2/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT + "/other"}, auth=("legacy", SECRET))
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
