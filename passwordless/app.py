@@ -173,7 +173,8 @@ async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Si
 async def _load_keys(config: Config, db: Database, signer: Signer, clock: Clock) -> None:
     # A server that has not reloaded yet may sign with a key for one interval after it is
     # retired: keep it published that much longer than the tokens' lifetime.
-    keep = max(config.jwt.access_ttl, config.oidc.access_ttl, config.oidc.id_token_ttl) + 2 * keys.KEY_RELOAD_SECONDS
+    oidc = (config.oidc.access_ttl, config.oidc.id_token_ttl) if config.oidc.clients else ()
+    keep = max((config.jwt.access_ttl, *oidc)) + 2 * keys.KEY_RELOAD_SECONDS
     signer.use_keys(await db.read(keys.published, clock(), keep))
 
 
