@@ -481,3 +481,21 @@ async def test_redirect_uri_must_match_at_the_token_endpoint(server: Server) -> 
     wrong = await server.http.post("/oauth2/token", data={
         "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT + "/other"}, auth=("legacy", SECRET))
     assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+
+
+async def test_a_scope_we_do_not_know_is_left_out_not_refused(server: Server) -> None:
+    async with oauth(server) as client:
+        client.scope = "openid profile email"
+        verifier = generate_token(48)
+        url, _ = await authorize_url(server, client, verifier)
+        back = await server.sign_in_browser((await server.http.get(url)).headers["location"])
+        answer = await server.consent(back)
+        token = await client.fetch_token(callback(answer.headers["location"])["code"], verifier)
+        assert token["scope"] == "openid email" and "refresh_token" not in token
+
+
+async def test_plain_http_off_loopback_is_refused_in_words(make_config: MakeConfig) -> None:
+    config = make_config('[server]\npublic_url = "http://auth.lan:3000"\n' + FILE_MAIL + CLIENTS)
+    async with Server.serving(config) as s:
+        answer = await s.http.post("/oauth2/token", data={"grant_type": "authorization_code"})
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "insecure_transport"

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
+from authlib.common.security import is_secure_transport
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -61,7 +62,11 @@ async def _adapt(request: HttpRequest, issuer: str) -> Request:
     datalist: dict[str, list[str]] = {k: request.query_params.getlist(k) for k in request.query_params}
     for k, v in form.items():
         datalist.setdefault(k, []).extend(v)
+    # Authlib refuses plain http except on a loopback host; production requires an https
+    # public_url anyway, so development on http://some-host is told to use https or localhost.
     uri = issuer + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if not is_secure_transport(uri):
+        raise ApiError(400, "insecure_transport", "The OpenID Connect provider needs an https public_url (or localhost).")
     return Request(request.method, uri, request.headers, args, {k: v[0] for k, v in form.items()}, datalist)
 
 

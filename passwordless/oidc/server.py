@@ -133,7 +133,9 @@ class _Code(AuthorizationCodeMixin):
 
 class _Server(AuthorizationServer):
     def __init__(self, ctx: Context) -> None:
-        super().__init__(scopes_supported=["openid", "email", "groups", "offline_access"])
+        # No scopes_supported: a scope we do not know ("profile", which many clients ask for) is
+        # left out of the grant (Client.get_allowed_scope), not refused (RFC 6749 3.3).
+        super().__init__(scopes_supported=None)
         self.ctx = ctx
 
     def query_client(self, client_id: str) -> Client | None:
