@@ -31,6 +31,9 @@ from passwordless.magic_link import routes as magic_link
 from passwordless.mail.render import Templates
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
+from passwordless.oidc import routes as oidc
+from passwordless.oidc import signing as oidc_keys
+from passwordless.oidc import store as oidc_store
 from passwordless.pages import routes as pages
 from passwordless.passkeys import routes as passkeys
 from passwordless.passkeys import store as passkey_store
@@ -73,7 +76,7 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
 
     # The router tries each route in turn: the API that every signed-in request hits first.
     routes: list[BaseRoute] = [
-        *sessions.routes, *magic_link.routes, *passkeys.routes, *health.routes, *pages.routes, *admin.routes,
+        *sessions.routes, *magic_link.routes, *passkeys.routes, *health.routes, *pages.routes, *admin.routes, *oidc.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     routes.append(openapi.serve(routes, OPERATIONS, __version__))
@@ -92,7 +95,7 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
 
 
 async def _prune(config: Config, db: Database, clock: Clock) -> None:
-    pruned = await housekeeping.prune(db, config, clock())
+    pruned = await housekeeping.prune(db, config, clock(), more=oidc_store.PRUNERS)
     if any(pruned.gone.values()) or pruned.left_to_another:
         logger.info("pruned", extra={**pruned.gone, "left_to_another_server": pruned.left_to_another})
 
@@ -124,7 +127,7 @@ async def _start(
         workers.append(webhooks)
     for worker in workers:
         _background(stack, worker.run(), worker.stop)
-    if config.jwt.algorithm in keys.ASYMMETRIC:
+    if config.jwt.algorithm in keys.ASYMMETRIC or config.oidc.clients:
         rotated = asyncio.Event()  # `keys rotate` on any machine (NOTIFY, PostgreSQL): reload now
         db.listen(keys.ROTATED, rotated.set)
         _background(stack, _every(keys.KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock), rotated))
@@ -161,6 +164,10 @@ async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Si
     )
     if jwt.algorithm in keys.ASYMMETRIC:
         await db.write(keys.ensure_current, jwt.algorithm, clock())
+    if config.oidc.clients:  # the provider's keys: made when a client exists, never before
+        algorithms = [c.id_token_signed_response_alg for c in config.oidc.clients]
+        await oidc_keys.ensure_keys(db, algorithms, clock())
+    if jwt.algorithm in keys.ASYMMETRIC or config.oidc.clients:
         await _load_keys(config, db, signer, clock)
     return signer
 
@@ -168,7 +175,8 @@ async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Si
 async def _load_keys(config: Config, db: Database, signer: Signer, clock: Clock) -> None:
     # A server that has not reloaded yet may sign with a key for one interval after it is
     # retired: keep it published that much longer than the tokens' lifetime.
-    keep = config.jwt.access_ttl + 2 * keys.KEY_RELOAD_SECONDS
+    oidc = (config.oidc.access_ttl, config.oidc.id_token_ttl) if config.oidc.clients else ()
+    keep = max((config.jwt.access_ttl, *oidc)) + 2 * keys.KEY_RELOAD_SECONDS
     signer.use_keys(await db.read(keys.published, clock(), keep))
 
 

@@ -23,6 +23,7 @@ from passwordless.keys.signer import SigningKey
 from passwordless.mail.queue import QueuedEmail
 from passwordless.mail.render import BUILT_IN, TemplateError, Templates
 from passwordless.mail.transport import PermanentFailure, TemporaryFailure, make_transport
+from passwordless.oidc import store as oidc_store
 from passwordless.platform import backup, copydb, migrate, storage
 from passwordless.platform.crypto import hs256_key, load_or_create_dev_secret, new_id, new_secret
 from passwordless.platform.logs import configure_logging
@@ -175,7 +176,7 @@ def _prune(args: argparse.Namespace) -> int:
     async def run() -> housekeeping.Pruned:
         db = await storage.open_migrated(config.database)
         try:
-            return await housekeeping.prune(db, config, time.time(), dry_run=args.dry_run)
+            return await housekeeping.prune(db, config, time.time(), dry_run=args.dry_run, more=oidc_store.PRUNERS)
         finally:
             await db.close()
 
@@ -221,21 +222,22 @@ def _keys(args: argparse.Namespace) -> int:
         return _print_hs256_key(config)
     now = time.time()
 
-    async def rotate() -> SigningKey:
+    async def rotate() -> list[SigningKey]:
         db = await storage.open_migrated(config.database)
         try:
-            return await db.write(keys.rotate, config.jwt.algorithm, now, at_once=args.now)
+            return await db.write(keys.rotate_all, config.jwt.algorithm, now, at_once=args.now)
         finally:
             await db.close()
 
     try:
-        key = asyncio.run(rotate())
+        made = asyncio.run(rotate())
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    switch = datetime.fromtimestamp(key.signs_from, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    print(f"new {key.algorithm} signing key {key.kid}, published now in /.well-known/jwks.json; "
-          f"signing switches to it at {switch} (in {key.signs_from - int(now)} s)")
+    for key in made:
+        switch = datetime.fromtimestamp(key.signs_from, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        print(f"new {key.algorithm} signing key {key.kid}, published now in /.well-known/jwks.json; "
+              f"signing switches to it at {switch} (in {key.signs_from - int(now)} s)")
     return 0
 
 

@@ -5,7 +5,7 @@ name (web/parts.py); a service gets only its own part, a unit only values."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from itsdangerous import URLSafeTimedSerializer
 
@@ -15,6 +15,8 @@ from passwordless.health.service import HealthDeps
 from passwordless.keys.signer import Signer
 from passwordless.magic_link.service import MagicLinkDeps
 from passwordless.mail.render import Templates
+from passwordless.oidc.clients import clients_of
+from passwordless.oidc.service import OidcDeps
 from passwordless.passkeys.service import PasskeyDeps
 from passwordless.platform.clock import Clock
 from passwordless.platform.crypto import SESSION_COOKIE, subkey
@@ -60,10 +62,16 @@ class Parts:
     passkeys: PasskeyDeps
     admin: AdminDeps
     health: HealthDeps
+    oidc: OidcDeps
 
 
 def build(o: Opened) -> Parts:
     config = o.config
+    if config.oidc.clients:
+        # Signing in may continue to our own authorization endpoint (and nowhere else new):
+        # the hosted pages and the emailed link come back to the authorization request.
+        own = config.server.public_url + "/oauth2/authorize"
+        config = replace(config, auth=replace(config.auth, allowed_redirects=(*config.auth.allowed_redirects, own)))
     limits = Limits(settings=config.rate_limit, limiter=RateLimiter(), metrics=o.metrics, db=o.db, clock=o.clock)
     sessions = SessionDeps(
         db=o.db, clock=o.clock, signer=o.signer, cookies=cookie_serializer(o.secret), jwt=config.jwt,
@@ -87,6 +95,10 @@ def build(o: Opened) -> Parts:
         admin=AdminDeps(
             db=o.db, clock=o.clock, lifecycle=o.lifecycle, outbox=o.outbox, wake_mail=o.wake_mail, limits=limits,
             token=config.admin.token,
+        ),
+        oidc=OidcDeps(
+            db=o.db, clock=o.clock, metrics=o.metrics, settings=config.oidc, clients=clients_of(config.oidc.clients),
+            issuer=config.server.public_url,
         ),
         health=HealthDeps(
             db=o.db, clock=o.clock, lifecycle=o.lifecycle, migrations=o.migrations, metrics=o.metrics,

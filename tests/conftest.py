@@ -30,7 +30,8 @@ pytest_plugins = ("tests.support.live", "tests.support.browser", "tests.support.
 ENGINE_INDEPENDENT = {
     "test_architecture", "test_config", "test_config_example", "test_copy_db", "test_deploy_files", "test_docs",
     "test_email_message", "test_email_templates", "test_ids", "test_install", "test_jwt_differential", "test_lock",
-    "test_logs", "test_markup", "test_multi_server", "test_postgres_engine", "test_postgres_support", "test_quality",
+    "test_logs", "test_markup", "test_multi_server", "test_oidc_config", "test_postgres_engine", "test_postgres_support",
+    "test_quality",
 }
 SQLITE_ONLY = {"test_cli", "test_db", "test_file_modes", "test_migrate", "test_operations_e2e"}
 

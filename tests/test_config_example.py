@@ -18,7 +18,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 REGENERATE = "python -m passwordless.config.render > config.example.toml"
 
 # `# [[webhooks]]` and `# key = value` lines: commented-out examples, not prose.
-COMMENTED_OUT = re.compile(r"^# (\[\[\w+\]\]|\w+ = .*)$", re.MULTILINE)
+COMMENTED_OUT = re.compile(r"^# (\[\[[\w.]+\]\]|\w+ = .*)$", re.MULTILINE)
 SECTION = re.compile(r"^(?:# )?\[\[?([\w.]+)\]\]?$")
 KEY = re.compile(r"^(?:# )?(\w+) = ")
 
@@ -44,6 +44,8 @@ def config_value(config: Config, attr: str) -> object:
     """The value at a dotted attribute path; webhooks.* reads the first webhook."""
     if attr.startswith("webhooks."):
         return getattr(config.webhooks[0], attr.removeprefix("webhooks."))
+    if attr.startswith("oidc.clients."):
+        return getattr(config.oidc.clients[0], attr.removeprefix("oidc.clients."))
     return reduce(getattr, attr.split("."), config)
 
 
@@ -112,6 +114,7 @@ def test_example_file_loads_with_every_commented_out_key_uncommented(tmp_path: P
     config = load_config(path, {})
 
     assert len(config.webhooks) == 1
+    assert len(config.oidc.clients) == 1
     examples = [d for d in declared_settings() if d.meta.example is not None]
     assert examples
     not_taken = {

@@ -462,6 +462,7 @@ PANELS = {
     "Request rate by route", "Latency p50 / p99", "4xx / 5xx responses", "p99 latency by route",
     "Sign-in attempts by method and outcome", "Rate-limit hits", "Active sessions",
     "Email queue depth by status", "Email deliveries by result", "Webhook deliveries by result",
+    "OpenID Connect requests by endpoint and result",
 }
 
 

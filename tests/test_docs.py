@@ -69,7 +69,7 @@ def test_configuration_reference_has_a_row_for_every_setting() -> None:
         assert d.meta.doc in cells[3], row
     sections = re.findall(r"^## (.+)$", render_reference(), re.M)
     assert sections[:3] == ["Top level", "`[server]`", "`[database]`"]
-    assert "`[email.smtp]`" in sections and sections[-1] == "`[[webhooks]]`"
+    assert "`[email.smtp]`" in sections and "`[[webhooks]]`" in sections and sections[-1] == "`[[oidc.clients]]`"
 
 
 # --- (b) documented commands --------------------------------------------------------------------

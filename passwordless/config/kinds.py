@@ -237,3 +237,17 @@ class OrEmpty(Kind[str]):
 
     def masked(self, value: str) -> object:
         return "" if value == "" else self.inner.masked(value)
+
+
+class OrDefault(Kind[float]):
+    """A duration, or "" for "derived from another key" (held as 0 until derived)."""
+
+    def __init__(self, inner: Kind[float]) -> None:
+        self.inner = inner
+        self.expected = inner.expected
+
+    def parse(self, value: object) -> float:
+        return 0.0 if value == "" else self.inner.parse(value)
+
+    def render(self, value: float) -> object:
+        return "" if not value else self.inner.render(value)

@@ -4,6 +4,7 @@ derive the defaults that depend on other keys, validate, and refuse what product
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -13,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from passwordless.config.kinds import origin_of
-from passwordless.config.settings import Config, Setting, WebhookSettings
+from passwordless.config.settings import Config, OidcClientSettings, Setting
 
 CONFIG_ENV = "PASSWORDLESS_CONFIG"
 
@@ -87,7 +88,7 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str, sources: _Sourc
                 raise ConfigError(f"config error: {key} {sources.where}: expected a table [{key}]")
             values[f.name] = _build(f.metadata["section"], table, key + ".", sources)
         else:
-            values[f.name] = _table_array(data.get(name, []), key, sources)
+            values[f.name] = _table_array(f.metadata["table_array"], data.get(name, []), key, sources)
     for name in data:
         if name not in known:
             raise ConfigError(_unknown_key(prefix, name, known, sources.where))
@@ -118,11 +119,23 @@ def _parse(meta: Setting, key: str, value: object, where: str, parse: Any) -> ob
         raise ConfigError(f"config error: {key} = {shown}{source}: expected {meta.kind.expected}") from None
 
 
-def _table_array(entries: object, key: str, sources: _Sources) -> tuple[Any, ...]:
+def _table_array(cls: type[Any], entries: object, key: str, sources: _Sources) -> tuple[Any, ...]:
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ConfigError(f"config error: {key} {sources.where}: expected [[{key}]] tables")
     no_env = _Sources({}, {}, sources.where)
-    return tuple(_build(WebhookSettings, e, f"{key}[{i}].", no_env) for i, e in enumerate(entries))
+    built = tuple(_build(cls, e, f"{key}[{i}].", no_env) for i, e in enumerate(entries))
+    if cls is OidcClientSettings:  # a client's secret may come from OIDC_CLIENT_<ID>_SECRET
+        built = tuple(_client_secret_from_env(c, sources.env) for c in built)
+    return built
+
+
+def client_secret_env(client_id: str) -> str:
+    return "OIDC_CLIENT_" + "".join(c if c.isalnum() else "_" for c in client_id.upper()) + "_SECRET"
+
+
+def _client_secret_from_env(client: OidcClientSettings, env: Mapping[str, str]) -> OidcClientSettings:
+    secret = env.get(client_secret_env(client.id))
+    return replace(client, secret=secret) if secret else client
 
 
 def _unknown_key(prefix: str, name: str, known: list[str], where: str) -> str:
@@ -154,9 +167,14 @@ def _derive(config: Config) -> Config:
     webauthn = config.webauthn
     email = config.email
     file_dir = email.file_dir or str(Path(config.database.path).parent / "outbox")
+    oidc = config.oidc
     return replace(
         config,
         server=replace(server, public_url=public_url),
+        oidc=replace(
+            oidc, access_ttl=oidc.access_ttl or config.jwt.access_ttl, refresh_ttl=oidc.refresh_ttl or config.jwt.refresh_ttl,
+            clients=tuple(replace(c, name=c.name or c.id) for c in oidc.clients),
+        ),
         email=replace(email, file_dir=file_dir),
         ui=replace(config.ui, product_name=config.ui.product_name or config.webauthn.rp_name),
         auth=replace(config.auth, allowed_redirects=config.auth.allowed_redirects or (public_url + "/",)),
@@ -190,6 +208,54 @@ def _validate(config: Config) -> None:
     for i, hook in enumerate(config.webhooks):
         if not hook.url:
             raise ConfigError(f"config error: webhooks[{i}].url is missing: expected an absolute http(s) URL")
+    _validate_clients(config.oidc.clients, config.production)
+
+
+def _validate_clients(clients: tuple[OidcClientSettings, ...], production: bool) -> None:
+    """OIDC.md: one line per refusal, first problem first."""
+    seen: set[str] = set()
+    for i, c in enumerate(clients):
+        at = f"oidc.clients[{i}]"
+        for problem in _client_problems(c, production):
+            raise ConfigError(f"config error: {at} ({c.id or 'no id'}): {problem}")
+        if c.id in seen:
+            raise ConfigError(f"config error: {at}: a second client with id {_show(c.id)}: expected one id per client")
+        seen.add(c.id)
+
+
+def _client_problems(c: OidcClientSettings, production: bool) -> Iterator[str]:
+    if not c.id:
+        yield "id is missing"
+    if c.id == "passwordless":
+        yield 'id "passwordless" is the client_id of the API\'s own tokens: choose another'
+
+    if not c.redirect_uris:
+        yield "redirect_uris is empty: expected at least one redirect URI"
+    for uri in (*c.redirect_uris, *c.post_logout_redirect_uris):
+        if "#" in uri:
+            yield f"{_show(uri)} has a fragment: refused"
+        if production and uri.startswith("http://") and not _loopback(uri):
+            yield f"{_show(uri)} is plain http: refused in production (only a loopback address may be)"
+    if c.public and (c.secret or c.secret_sha256):
+        yield "a public client has no secret: remove secret and secret_sha256"
+    if c.public and not c.require_pkce:
+        yield "require_pkce = false is refused for a public client"
+    if not c.public and not (c.secret or c.secret_sha256):
+        yield f"a confidential client without a secret: set secret (or {client_secret_env(c.id)}) or secret_sha256"
+    if not c.public and production and c.secret and len(c.secret) < 32:
+        yield "secret is shorter than 32 characters: refused in production"
+    if "openid" not in c.scopes:
+        yield 'scopes must include "openid"'
+
+
+def _loopback(uri: str) -> bool:
+    host = urlsplit(uri).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _refuse_insecure(config: Config) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from passwordless.config.kinds import Choice, Kind, TextList
 from passwordless.config.load import settings_of, toml_value
-from passwordless.config.settings import Config, Setting, WebhookSettings
+from passwordless.config.settings import Config, OidcClientSettings, Setting, WebhookSettings
 
 EXAMPLE_HEADER = """\
 # passwordless configuration.
@@ -36,6 +36,15 @@ def render_example() -> str:
     for f, name in settings_of(WebhookSettings):
         meta: Setting = f.metadata["setting"]
         lines.append(f"# {name} = {toml_value(meta.kind.render(meta.example))}  # {meta.doc}")
+    lines += [
+        "",
+        "# OpenID Connect clients (OIDC.md): repeat the [[oidc.clients]] table once per application.",
+        "# [[oidc.clients]]",
+    ]
+    for f, name in settings_of(OidcClientSettings):
+        meta = f.metadata["setting"]
+        shown = meta.example if meta.example is not None else meta.kind.render(f.default)
+        lines.append(f"# {name} = {toml_value(shown)}  # {meta.doc}")
     return "\n".join(lines) + "\n"
 
 
@@ -61,6 +70,9 @@ def render_effective(config: Config) -> str:
     for hook in config.webhooks:
         lines += ["", "[[webhooks]]"]
         _effective_table(hook, "webhooks.", lines)
+    for client in config.oidc.clients:
+        lines += ["", "[[oidc.clients]]"]
+        _effective_table(client, "oidc.clients.", lines)
     return "\n".join(lines).strip() + "\n"
 
 

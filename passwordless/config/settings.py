@@ -14,6 +14,7 @@ from passwordless.config.kinds import (
     Integer,
     Kind,
     Network,
+    OrDefault,
     OrEmpty,
     Rate,
     RateKind,
@@ -260,6 +261,68 @@ class WebhookSettings:
     )
 
 
+OIDC_SCOPES = ("openid", "email", "groups", "offline_access")
+OIDC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+CLIENT_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
+@dataclass(frozen=True)
+class OidcClientSettings:
+    id: str = setting(
+        "", Text("a client id (letters, digits, . _ -; up to 64)", pattern=CLIENT_ID), "The client_id.",
+        example="grafana",
+    )
+    name: str = setting("", Text(), "Name shown on the consent page. Default: the id.", example="Grafana")
+    secret: str = setting(
+        "", Text(), "Client secret of a confidential client (32+ characters in production); env OIDC_CLIENT_<ID>_SECRET.",
+        secret=True, example="change-me-to-at-least-32-random-characters",
+    )
+    secret_sha256: str = setting(
+        "", Text("64 hex digits", pattern=r"[0-9a-fA-F]{64}"), "The SHA-256 of the secret instead of the secret.",
+        example="5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+    )
+    redirect_uris: tuple[str, ...] = setting(
+        [], TextList(Url()), "Where authorization answers may go (exact match).",
+        example=["https://grafana.example.com/login/generic_oauth"],
+    )
+    post_logout_redirect_uris: tuple[str, ...] = setting(
+        [], TextList(Url()), "Where RP-initiated logout may return to (exact match).",
+        example=["https://grafana.example.com/login"],
+    )
+    backchannel_logout_uri: str = setting(
+        "", OrEmpty(Url()), "Back-channel logout receiver.", example="https://grafana.example.com/logout/backchannel"
+    )
+    public: bool = setting(False, Boolean(), "A public client (no secret; PKCE required).")
+    require_pkce: bool = setting(True, Boolean(), "Require PKCE S256 (a public client always does).")
+    skip_consent: bool = setting(False, Boolean(), "A first-party app: no consent page.")
+    scopes: tuple[str, ...] = setting(
+        list(OIDC_SCOPES), TextList(Choice(*OIDC_SCOPES)), "The scopes it may ask for."
+    )
+    allowed_emails: tuple[str, ...] = setting(
+        [], TextList(Text("an address or *@domain")), "Who may use it (\"*@example.com\" patterns); empty: everyone.",
+        example=["*@example.com", "ada@partner.org"],
+    )
+    allowed_groups: tuple[str, ...] = setting(
+        [], TextList(Text()), "Groups of which a user needs one; empty: no group needed.", example=["grafana-users"]
+    )
+    id_token_signed_response_alg: str = setting(
+        "RS256", Choice(*OIDC_ALGORITHMS), "Signature of its ID and access tokens."
+    )
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    code_ttl: float = setting("60s", Duration(), "Lifetime of an authorization code.")
+    id_token_ttl: float = setting("1h", Duration(), "Lifetime of an ID token.")
+    access_ttl: float = setting(
+        "", OrDefault(Duration()), "Lifetime of an OIDC access token. Default: jwt.access_ttl.", example="15m"
+    )
+    refresh_ttl: float = setting(
+        "", OrDefault(Duration()), "Lifetime of an OIDC refresh token. Default: jwt.refresh_ttl.", example="30d"
+    )
+    clients: tuple[OidcClientSettings, ...] = field(default=(), metadata={"table_array": OidcClientSettings})
+
+
 @dataclass(frozen=True)
 class Config:
     environment: str = setting(
@@ -280,6 +343,7 @@ class Config:
     ui: UiSettings = section(UiSettings)
     retention: RetentionSettings = section(RetentionSettings)
     webhooks: tuple[WebhookSettings, ...] = field(default=(), metadata={"table_array": WebhookSettings})
+    oidc: OidcSettings = section(OidcSettings)
 
     @property
     def production(self) -> bool:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from passwordless.config.settings import Config
@@ -44,9 +44,13 @@ class Pruned:
     left_to_another: bool = False
 
 
-async def prune(db: Database, config: Config, now: float, dry_run: bool = False) -> Pruned:
+async def prune(
+    db: Database, config: Config, now: float, dry_run: bool = False, more: Sequence[tuple[str, Pruner]] = ()
+) -> Pruned:
+    """`more`: the pruners of features above this one (the OIDC provider's), handed over by the
+    entry points; what they prune goes a day after its time."""
     done = Pruned()
-    for name, pruner, before in rules(config, now):
+    for name, pruner, before in [*rules(config, now), *((n, p, now - DAY) for n, p in more)]:
         if dry_run:
             done.gone[name] = await db.read(pruner, before, BATCH, True)
             continue

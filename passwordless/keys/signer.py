@@ -12,8 +12,8 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from passwordless.platform.crypto import HS256_KID, b64url, from_b64url, hs256_key, new_id, subkey
 
@@ -29,6 +29,7 @@ MAX_HEADER_CHARS = 512
 # ValueError), bad UTF-8 (UnicodeDecodeError, a ValueError), bad JSON, nesting deeper than
 # the interpreter's stack (RecursionError), numbers out of range (OverflowError), wrong types.
 DECODING_ERRORS = (ValueError, TypeError, RecursionError, OverflowError)
+RSA_BITS = 2048
 
 
 class InvalidAccessToken(Exception):
@@ -67,8 +68,11 @@ class AccessClaims:
 
 
 def generate_key(algorithm: str, now: float, signs_from: float | None = None) -> SigningKey:
-    private: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-    if algorithm == "ES256":
+    private: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+    if algorithm == "RS256":  # ID tokens of the OpenID Connect provider (OIDC.md)
+        private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
+    elif algorithm == "ES256":
         private = ec.generate_private_key(ec.SECP256R1())
         jwk = json.loads(ECAlgorithm.to_jwk(private.public_key()))
     elif algorithm == "EdDSA":
@@ -115,6 +119,9 @@ class Signer:
     def use_keys(self, keys: Sequence[SigningKey]) -> None:
         """Verify with every published key; sign, at each moment, with the newest key whose
         time to sign has come (see _signing_at)."""
+        self._jwks = [k.public_jwk for k in keys]  # every published key: the OIDC provider's too
+        if self.algorithm == "HS256":
+            return
         mine = [k for k in keys if k.algorithm == self.algorithm]
         if not any(k.retired_at is None for k in mine):
             raise ValueError(f"no current {self.algorithm} signing key")
@@ -122,7 +129,6 @@ class Signer:
         self._signing = _Signing("", None, "", 0.0, 0.0)  # chosen again at the next token
         self._verifying = {k.kid: jwt.PyJWK(k.public_jwk, self.algorithm).key for k in mine}
         self._headers, self._verified = {}, {}
-        self._jwks = [k.public_jwk for k in mine]
 
     def _signing_at(self, now: float) -> _Signing:
         """The key to sign with now. The choice only changes when a key starts or stops signing,
@@ -221,6 +227,8 @@ class Signer:
         if not isinstance(claims["sub"], str) or not isinstance(claims["sid"], str):
             raise InvalidAccessToken("sub and sid must be strings")
         audience = claims["aud"]
+        if claims.get("client_id", CLIENT_ID) != CLIENT_ID:
+            raise InvalidAccessToken("an access token of another client (the OIDC provider's)")
         if claims["iss"] != self.issuer or not (
             audience == self.audience or (isinstance(audience, list) and self.audience in audience)
         ):

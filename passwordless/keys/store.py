@@ -41,3 +41,8 @@ def retire_current(conn: Connection, algorithm: str, at: float) -> int:
         (int(at), algorithm, int(at)),
     )
     return cursor.rowcount
+
+
+def current_algorithms(conn: Connection) -> list[str]:
+    rows = conn.execute("SELECT DISTINCT algorithm FROM signing_keys WHERE retired_at IS NULL ORDER BY algorithm")
+    return [r[0] for r in rows.fetchall()]

@@ -54,7 +54,9 @@ async def sign_in_page(request: Request) -> Response:
     error = "That return address is not allowed, so you will go to your account after signing in." if (
         asked and not redirect_to
     ) else None
-    return _email_page(request, "", redirect_to, error, 200)
+    # An OpenID Connect client may name who is signing in (login_hint): it fills the field.
+    hint = request.query_params.get("login_hint", "")[:MAX_FIELD]
+    return _email_page(request, hint, redirect_to, error, 200)
 
 
 def _email_page(request: Request, email: str, redirect_to: str | None, error: str | None, status: int) -> Response:

@@ -1,6 +1,6 @@
 """`passwordless copy-db`: everything in one database copied into another, empty one (SCALE.md):
 from the SQLite file to PostgreSQL when a deployment outgrows one server, or any other way round.
-Users keep their sessions and passkeys: every row is copied as it is (secrets stay hashed, ids and
+Users keep their sessions, passkeys, groups and the apps they let in (OIDC grants and consents): every row is copied as it is (secrets stay hashed, ids and
 times unchanged). The target is brought up to date with its own dialect's migrations first, the
 copy is one transaction on the target (all or nothing), and the counts are checked before it
 commits."""
@@ -23,6 +23,8 @@ from passwordless.platform.db import Connection, connect
 TABLES = (
     "users", "sign_in_tickets", "sessions", "rotated_refresh_tokens", "passkeys", "webauthn_challenges",
     "email_queue", "webhook_queue", "audit_logs", "signing_keys",
+    "oidc_clients", "oidc_grants", "oidc_codes", "oidc_refresh_tokens", "oidc_access_tokens", "oidc_consents",
+    "user_groups",
 )
 BATCH = 1000
 

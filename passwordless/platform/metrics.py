@@ -36,6 +36,12 @@ class Metrics:
             "webhook_deliveries_total", "Webhook delivery attempts by result (sent, retry, dead).",
             ["result"], registry=r,
         )
+        self.oidc_requests = Counter(
+            "oidc_requests_total", "OpenID Connect provider requests by endpoint and result (OIDC.md).",
+            ["endpoint", "result"], registry=r,
+        )
+        for endpoint in ("authorize", "token", "userinfo", "revoke", "introspect"):
+            self.oidc_requests.labels(endpoint, "success")
         for result in ("sent", "retry", "dead"):
             self.email_deliveries.labels(result)
             self.webhook_deliveries.labels(result)

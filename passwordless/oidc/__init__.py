@@ -1,0 +1,1 @@
+"""The OpenID Connect provider (OIDC.md): Authlib's server components on our units and pages."""
