@@ -148,9 +148,9 @@ class NodeRP:
 
     def step(self, name: str) -> dict[str, Any]:
         """The step of that name, read as far as needed (a failure or an exit is an error)."""
-        for found in self.steps:
-            if found["step"] == name:
-                return found
+        for known in self.steps:
+            if known["step"] == name:
+                return known
         while True:
             try:
                 line = self._lines.get(timeout=self.timeout)
