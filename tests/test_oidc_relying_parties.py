@@ -180,7 +180,8 @@ def test_openid_client_runs_the_whole_flow_through_the_hosted_pages(
         for name, path in [
             ("authorization_endpoint", "/oauth2/authorize"), ("token_endpoint", "/oauth2/token"),
             ("userinfo_endpoint", "/oauth2/userinfo"), ("revocation_endpoint", "/oauth2/revoke"),
-            ("end_session_endpoint", "/oauth2/logout"), ("jwks_uri", "/.well-known/jwks.json"),
+            ("introspection_endpoint", "/oauth2/introspect"), ("end_session_endpoint", "/oauth2/logout"),
+            ("jwks_uri", "/.well-known/jwks.json"),
         ]:
             assert metadata[name] == server.url(path), (name, metadata)
         assert metadata["code_challenge_methods_supported"] == ["S256"]
