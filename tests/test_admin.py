@@ -93,7 +93,7 @@ class Server(AppServer):
 
     async def create_user(self, email: str) -> users.User:
         """A user straight through the store (fast, for counts and pages)."""
-        made: users.User = await self.deps().db.write(users.create, email, self.clock())
+        made, _ = await self.deps().db.write(users.create_unless_exists, email, self.clock())
         return made
 
     def sql(self, statement: str, *params: object) -> int:

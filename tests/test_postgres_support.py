@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,8 +179,11 @@ def test_created_databases_are_independent_and_dropped(postgres_cluster: Cluster
     assert "named_one" not in names and {first.rsplit("/", 1)[1], second.rsplit("/", 1)[1]} <= names
 
 
-def test_kill_and_restart_keep_committed_data_on_the_same_port(tmp_path: Path) -> None:
-    cluster = Cluster.start(tmp_path / "pg")
+def test_kill_and_restart_keep_committed_data_on_the_same_port() -> None:
+    # Not under pytest's tmp_path: another pytest run on the machine sets its base folder back to
+    # 0700, and the postgres user could then no longer reach the data folder.
+    folder = Path(tempfile.mkdtemp(prefix="pw-pg-"))
+    cluster = Cluster.start(folder / "pg")
     try:
         url = cluster.create_database()
         with psycopg.connect(url, autocommit=True) as conn:
@@ -187,7 +191,7 @@ def test_kill_and_restart_keep_committed_data_on_the_same_port(tmp_path: Path) -
             for i in range(100):  # autocommit: 100 commits, the last ones just before the crash
                 conn.execute("INSERT INTO kept VALUES (%s)", (i,))
         cluster.kill()
-        assert (tmp_path / "pg" / "data").is_dir()
+        assert (folder / "pg" / "data").is_dir()
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(url, connect_timeout=2)
         cluster.restart()
@@ -196,4 +200,5 @@ def test_kill_and_restart_keep_committed_data_on_the_same_port(tmp_path: Path) -
             assert conn.execute("SELECT current_setting('port')").fetchone() == (str(cluster.port),)
     finally:
         cluster.stop()
-    assert not (tmp_path / "pg").exists()
+    assert not (folder / "pg").exists()
+    folder.rmdir()

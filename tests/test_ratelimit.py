@@ -251,7 +251,7 @@ async def test_known_and_unknown_addresses_meet_the_same_limit(make_config: Make
     config = make_config(f"[auth]\nallow_signup = {str(allow_signup).lower()}\n")
     clock = FakeClock(T0)
     async with running(config, clock) as (app, client):
-        await deps_of(app).db.write(users.create, "known@example.com", clock())
+        await deps_of(app).db.write(users.create_unless_exists, "known@example.com", clock())
         answers: dict[str, list[tuple[int, object, str | None]]] = {}
         for email in ("known@example.com", "unknown@example.com"):
             answers[email] = []
