@@ -186,8 +186,11 @@ async def _every(seconds: float, job: Callable[[], Awaitable[None]], sooner: asy
         if sooner is None:
             await asyncio.sleep(seconds)
         else:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(sooner.wait(), seconds)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+            # arrives as the event is set (a NOTIFY at shutdown), and the app never stopped.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await sooner.wait()
             sooner.clear()
         try:
             await job()
