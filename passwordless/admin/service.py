@@ -19,6 +19,7 @@ from passwordless.platform.lifecycle import Lifecycle
 from passwordless.platform.ratelimit import client_key
 from passwordless.sessions import store as sessions
 from passwordless.sessions.limits import Limits, first_refusal
+from passwordless.sessions.service import SessionsEnded, nobody_to_tell
 from passwordless.users import store as users
 from passwordless.webhooks import events
 
@@ -34,6 +35,7 @@ class AdminDeps:
     wake_mail: Callable[[], None]
     limits: Limits  # the admin token's refusals are audited once per IP per minute
     token: str | None  # admin.token; none turns the admin API off
+    sessions_ended: SessionsEnded = nobody_to_tell  # the OIDC provider's back-channel logout
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,9 @@ async def revoke_sessions(deps: AdminDeps, user_id: str, client: Client) -> int:
         user = users.by_id(conn, user_id)
         if user is None:
             return None
-        revoked = sessions.revoke_all_for_user(conn, user_id, now, "admin")
+        ended = sessions.revoke_all_for_user(conn, user_id, now, "admin")
+        deps.sessions_ended(conn, ended, now)
+        revoked = len(ended)
         event = audit.AuditEvent("sessions_revoked", True, user.id, user.email, client.ip, client.user_agent,
                                  {"revoked": revoked, "by": "admin"})
         audit.record(conn, event, now)
@@ -115,6 +119,7 @@ async def delete_user(deps: AdminDeps, user_id: str, client: Client) -> None:
     now = deps.clock()
 
     def delete(conn: Connection) -> bool:
+        deps.sessions_ended(conn, [s.id for s in sessions.list_active(conn, user_id, now)], now)  # before the cascade
         user = users.delete(conn, user_id)
         if user is None:
             return False

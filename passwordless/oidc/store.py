@@ -108,6 +108,11 @@ def revoke_grant(conn: Connection, grant_id: str, now: float, reason: str) -> bo
     return cursor.rowcount > 0
 
 
+def session_of_grant(conn: Connection, grant_id: str) -> str | None:
+    row = conn.execute("SELECT session_id FROM oidc_grants WHERE id = ?", (grant_id,)).fetchone()
+    return row[0] if row else None
+
+
 def _live_grant_sql(where: str) -> str:
     """A grant is live while neither it nor the browser session it rides on has ended."""
     return (
@@ -214,3 +219,12 @@ PRUNERS = (
     ("oidc_codes", prune_codes), ("oidc_access_tokens", prune_access_tokens),
     ("oidc_refresh_tokens", prune_refresh_tokens), ("oidc_grants", prune_grants),
 )
+
+
+def prune_backchannel_queue(conn: Connection, before: float, limit: int, dry_run: bool) -> int:
+    """Sent and dead back-channel logout deliveries (pruned after email.keep_sent, like webhooks)."""
+    where = "status IN ('sent', 'dead') AND coalesce(delivered_at, last_attempt_at, created_at) < ?"
+    return delete_where(conn, "oidc_backchannel_queue", where, (int(before),), limit, dry_run)
+
+
+QUEUE_PRUNERS = (("oidc_backchannel_queue", prune_backchannel_queue),)

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import random
 import logging
+import random
 import re
 import threading
 import time
