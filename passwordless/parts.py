@@ -88,6 +88,7 @@ def build(o: Opened) -> Parts:
             db=o.db, clock=o.clock, auth=config.auth, rate_limit=config.rate_limit, site_name=config.webauthn.rp_name,
             public_url=config.server.public_url, code_key=o.secret, templates=o.templates, wake_mail=o.wake_mail,
             outbox=o.outbox, metrics=o.metrics, limits=limits, sessions=sessions,
+            form_targets=tuple(uri for client in config.oidc.clients for uri in client.redirect_uris),
         ),
         passkeys=PasskeyDeps(
             db=o.db, clock=o.clock, webauthn=config.webauthn, public_url=config.server.public_url,
