@@ -263,3 +263,29 @@ async def test_a_failing_receiver_is_retried_then_dead(make_config: MakeConfig) 
             await until(lambda: metrics.labels("dead")._value.get() == 1, "dead counted")  # counted after the commit
             assert metrics.labels("retry")._value.get() == 2
             assert server.audit("oidc_backchannel_dead")
+
+
+# ------------------------------------------------------------------------------ groups (admin)
+
+
+async def test_admin_sets_groups_that_the_groups_claim_carries(server: Server) -> None:
+    await signed_in(server)
+    [user] = rows(server.config, "SELECT id FROM users")
+    put = await server.http.put(f"/admin/users/{user['id']}/groups", json={"groups": ["ops", "grafana-users", "ops"]},
+                                headers=admin())
+    assert put.status_code == 200 and put.json() == {"groups": ["grafana-users", "ops"]}
+    detail = await server.http.get(f"/admin/users/{user['id']}", headers=admin())
+    assert detail.json()["groups"] == ["grafana-users", "ops"]
+    async with oauth(server) as client:
+        url, _ = await authorize_url(server, client, "v" * 48, prompt="none")
+        code = callback((await server.http.get(url)).headers["location"])["code"]
+        token = await client.fetch_token(code, "v" * 48)
+        assert (await client.get("/oauth2/userinfo")).json()["groups"] == ["grafana-users", "ops"]
+    assert token["id_token"]
+    for bad in ({"groups": "ops"}, {"groups": [""]}, {"groups": ["a b"]}, {"groups": [1]}, {}, {"groups": [], "x": 1}):
+        answer = await server.http.put(f"/admin/users/{user['id']}/groups", json=bad, headers=admin())
+        assert answer.status_code == 400, bad
+    missing = await server.http.put("/admin/users/nobody/groups", json={"groups": []}, headers=admin())
+    assert missing.status_code == 404
+    cleared = await server.http.put(f"/admin/users/{user['id']}/groups", json={"groups": []}, headers=admin())
+    assert cleared.json() == {"groups": []} and server.audit("user_groups_changed")

@@ -36,7 +36,7 @@ UNDOCUMENTED = {
     ("GET", "/.well-known/openid-configuration"), ("GET", "/.well-known/oauth-authorization-server"),
     ("GET", "/oauth2/authorize"), ("POST", "/oauth2/authorize"), ("POST", "/oauth2/authorize/consent"),
     ("POST", "/oauth2/token"), ("GET", "/oauth2/userinfo"), ("POST", "/oauth2/userinfo"),
-    ("POST", "/oauth2/revoke"), ("POST", "/oauth2/introspect"),
+    ("POST", "/oauth2/revoke"), ("POST", "/oauth2/introspect"), ("GET", "/oauth2/logout"), ("POST", "/oauth2/logout"),
 }
 
 

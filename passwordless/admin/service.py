@@ -52,6 +52,7 @@ class UserDetail:
     user: users.UserRow
     passkeys: list[Passkey]
     active_sessions: int
+    groups: list[str]
 
 
 def not_found(what: str) -> ApiError:
@@ -84,7 +85,10 @@ async def user_detail(deps: AdminDeps, user_id: str) -> UserDetail:
         user = users.row_by_id(conn, user_id)
         if user is None:
             return None
-        return UserDetail(user, passkeys.for_user(conn, user_id), sessions.count_active_for_user(conn, user_id, now))
+        return UserDetail(
+            user, passkeys.for_user(conn, user_id), sessions.count_active_for_user(conn, user_id, now),
+            users.groups_of(conn, user_id),
+        )
 
     found = await deps.db.read(read)
     if found is None:
@@ -113,6 +117,28 @@ async def revoke_sessions(deps: AdminDeps, user_id: str, client: Client) -> int:
     if revoked is None:
         raise not_found("user")
     return revoked
+
+
+async def set_groups(deps: AdminDeps, user_id: str, groups: list[str], client: Client) -> list[str]:
+    """Replace a user's groups (OIDC.md: allowed_groups and the `groups` claim); the new list."""
+    now = deps.clock()
+
+    def replace(conn: Connection) -> list[str] | None:
+        user = users.by_id(conn, user_id)
+        if user is None:
+            return None
+        before = users.groups_of(conn, user_id)
+        users.set_groups(conn, user_id, groups)
+        after = users.groups_of(conn, user_id)
+        event = audit.AuditEvent("user_groups_changed", True, user.id, user.email, client.ip, client.user_agent,
+                                 {"before": before, "after": after, "by": "admin"})
+        audit.record(conn, event, now)
+        return after
+
+    found = await deps.db.write(replace)
+    if found is None:
+        raise not_found("user")
+    return found
 
 
 async def delete_user(deps: AdminDeps, user_id: str, client: Client) -> None:

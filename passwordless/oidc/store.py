@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from passwordless.platform.db.types import Connection, Row
 from passwordless.platform.sql import delete_where
+from passwordless.users import store as users
 
 
 @dataclass(frozen=True)
@@ -193,8 +194,7 @@ def save_consent(conn: Connection, user_id: str, client_id: str, scope: frozense
 
 
 def groups_of(conn: Connection, user_id: str) -> list[str]:
-    rows = conn.execute("SELECT group_name FROM user_groups WHERE user_id = ? ORDER BY group_name", (user_id,))
-    return [r[0] for r in rows.fetchall()]
+    return users.groups_of(conn, user_id)
 
 
 def prune_codes(conn: Connection, before: float, limit: int, dry_run: bool) -> int:

@@ -97,3 +97,16 @@ def delete(conn: Connection, user_id: str) -> User | None:
     conn.execute("DELETE FROM sign_in_tickets WHERE email = ?", (user.email,))
     conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
     return user
+
+
+def groups_of(conn: Connection, user_id: str) -> list[str]:
+    """The user's groups (for the OIDC provider's allowed_groups and `groups` claim), sorted."""
+    rows = conn.execute("SELECT group_name FROM user_groups WHERE user_id = ? ORDER BY group_name", (user_id,))
+    return [r[0] for r in rows.fetchall()]
+
+
+def set_groups(conn: Connection, user_id: str, groups: list[str]) -> None:
+    conn.execute("DELETE FROM user_groups WHERE user_id = ?", (user_id,))
+    conn.executemany(
+        "INSERT INTO user_groups (user_id, group_name) VALUES (?, ?)", [(user_id, g) for g in sorted(set(groups))]
+    )
