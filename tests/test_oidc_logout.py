@@ -289,3 +289,30 @@ async def test_admin_sets_groups_that_the_groups_claim_carries(server: Server) -
     assert missing.status_code == 404
     cleared = await server.http.put(f"/admin/users/{user['id']}/groups", json={"groups": []}, headers=admin())
     assert cleared.json() == {"groups": []} and server.audit("user_groups_changed")
+
+
+# ------------------------------------------------------------------------- Apps on /account
+
+
+async def test_apps_on_the_account_page_list_and_revoke_consents(server: Server) -> None:
+    token = await signed_in(server)
+    page = await server.http.get("/account")
+    assert page.status_code == 200 and "<h2>Apps</h2>" in page.text and "Grafana" in page.text
+    assert "/account/apps/grafana/revoke" in page.text
+    refused = await server.http.post("/account/apps/grafana/revoke", headers={"origin": "https://evil.example"})
+    assert refused.status_code == 403
+    revoked = await server.http.post("/account/apps/grafana/revoke", headers=server.origin())
+    assert revoked.status_code == 303 and revoked.headers["location"] == "/account?done=app-revoked"
+    assert "No app has been allowed" in (await server.http.get("/account")).text
+    # that client's refresh token is revoked; the browser session is not
+    refresh = await server.http.post("/oauth2/token", data={
+        "grant_type": "refresh_token", "refresh_token": token["refresh_token"]}, auth=("grafana", SECRET))
+    assert refresh.status_code == 400 and await session_is_live(server)
+    [event] = server.audit("oidc_consent_revoked")
+    assert event["details"] == {"client_id": "grafana"} and event["user_id"]
+    # the next authorization asks again
+    async with oauth(server) as client:
+        url, _ = await authorize_url(server, client, "v" * 48)
+        assert "Allow" in (await server.http.get(url)).text
+    unknown = await server.http.post("/account/apps/grafana/revoke", headers=server.origin())
+    assert unknown.headers["location"] == "/account?done="

@@ -266,6 +266,25 @@ async def end_browser_session(deps: SessionDeps, session_id: str, client: Client
     return ended
 
 
+async def list_apps(deps: SessionDeps, principal: Principal) -> list[users.Consent]:
+    """The OIDC clients the user allowed (remembered consents), for /account's "Apps"."""
+    return await deps.db.read(users.consents_of, principal.user.id)
+
+
+async def revoke_app(deps: SessionDeps, principal: Principal, client_id: str, client: Client) -> bool:
+    """Forget the consent and end that client's tokens for the user; False for an unknown one."""
+    now = deps.clock()
+
+    def revoke(conn: Connection) -> bool:
+        if not users.forget_consent(conn, principal.user.id, client_id, now):
+            return False
+        _audit(conn, "oidc_consent_revoked", True, client, now, principal.user, {"client_id": client_id})
+        return True
+
+    done: bool = await deps.db.write(revoke)
+    return done
+
+
 def _audit(
     conn: Connection, event: str, success: bool, client: Client, now: float,
     user: User | None, details: dict[str, object],

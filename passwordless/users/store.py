@@ -110,3 +110,35 @@ def set_groups(conn: Connection, user_id: str, groups: list[str]) -> None:
     conn.executemany(
         "INSERT INTO user_groups (user_id, group_name) VALUES (?, ?)", [(user_id, g) for g in sorted(set(groups))]
     )
+
+
+@dataclass(frozen=True)
+class Consent:
+    """What the user allowed an OIDC client (the provider's remembered consent)."""
+
+    client_id: str
+    scope: str
+    created_at: int
+
+
+def consents_of(conn: Connection, user_id: str) -> list[Consent]:
+    rows = conn.execute(
+        "SELECT client_id, scope, created_at FROM oidc_consents WHERE user_id = ? ORDER BY client_id", (user_id,)
+    ).fetchall()
+    return [Consent(r[0], r[1], r[2]) for r in rows]
+
+
+def forget_consent(conn: Connection, user_id: str, client_id: str, now: float) -> bool:
+    """Forget a consent and end the client's grants for the user (their refresh and access
+    tokens with them); False if there was no such consent."""
+    row = conn.execute(
+        "DELETE FROM oidc_consents WHERE user_id = ? AND client_id = ? RETURNING client_id", (user_id, client_id)
+    ).fetchone()
+    if row is None:
+        return False
+    conn.execute(
+        "UPDATE oidc_grants SET revoked_at = ?, revoked_reason = 'consent_revoked'"
+        " WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL",
+        (int(now), user_id, client_id),
+    )
+    return True
