@@ -29,7 +29,7 @@ UNDOCUMENTED = {
     ("GET", "/"), ("POST", "/"), ("POST", "/sign-in/code"), ("GET", "/account"),
     ("POST", "/account/passkeys/{id}/rename"), ("POST", "/account/passkeys/{id}/delete"),
     ("POST", "/account/sessions/{id}/end"), ("POST", "/account/sessions/end-others"),
-    ("POST", "/account/sign-out"), ("GET", "/ui/theme.css"), ("GET", "/favicon.ico"),
+    ("POST", "/account/sign-out"), ("POST", "/account/apps/{id}/revoke"), ("GET", "/ui/theme.css"), ("GET", "/favicon.ico"),
     ("GET", "/auth/magic-link/verify"),  # the confirmation page the emailed link opens
     # The OpenID Connect provider: its contract is the standards (OIDC.md), whose answers are not
     # API.md's error shape; tests/test_oidc.py drives it with a standard client (Authlib's).

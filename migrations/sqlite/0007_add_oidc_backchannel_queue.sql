@@ -13,8 +13,8 @@ CREATE TABLE oidc_backchannel_queue (
     attempts         INTEGER NOT NULL DEFAULT 0,
     last_error       TEXT,
     last_attempt_at  INTEGER,
-    next_attempt_at  REAL NOT NULL,
-    lease_expires_at REAL,
+    next_attempt_at  INTEGER NOT NULL,
+    lease_expires_at INTEGER,
     created_at       INTEGER NOT NULL,
     delivered_at     INTEGER
 );

@@ -240,7 +240,8 @@ async def logout(request: HttpRequest) -> Response:
 def _logout_confirmation(request: HttpRequest, plan: logouts.Logout, principal: Principal) -> Response:
     asker = plan.client.settings.name if plan.client else "An application"
     body = TEMPLATES.render("logout_confirm.html", asker=asker, email=principal.user.email, fields=_fields(plan.fields))
-    return page(_ui(request), "Sign out?", body)
+    # the form's 303 to the client's post_logout_redirect_uri must pass CSP form-action
+    return page(_ui(request), "Sign out?", body, redirects=(plan.redirect_to,) if plan.redirect_to else ())
 
 
 def _signed_out(request: HttpRequest, plan: logouts.Logout) -> Response:

@@ -82,6 +82,12 @@ def _app_item(consent: Consent, names: dict[str, str]) -> Html:
                             allowed=_when(consent.created_at))
 
 
+def _apps_section(apps: list[Consent], names: dict[str, str]) -> Html:
+    """Only where the OpenID Connect provider is on (or the user has allowed an app)."""
+    items = join(_app_item(a, names) for a in apps) if apps else TEMPLATES.render("no_apps.html")
+    return TEMPLATES.render("apps.html", items=items)
+
+
 def _client_names(request: Request) -> dict[str, str]:
     return {c.id: c.name or c.id for c in part(request, "config", Config).oidc.clients}
 
@@ -113,7 +119,7 @@ async def account_page(request: Request) -> Response:
         passkeys=join(map(_passkey_item, keys)) if keys else TEMPLATES.render("no_passkeys.html"),
         confirm_area=_confirm_area(has_passkeys=bool(keys)),
         sessions=join(_session_item(s, principal.session_id) for s in active),
-        apps=join(_app_item(a, names) for a in apps) if apps else TEMPLATES.render("no_apps.html"),
+        apps=_apps_section(apps, names) if apps or names else "",
     )
     scripts = ("/static/passkeys.js", "/static/account.js")
     return page(ui_of(request), "Your account", body, scripts=scripts, data={"email": principal.user.email})
