@@ -34,6 +34,9 @@ from passwordless.mail.worker import MailWorker
 from passwordless.oidc import routes as oidc
 from passwordless.oidc import signing as oidc_keys
 from passwordless.oidc import store as oidc_store
+from passwordless.oidc.backchannel import Backchannel
+from passwordless.oidc.clients import clients_of
+from passwordless.oidc.worker import BackchannelWorker
 from passwordless.pages import routes as pages
 from passwordless.passkeys import routes as passkeys
 from passwordless.passkeys import store as passkey_store
@@ -50,7 +53,7 @@ from passwordless.web import openapi
 from passwordless.web.errors import handle_api_error, handle_http_exception
 from passwordless.web.middleware import BodyLimit, Cors, RequestContext
 from passwordless.webhooks.events import Outbox
-from passwordless.webhooks.worker import WebhookWorker
+from passwordless.webhooks.worker import WebhookWorker, retry_policy
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +98,7 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
 
 
 async def _prune(config: Config, db: Database, clock: Clock) -> None:
-    pruned = await housekeeping.prune(db, config, clock(), more=oidc_store.PRUNERS)
+    pruned = await housekeeping.prune(db, config, clock(), more=oidc_store.PRUNERS, queues=oidc_store.QUEUE_PRUNERS)
     if any(pruned.gone.values()) or pruned.left_to_another:
         logger.info("pruned", extra={**pruned.gone, "left_to_another_server": pruned.left_to_another})
 
@@ -125,6 +128,11 @@ async def _start(
         webhooks = WebhookWorker(db, config, clock, metrics)
         outbox.wake_with(webhooks.wake, asyncio.get_running_loop())
         workers.append(webhooks)
+    configured = clients_of(config.oidc.clients)
+    backchannel = Backchannel(lambda conn, client_id: configured.get(client_id))
+    logouts = BackchannelWorker(db, clock, retry_policy(config), metrics, config.server.public_url)
+    backchannel.wake_with(logouts.wake, asyncio.get_running_loop())
+    workers.append(logouts)
     for worker in workers:
         _background(stack, worker.run(), worker.stop)
     if config.jwt.algorithm in keys.ASYMMETRIC or config.oidc.clients:
@@ -134,7 +142,7 @@ async def _start(
     _background(stack, _every(PRUNE_SECONDS, lambda: _prune(config, db, clock)))
     return parts.build(parts.Opened(
         config=config, db=db, clock=clock, lifecycle=life, migrations=known, metrics=metrics, secret=secret,
-        signer=signer, templates=templates, wake_mail=mail.wake, outbox=outbox,
+        signer=signer, templates=templates, wake_mail=mail.wake, outbox=outbox, backchannel=backchannel,
         count_passkeys=passkey_store.count_for_user,
     ))
 

@@ -176,7 +176,7 @@ def _prune(args: argparse.Namespace) -> int:
     async def run() -> housekeeping.Pruned:
         db = await storage.open_migrated(config.database)
         try:
-            return await housekeeping.prune(db, config, time.time(), dry_run=args.dry_run, more=oidc_store.PRUNERS)
+            return await housekeeping.prune(db, config, time.time(), dry_run=args.dry_run, more=oidc_store.PRUNERS, queues=oidc_store.QUEUE_PRUNERS)
         finally:
             await db.close()
 

@@ -15,6 +15,7 @@ from passwordless.health.service import HealthDeps
 from passwordless.keys.signer import Signer
 from passwordless.magic_link.service import MagicLinkDeps
 from passwordless.mail.render import Templates
+from passwordless.oidc.backchannel import Backchannel
 from passwordless.oidc.clients import clients_of
 from passwordless.oidc.service import OidcDeps
 from passwordless.passkeys.service import PasskeyDeps
@@ -46,6 +47,7 @@ class Opened:
     templates: Templates
     wake_mail: Callable[[], None]  # tells the mail worker a new email is queued
     outbox: Outbox
+    backchannel: Backchannel  # the OIDC provider's back-channel logout: told when sessions end
     count_passkeys: Callable[[Connection, str], int]
 
 
@@ -76,7 +78,7 @@ def build(o: Opened) -> Parts:
     sessions = SessionDeps(
         db=o.db, clock=o.clock, signer=o.signer, cookies=cookie_serializer(o.secret), jwt=config.jwt,
         auth=config.auth, outbox=o.outbox, metrics=o.metrics, public_url=config.server.public_url,
-        count_passkeys=o.count_passkeys,
+        count_passkeys=o.count_passkeys, sessions_ended=o.backchannel.sessions_ended,
     )
     return Parts(
         config=config, db=o.db, clock=o.clock, lifecycle=o.lifecycle, metrics=o.metrics,
@@ -86,6 +88,7 @@ def build(o: Opened) -> Parts:
             db=o.db, clock=o.clock, auth=config.auth, rate_limit=config.rate_limit, site_name=config.webauthn.rp_name,
             public_url=config.server.public_url, code_key=o.secret, templates=o.templates, wake_mail=o.wake_mail,
             outbox=o.outbox, metrics=o.metrics, limits=limits, sessions=sessions,
+            form_targets=tuple(uri for client in config.oidc.clients for uri in client.redirect_uris),
         ),
         passkeys=PasskeyDeps(
             db=o.db, clock=o.clock, webauthn=config.webauthn, public_url=config.server.public_url,
@@ -94,11 +97,11 @@ def build(o: Opened) -> Parts:
         ),
         admin=AdminDeps(
             db=o.db, clock=o.clock, lifecycle=o.lifecycle, outbox=o.outbox, wake_mail=o.wake_mail, limits=limits,
-            token=config.admin.token,
+            token=config.admin.token, sessions_ended=o.backchannel.sessions_ended,
         ),
         oidc=OidcDeps(
             db=o.db, clock=o.clock, metrics=o.metrics, settings=config.oidc, clients=clients_of(config.oidc.clients),
-            issuer=config.server.public_url,
+            issuer=config.server.public_url, backchannel=o.backchannel,
         ),
         health=HealthDeps(
             db=o.db, clock=o.clock, lifecycle=o.lifecycle, migrations=o.migrations, metrics=o.metrics,

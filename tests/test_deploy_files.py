@@ -463,6 +463,7 @@ PANELS = {
     "Sign-in attempts by method and outcome", "Rate-limit hits", "Active sessions",
     "Email queue depth by status", "Email deliveries by result", "Webhook deliveries by result",
     "OpenID Connect requests by endpoint and result",
+    "OpenID Connect back-channel logout deliveries",
 }
 
 

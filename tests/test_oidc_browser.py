@@ -24,6 +24,7 @@ from tests.test_pages_browser import csp_violations, email_to, submit, type_code
 
 APP_PORT = free_port()
 CALLBACK = f"http://127.0.0.1:{APP_PORT}/callback"
+SIGNED_OUT = f"http://127.0.0.1:{APP_PORT}/bye"
 
 
 class RelyingParty(BaseHTTPRequestHandler):
@@ -70,6 +71,7 @@ id = "wiki"
 name = "The Wiki"
 secret = "wiki-secret-0123456789abcdefghijklmnop"
 redirect_uris = ["{CALLBACK}"]
+post_logout_redirect_uris = ["{SIGNED_OUT}"]
 
 [[oidc.clients]]
 id = "first-party"
@@ -125,4 +127,25 @@ def test_form_post_without_consent_submits_itself(
     expect(browser.page.get_by_role("heading", level=1)).to_have_text("Back at the app")
     method, params = app_server.received[-1]
     assert method == "POST" and params["code"] and params["iss"] == server.public_url
+    assert csp_violations(said) == []
+
+
+def test_logout_without_a_hint_is_confirmed_then_returns_to_the_app(
+    server: LiveServer, browser: Browser, app_server: type[RelyingParty]
+) -> None:
+    said = watch(browser.page)
+    url = authorize(server, "first-party", login_hint="bye.user@example.com")
+    sign_in_on_the_hosted_page(server, browser, url, "bye.user@example.com")
+    page = browser.page
+    expect(page.get_by_role("heading", level=1)).to_have_text("Back at the app")
+    query = urlencode({"client_id": "wiki", "post_logout_redirect_uri": SIGNED_OUT, "state": "z1"})
+    page.goto(server.url("/oauth2/logout?" + query))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign out?")
+    expect(page.locator("main")).to_contain_text("The Wiki")
+    submit(page, "Sign out")
+    page.wait_for_url(SIGNED_OUT + "?state=z1")  # the form's 303 to the app is let through (CSP form-action)
+    page.goto(server.url("/oauth2/logout"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("You are signed out")
+    page.goto(server.url("/account"))
+    expect(page.get_by_label("Email address")).to_be_visible()  # the session is over
     assert csp_violations(said) == []

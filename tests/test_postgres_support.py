@@ -20,7 +20,9 @@ MIGRATIONS = Path(__file__).parent.parent / "migrations"
 SQLITE_FILES = sorted((MIGRATIONS / "sqlite").glob("*.sql"))
 POSTGRES_FILES = sorted((MIGRATIONS / "postgres").glob("*.sql"))
 # The translation's rules: fractional-second queue timings, 0/1 flags kept as INTEGER.
-DOUBLE = {(t, c) for t in ("email_queue", "webhook_queue") for c in ("next_attempt_at", "lease_expires_at")}
+DOUBLE = {
+    (t, c) for t in ("email_queue", "webhook_queue", "oidc_backchannel_queue") for c in ("next_attempt_at", "lease_expires_at")
+}
 INTEGER = {("passkeys", "backup_eligible"), ("passkeys", "backed_up"), ("audit_logs", "success")}
 INTEGER |= {("schema_migrations", "version")}
 

@@ -41,7 +41,7 @@ TABLES = (
 )
 REPORTED = ("sign_in_tickets", "webauthn_challenges", "sessions", "email_queue", "webhook_queue", "audit_logs")
 # The OIDC provider's tables are pruned and reported too (none here: tests/test_oidc.py fills them).
-NO_OIDC_ROWS = {t: 0 for t in ("oidc_codes", "oidc_access_tokens", "oidc_refresh_tokens", "oidc_grants")}
+NO_OIDC_ROWS = {t: 0 for t in ("oidc_codes", "oidc_access_tokens", "oidc_refresh_tokens", "oidc_grants", "oidc_backchannel_queue")}
 SETTINGS = '[auth]\nreauth_window = "400d"\n[email]\ntransport = "file"\nkeep_sent = "7d"\n[retention]\naudit_log = "30d"\n' + NO_RATE_LIMITS
 LINE = re.compile(r"^(would delete|deleted)\s+(\d+)\s+(\w+)$")
 

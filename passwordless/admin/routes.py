@@ -4,6 +4,7 @@ when no token is configured. Every call is audited."""
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from passwordless.platform.errors import ApiError, invalid_request
 from passwordless.web.client import client_of
 from passwordless.web.openapi import ADMIN, Op, Schema, array, integer, nullable, obj, string
 from passwordless.web.parts import part
+from passwordless.web.request import read_json
 
 Handler = Callable[[Request], Awaitable[Response]]
 MAX_LIMIT = 200
@@ -90,7 +92,24 @@ async def get_user(request: Request) -> Response:
     return JSONResponse({
         "id": u.id, "email": u.email, "created_at": u.created_at, "last_sign_in_at": u.last_sign_in_at,
         "passkeys": [passkey_json(p) for p in detail.passkeys], "active_sessions": detail.active_sessions,
+        "groups": detail.groups,
     })
+
+
+MAX_GROUPS = 100
+GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}")
+
+
+@admin
+async def set_groups(request: Request) -> Response:
+    data = await read_json(request)
+    groups = data.get("groups")
+    if set(data) != {"groups"} or not isinstance(groups, list) or len(groups) > MAX_GROUPS:
+        raise invalid_request(f'The body is {{"groups": [...]}}, at most {MAX_GROUPS} names.')
+    if not all(isinstance(g, str) and GROUP.fullmatch(g) for g in groups):
+        raise invalid_request("A group name is 1 to 64 letters, digits and . _ : @ / - (starting with a letter or digit).")
+    found = await service.set_groups(_deps(request), request.path_params["id"], list(groups), client_of(request))
+    return JSONResponse({"groups": found})
 
 
 @admin
@@ -152,6 +171,7 @@ routes = [
     Route("/admin/users", list_users, methods=["GET"]),
     Route("/admin/users/{id}", get_user, methods=["GET"]),
     Route("/admin/users/{id}/sessions", revoke_sessions, methods=["DELETE"]),
+    Route("/admin/users/{id}/groups", set_groups, methods=["PUT"]),
     Route("/admin/users/{id}", delete_user, methods=["DELETE"]),
     Route("/admin/audit-logs", audit_logs, methods=["GET"]),
     Route("/admin/emails", emails, methods=["GET"]),
@@ -188,9 +208,13 @@ operations = {
     ("GET", "/admin/users"): _admin(
         "Users, oldest first; `email` filters.", {200: _paged("users", obj(_USER))}, query={"email": string(), **_LIST},
     ),
-    ("GET", "/admin/users/{id}"): _admin("One user with their passkeys.", {200: obj({
-        **_USER, "passkeys": array(PASSKEY), "active_sessions": integer(),
+    ("GET", "/admin/users/{id}"): _admin("One user with their passkeys and groups.", {200: obj({
+        **_USER, "passkeys": array(PASSKEY), "active_sessions": integer(), "groups": array(string()),
     })}),
+    ("PUT", "/admin/users/{id}/groups"): _admin(
+        "Replace a user's groups (OIDC: allowed_groups and the groups claim).", {200: obj({"groups": array(string())})},
+        errors=(400, 415), body=obj({"groups": array(string())}),
+    ),
     ("DELETE", "/admin/users/{id}/sessions"): _admin("End all of a user's sessions.", {200: obj({"revoked": integer()})}),
     ("DELETE", "/admin/users/{id}"): _admin("Delete a user (audit rows stay).", {204: None}),
     ("GET", "/admin/audit-logs"): _admin("The audit log.", {200: _paged("events", _EVENT)}, query={

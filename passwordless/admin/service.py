@@ -19,6 +19,7 @@ from passwordless.platform.lifecycle import Lifecycle
 from passwordless.platform.ratelimit import client_key
 from passwordless.sessions import store as sessions
 from passwordless.sessions.limits import Limits, first_refusal
+from passwordless.sessions.service import SessionsEnded, nobody_to_tell
 from passwordless.users import store as users
 from passwordless.webhooks import events
 
@@ -34,6 +35,7 @@ class AdminDeps:
     wake_mail: Callable[[], None]
     limits: Limits  # the admin token's refusals are audited once per IP per minute
     token: str | None  # admin.token; none turns the admin API off
+    sessions_ended: SessionsEnded = nobody_to_tell  # the OIDC provider's back-channel logout
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class UserDetail:
     user: users.UserRow
     passkeys: list[Passkey]
     active_sessions: int
+    groups: list[str]
 
 
 def not_found(what: str) -> ApiError:
@@ -82,7 +85,10 @@ async def user_detail(deps: AdminDeps, user_id: str) -> UserDetail:
         user = users.row_by_id(conn, user_id)
         if user is None:
             return None
-        return UserDetail(user, passkeys.for_user(conn, user_id), sessions.count_active_for_user(conn, user_id, now))
+        return UserDetail(
+            user, passkeys.for_user(conn, user_id), sessions.count_active_for_user(conn, user_id, now),
+            users.groups_of(conn, user_id),
+        )
 
     found = await deps.db.read(read)
     if found is None:
@@ -97,7 +103,9 @@ async def revoke_sessions(deps: AdminDeps, user_id: str, client: Client) -> int:
         user = users.by_id(conn, user_id)
         if user is None:
             return None
-        revoked = sessions.revoke_all_for_user(conn, user_id, now, "admin")
+        ended = sessions.revoke_all_for_user(conn, user_id, now, "admin")
+        deps.sessions_ended(conn, ended, now)
+        revoked = len(ended)
         event = audit.AuditEvent("sessions_revoked", True, user.id, user.email, client.ip, client.user_agent,
                                  {"revoked": revoked, "by": "admin"})
         audit.record(conn, event, now)
@@ -111,10 +119,33 @@ async def revoke_sessions(deps: AdminDeps, user_id: str, client: Client) -> int:
     return revoked
 
 
+async def set_groups(deps: AdminDeps, user_id: str, groups: list[str], client: Client) -> list[str]:
+    """Replace a user's groups (OIDC.md: allowed_groups and the `groups` claim); the new list."""
+    now = deps.clock()
+
+    def replace(conn: Connection) -> list[str] | None:
+        user = users.by_id(conn, user_id)
+        if user is None:
+            return None
+        before = users.groups_of(conn, user_id)
+        users.set_groups(conn, user_id, groups)
+        after = users.groups_of(conn, user_id)
+        event = audit.AuditEvent("user_groups_changed", True, user.id, user.email, client.ip, client.user_agent,
+                                 {"before": before, "after": after, "by": "admin"})
+        audit.record(conn, event, now)
+        return after
+
+    found = await deps.db.write(replace)
+    if found is None:
+        raise not_found("user")
+    return found
+
+
 async def delete_user(deps: AdminDeps, user_id: str, client: Client) -> None:
     now = deps.clock()
 
     def delete(conn: Connection) -> bool:
+        deps.sessions_ended(conn, [s.id for s in sessions.list_active(conn, user_id, now)], now)  # before the cascade
         user = users.delete(conn, user_id)
         if user is None:
             return False

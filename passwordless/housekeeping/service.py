@@ -45,12 +45,17 @@ class Pruned:
 
 
 async def prune(
-    db: Database, config: Config, now: float, dry_run: bool = False, more: Sequence[tuple[str, Pruner]] = ()
+    db: Database, config: Config, now: float, dry_run: bool = False, more: Sequence[tuple[str, Pruner]] = (),
+    queues: Sequence[tuple[str, Pruner]] = (),
 ) -> Pruned:
     """`more`: the pruners of features above this one (the OIDC provider's), handed over by the
-    entry points; what they prune goes a day after its time."""
+    entry points; what they prune goes a day after its time. `queues`: their delivery queues,
+    whose sent and dead rows go after email.keep_sent, like webhook_queue's."""
     done = Pruned()
-    for name, pruner, before in [*rules(config, now), *((n, p, now - DAY) for n, p in more)]:
+    kept = now - config.email.keep_sent
+    for name, pruner, before in [
+        *rules(config, now), *((n, p, now - DAY) for n, p in more), *((n, p, kept) for n, p in queues)
+    ]:
         if dry_run:
             done.gone[name] = await db.read(pruner, before, BATCH, True)
             continue

@@ -51,6 +51,10 @@ class MagicLinkDeps:
     metrics: Metrics
     limits: Limits
     sessions: sessions.SessionDeps
+    # Where the browser may end up after a sign-in form's 303 (the pages' CSP form-action, which
+    # Chromium applies to every redirect the form follows): auth.allowed_redirects, and the OIDC
+    # clients' redirect URIs, reached through our own authorization endpoint.
+    form_targets: tuple[str, ...] = ()
 
 async def request_link(deps: MagicLinkDeps, raw_email: str, redirect_to: str | None, client: Client) -> None:
     """Store a ticket and queue its email in one transaction. Known and unknown addresses take

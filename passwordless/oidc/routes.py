@@ -14,12 +14,14 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from passwordless.config.settings import UiSettings
+from passwordless.oidc import logout as logouts
 from passwordless.oidc import service
 from passwordless.oidc.server import Request, dumps
 from passwordless.oidc.service import Consent, Denied, Invalid, NeedsSignIn, OidcDeps, Redirect
 from passwordless.platform.errors import ApiError
 from passwordless.sessions import service as sessions
-from passwordless.sessions.http import cookie_name, session_deps
+from passwordless.sessions.http import clear_session_cookie, cookie_name, session_deps
+from passwordless.sessions.service import Principal
 from passwordless.web.client import client_of
 from passwordless.web.markup import Html, Templates, join
 from passwordless.web.origin import check_origin
@@ -75,15 +77,21 @@ def _answer(status: int, body: object, headers: list[tuple[str, str]]) -> Respon
     return Response(dumps(body), status_code=status, headers=merged)
 
 
-async def _session_id(request: HttpRequest) -> str | None:
+async def _principal(request: HttpRequest) -> Principal | None:
+    """The browser's passwordless session (the cookie of the hosted pages), if it is live."""
     d = session_deps(request)
     cookie = request.cookies.get(cookie_name(d))
     if not cookie:
         return None
     try:
-        return (await sessions.authenticate_cookie(d, cookie)).session_id
+        return await sessions.authenticate_cookie(d, cookie)
     except ApiError:
         return None
+
+
+async def _session_id(request: HttpRequest) -> str | None:
+    principal = await _principal(request)
+    return principal.session_id if principal else None
 
 
 async def discovery(request: HttpRequest) -> Response:
@@ -200,6 +208,50 @@ async def introspect(request: HttpRequest) -> Response:
     return Response(json.dumps(found), media_type="application/json", headers=NO_STORE)
 
 
+async def logout(request: HttpRequest) -> Response:
+    """RP-initiated logout: GET, or POST with the same fields; our confirmation page posts back
+    with confirm=yes (Origin-checked). Without a valid id_token_hint for the signed-in user, the
+    person confirms first."""
+    deps = _deps(request)
+    req = await _adapt(request, deps.issuer)
+    data = dict(req.payload.data)
+    confirmed = request.method == "POST" and data.get("confirm") == "yes"
+    if confirmed:
+        check_origin(request)
+    plan = await logouts.plan(deps, data)
+    if plan.problem:
+        deps.metrics.oidc_requests.labels("logout", "invalid_request").inc()
+        return message_page(_ui(request), "Cannot sign out", plan.problem, 400)
+    principal = await _principal(request)
+    if principal and not confirmed and plan.hint_sub != principal.user.id:
+        deps.metrics.oidc_requests.labels("logout", "confirm").inc()
+        return _logout_confirmation(request, plan, principal)
+    if principal:
+        client_id = plan.client.id if plan.client else None
+        await sessions.end_browser_session(
+            session_deps(request), principal.session_id, client_of(request), "oidc_logout", client_id=client_id
+        )
+    deps.metrics.oidc_requests.labels("logout", "success").inc()
+    response = _signed_out(request, plan)
+    clear_session_cookie(response, session_deps(request))
+    return response
+
+
+def _logout_confirmation(request: HttpRequest, plan: logouts.Logout, principal: Principal) -> Response:
+    asker = plan.client.settings.name if plan.client else "An application"
+    body = TEMPLATES.render("logout_confirm.html", asker=asker, email=principal.user.email, fields=_fields(plan.fields))
+    # the form's 303 to the client's post_logout_redirect_uri must pass CSP form-action
+    return page(_ui(request), "Sign out?", body, redirects=(plan.redirect_to,) if plan.redirect_to else ())
+
+
+def _signed_out(request: HttpRequest, plan: logouts.Logout) -> Response:
+    if plan.redirect_to:
+        return RedirectResponse(plan.redirect_to, status_code=303 if request.method == "POST" else 302, headers=NO_STORE)
+    name = plan.client.settings.name if plan.client else None
+    sentence = f"You are signed out{f' of {name}' if name else ''} and of this sign-in service."
+    return page(_ui(request), "You are signed out", TEMPLATES.render("signed_out.html", sentence=sentence))
+
+
 routes = [
     Route("/.well-known/openid-configuration", discovery, methods=["GET"]),
     Route("/.well-known/oauth-authorization-server", discovery, methods=["GET"]),
@@ -209,4 +261,5 @@ routes = [
     Route("/oauth2/userinfo", userinfo, methods=["GET", "POST"]),
     Route("/oauth2/revoke", revoke, methods=["POST"]),
     Route("/oauth2/introspect", introspect, methods=["POST"]),
+    Route("/oauth2/logout", logout, methods=["GET", "POST"]),
 ]

@@ -18,11 +18,13 @@ from authlib.oidc.core import AuthorizationCodeMixin, OpenIDCode, UserInfo
 
 from passwordless.config.settings import OidcSettings
 from passwordless.oidc import signing, store
+from passwordless.oidc.backchannel import Backchannel
 from passwordless.oidc.clients import Client
 from passwordless.platform import audit
 from passwordless.platform.client import Client as Caller
 from passwordless.platform.crypto import new_id, new_token, token_hash
 from passwordless.platform.db.types import Connection
+from passwordless.sessions import store as sessions
 from passwordless.users import store as users
 from passwordless.users.store import User
 
@@ -86,6 +88,7 @@ class Context:
     issuer: str
     now: float
     caller: Caller
+    backchannel: Backchannel
     published: list[Any] = field(default_factory=list)
 
     def keys(self) -> list[Any]:
@@ -297,6 +300,10 @@ class _RefreshGrant(grants.RefreshTokenGrant):
         known = store.refresh_grant(ctx.conn, hashed)
         if known and known[1] and store.revoke_grant(ctx.conn, known[0], ctx.now, "refresh_token_reused"):
             ctx.audit("oidc_refresh_reused", False, None, client_id=self.request.client.id, grant_id=known[0])
+            # The same reuse detection as /auth/refresh: the browser session it rides on ends too.
+            session_id = store.session_of_grant(ctx.conn, known[0])
+            if session_id and sessions.revoke(ctx.conn, session_id, ctx.now, "refresh_token_reused"):
+                ctx.backchannel.sessions_ended(ctx.conn, [session_id], ctx.now)
         return None
 
     def authenticate_user(self, credential: _Credential) -> EndUser | None:

@@ -10,6 +10,7 @@ from authlib.oauth2 import OAuth2Error
 
 from passwordless.config.settings import OidcSettings
 from passwordless.oidc import signing, store
+from passwordless.oidc.backchannel import Backchannel
 from passwordless.oidc.clients import Client
 from passwordless.oidc.server import Answer, Context, EndUser, Request, protocol, user_info
 from passwordless.platform.client import Client as Caller
@@ -30,6 +31,7 @@ class OidcDeps:
     settings: OidcSettings
     clients: dict[str, Client]
     issuer: str  # server.public_url
+    backchannel: Backchannel
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class Consent:
 
 
 Outcome = Invalid | Redirect | NeedsSignIn | Denied | Consent
+
+
+def _context(deps: OidcDeps, conn: Connection, now: float, caller: Caller) -> Context:
+    return Context(conn, deps.clients, deps.settings, deps.issuer, now, caller, deps.backchannel)
 
 
 def check_client(deps: OidcDeps, req: Request) -> Client | Invalid:
@@ -148,7 +154,7 @@ async def _authorize(
     now = deps.clock()
 
     def unit(conn: Connection) -> Outcome:
-        ctx = Context(conn, deps.clients, deps.settings, deps.issuer, now, caller)
+        ctx = _context(deps, conn, now, caller)
         session = sessions.active(conn, session_id, now) if session_id else None
         user = users.by_id(conn, session.user_id) if session else None
         end_user = EndUser(user, session.id, session.amr, session.auth_time) if user and session else None
@@ -199,7 +205,7 @@ async def token(deps: OidcDeps, req: Request, caller: Caller) -> Answer:
     now = deps.clock()
 
     def unit(conn: Connection) -> Answer:
-        answer: Answer = protocol(Context(conn, deps.clients, deps.settings, deps.issuer, now, caller)).create_token_response(req)
+        answer: Answer = protocol(_context(deps, conn, now, caller)).create_token_response(req)
         return answer
 
     answer = await deps.db.write(unit)
@@ -244,7 +250,7 @@ async def revoke(deps: OidcDeps, req: Request, caller: Caller) -> bool:
     raw = req.form.get("token") or ""
 
     def unit(conn: Connection) -> bool:
-        ctx = Context(conn, deps.clients, deps.settings, deps.issuer, now, caller)
+        ctx = _context(deps, conn, now, caller)
         client = _client_of(protocol(ctx), req, confidential_only=False)
         if client is None:
             return False
@@ -269,7 +275,7 @@ async def introspect(deps: OidcDeps, req: Request, caller: Caller) -> dict[str, 
     raw = req.form.get("token") or ""
 
     def unit(conn: Connection) -> dict[str, Any] | None:
-        ctx = Context(conn, deps.clients, deps.settings, deps.issuer, now, caller)
+        ctx = _context(deps, conn, now, caller)
         if _client_of(protocol(ctx), req, confidential_only=True) is None:
             return None
         claims = signing.verify_access_token(ctx.keys(), raw, deps.issuer, now)

@@ -81,3 +81,22 @@ def verify_access_token(published_keys: Sequence[SigningKey], token: str, issuer
     if client_id == "passwordless" or not isinstance(claims.get("jti"), str) or not isinstance(claims.get("sub"), str):
         return None
     return dict(claims)
+
+
+def verify_id_token_hint(published_keys: Sequence[SigningKey], token: str, issuer: str) -> dict[str, Any] | None:
+    """The claims of an ID token this provider signed, expired or not (RP-Initiated Logout: an
+    expired id_token_hint still names the client and the user); None for anything else."""
+    if not token or len(token) > 8192 or not token.isascii():
+        return None
+    key_set = KeySet.import_key_set({"keys": [k.public_jwk for k in published_keys]})
+    try:
+        decoded = jwt.decode(token, key_set, algorithms=["RS256", "ES256", "EdDSA"])
+    except (JoseError, ValueError, TypeError):
+        return None
+    claims, typ = decoded.claims, decoded.header.get("typ")
+    if typ not in (None, "JWT") or claims.get("iss") != issuer or not isinstance(claims.get("sub"), str):
+        return None
+    aud = claims.get("aud")
+    if not (isinstance(aud, str) or (isinstance(aud, list) and len(aud) == 1 and isinstance(aud[0], str))):
+        return None
+    return {**claims, "aud": aud if isinstance(aud, str) else aud[0]}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from passwordless.platform.db.types import Connection, Row
 from passwordless.platform.sql import delete_where
+from passwordless.users import store as users
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,11 @@ def revoke_grant(conn: Connection, grant_id: str, now: float, reason: str) -> bo
     return cursor.rowcount > 0
 
 
+def session_of_grant(conn: Connection, grant_id: str) -> str | None:
+    row = conn.execute("SELECT session_id FROM oidc_grants WHERE id = ?", (grant_id,)).fetchone()
+    return row[0] if row else None
+
+
 def _live_grant_sql(where: str) -> str:
     """A grant is live while neither it nor the browser session it rides on has ended."""
     return (
@@ -188,8 +194,7 @@ def save_consent(conn: Connection, user_id: str, client_id: str, scope: frozense
 
 
 def groups_of(conn: Connection, user_id: str) -> list[str]:
-    rows = conn.execute("SELECT group_name FROM user_groups WHERE user_id = ? ORDER BY group_name", (user_id,))
-    return [r[0] for r in rows.fetchall()]
+    return users.groups_of(conn, user_id)
 
 
 def prune_codes(conn: Connection, before: float, limit: int, dry_run: bool) -> int:
@@ -214,3 +219,12 @@ PRUNERS = (
     ("oidc_codes", prune_codes), ("oidc_access_tokens", prune_access_tokens),
     ("oidc_refresh_tokens", prune_refresh_tokens), ("oidc_grants", prune_grants),
 )
+
+
+def prune_backchannel_queue(conn: Connection, before: float, limit: int, dry_run: bool) -> int:
+    """Sent and dead back-channel logout deliveries (pruned after email.keep_sent, like webhooks)."""
+    where = "status IN ('sent', 'dead') AND coalesce(delivered_at, last_attempt_at, created_at) < ?"
+    return delete_where(conn, "oidc_backchannel_queue", where, (int(before),), limit, dry_run)
+
+
+QUEUE_PRUNERS = (("oidc_backchannel_queue", prune_backchannel_queue),)

@@ -9,6 +9,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from passwordless.config.settings import Config
 from passwordless.pages.parts import passkeys_of, ui_of
 from passwordless.pages.signin import form_fields
 from passwordless.passkeys import service as passkeys
@@ -19,9 +20,11 @@ from passwordless.sessions.http import authenticate, clear_session_cookie, sessi
 from passwordless.sessions.service import Principal
 from passwordless.sessions.store import Session
 from passwordless.users.rules import browser_name
+from passwordless.users.store import Consent
 from passwordless.web.client import client_of
 from passwordless.web.markup import Html, Templates, join
 from passwordless.web.pages import page
+from passwordless.web.parts import part
 
 TEMPLATES = Templates(Path(__file__).parent / "templates")
 
@@ -73,7 +76,24 @@ def _session_item(session: Session, current_id: str) -> Html:
     )
 
 
+def _app_item(consent: Consent, names: dict[str, str]) -> Html:
+    name = names.get(consent.client_id, consent.client_id)
+    return TEMPLATES.render("app_item.html", id=consent.client_id, name=name, scope=consent.scope,
+                            allowed=_when(consent.created_at))
+
+
+def _apps_section(apps: list[Consent], names: dict[str, str]) -> Html:
+    """Only where the OpenID Connect provider is on (or the user has allowed an app)."""
+    items = join(_app_item(a, names) for a in apps) if apps else TEMPLATES.render("no_apps.html")
+    return TEMPLATES.render("apps.html", items=items)
+
+
+def _client_names(request: Request) -> dict[str, str]:
+    return {c.id: c.name or c.id for c in part(request, "config", Config).oidc.clients}
+
+
 NOTICES = {
+    "app-revoked": "The app's access was revoked; it will ask again next time.",
     "added": "Your passkey was added. Next time, sign in with it.",
     "renamed": "The passkey was renamed.",
     "removed": "The passkey was removed.",
@@ -88,6 +108,8 @@ async def account_page(request: Request) -> Response:
         return _to_sign_in()
     keys = await passkeys.list_passkeys(passkeys_of(request), principal)
     active = await sessions.list_sessions(session_deps(request), principal)
+    apps = await sessions.list_apps(session_deps(request), principal)
+    names = _client_names(request)
     notice = NOTICES.get(request.query_params.get("done", ""))
     body = TEMPLATES.render(
         "account.html",
@@ -97,6 +119,7 @@ async def account_page(request: Request) -> Response:
         passkeys=join(map(_passkey_item, keys)) if keys else TEMPLATES.render("no_passkeys.html"),
         confirm_area=_confirm_area(has_passkeys=bool(keys)),
         sessions=join(_session_item(s, principal.session_id) for s in active),
+        apps=_apps_section(apps, names) if apps or names else "",
     )
     scripts = ("/static/passkeys.js", "/static/account.js")
     return page(ui_of(request), "Your account", body, scripts=scripts, data={"email": principal.user.email})
@@ -145,6 +168,15 @@ async def end_other_sessions(request: Request) -> Response:
         return _to_sign_in()
     await sessions.end_other_sessions(session_deps(request), principal, client_of(request))
     return _back("ended-others")
+
+
+async def revoke_app(request: Request) -> Response:
+    await form_fields(request)
+    principal = await _principal(request)
+    if principal is None:
+        return _to_sign_in()
+    done = await sessions.revoke_app(session_deps(request), principal, request.path_params["id"], client_of(request))
+    return _back("app-revoked" if done else "")
 
 
 async def sign_out(request: Request) -> Response:

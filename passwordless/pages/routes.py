@@ -35,6 +35,7 @@ routes = [
     Route("/account/passkeys/{id}/delete", account.remove_passkey, methods=["POST"]),
     Route("/account/sessions/{id}/end", account.end_session, methods=["POST"]),
     Route("/account/sessions/end-others", account.end_other_sessions, methods=["POST"]),
+    Route("/account/apps/{id}/revoke", account.revoke_app, methods=["POST"]),
     Route("/account/sign-out", account.sign_out, methods=["POST"]),
     Route("/ui/theme.css", theme, methods=["GET"]),
     Route("/favicon.ico", favicon, methods=["GET"]),

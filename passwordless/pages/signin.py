@@ -91,7 +91,8 @@ def _code_page(request: Request, email: str, redirect_to: str | None, error: str
     body = TEMPLATES.render(
         "code.html", email=email, lifetime=lifetime, redirect_to=redirect_to or "", alert=alert(error)
     )
-    return page(ui, "Check your email", body, status, redirects=magic_link_of(request).auth.allowed_redirects)
+    deps = magic_link_of(request)
+    return page(ui, "Check your email", body, status, redirects=(*deps.auth.allowed_redirects, *deps.form_targets))
 
 
 def _lifetime(seconds: float) -> str:

@@ -24,7 +24,7 @@ TABLES = (
     "users", "sign_in_tickets", "sessions", "rotated_refresh_tokens", "passkeys", "webauthn_challenges",
     "email_queue", "webhook_queue", "audit_logs", "signing_keys",
     "oidc_clients", "oidc_grants", "oidc_codes", "oidc_refresh_tokens", "oidc_access_tokens", "oidc_consents",
-    "user_groups",
+    "user_groups", "oidc_backchannel_queue",
 )
 BATCH = 1000
 

@@ -40,11 +40,16 @@ class Metrics:
             "oidc_requests_total", "OpenID Connect provider requests by endpoint and result (OIDC.md).",
             ["endpoint", "result"], registry=r,
         )
-        for endpoint in ("authorize", "token", "userinfo", "revoke", "introspect"):
+        self.oidc_backchannel_deliveries = Counter(
+            "oidc_backchannel_deliveries_total", "Back-channel logout delivery attempts by result (sent, retry, dead).",
+            ["result"], registry=r,
+        )
+        for endpoint in ("authorize", "token", "userinfo", "revoke", "introspect", "logout"):
             self.oidc_requests.labels(endpoint, "success")
         for result in ("sent", "retry", "dead"):
             self.email_deliveries.labels(result)
             self.webhook_deliveries.labels(result)
+            self.oidc_backchannel_deliveries.labels(result)
         for method in ("magic_link", "code", "passkey", "refresh"):
             for status in ("success", "failure"):
                 self.auth_attempts.labels(method, status)

@@ -3,7 +3,7 @@ detection, authentication by access token or browser cookie, sign-out and sessio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -23,6 +23,14 @@ from passwordless.users import store as users
 from passwordless.users.store import User
 from passwordless.webhooks import events
 
+# Told, inside the unit that ended them, which sessions just ended (the OIDC provider revokes their
+# grants and queues back-channel logout tokens); the composition root supplies it.
+SessionsEnded = Callable[[Connection, Sequence[str], float], object]
+
+
+def nobody_to_tell(conn: Connection, session_ids: Sequence[str], now: float) -> None:
+    return None
+
 
 @dataclass(frozen=True)
 class SessionDeps:
@@ -39,6 +47,7 @@ class SessionDeps:
     public_url: str  # https or not: the cookie's name and Secure flag
     # /auth/me shows how many passkeys a user has; sessions ask the composition root, not passkeys.
     count_passkeys: Callable[[Connection, str], int]
+    sessions_ended: SessionsEnded = nobody_to_tell
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,8 @@ async def refresh(deps: SessionDeps, refresh_token: str, client: Client) -> Sign
         reused = store.session_of_rotated(conn, old_hash)
         if reused is None:
             return "invalid"
-        store.revoke(conn, reused.id, now, "refresh_token_reused")
+        if store.revoke(conn, reused.id, now, "refresh_token_reused"):
+            deps.sessions_ended(conn, [reused.id], now)
         owner = users.by_id(conn, reused.user_id)
         _audit(conn, "refresh_token_reused", False, client, now, owner, {"session_id": reused.id})
         return "reused"
@@ -189,6 +199,7 @@ async def logout_by_refresh_token(deps: SessionDeps, refresh_token: str, client:
         session = store.by_refresh_hash(conn, token_hash(refresh_token))
         if session is None or not store.revoke(conn, session.id, now, "logout"):
             return False
+        deps.sessions_ended(conn, [session.id], now)
         _audit(conn, "logout", True, client, now, users.by_id(conn, session.user_id), {"session_id": session.id})
         return True
 
@@ -211,6 +222,7 @@ async def end_session(
         if session is None or session.user_id != principal.user.id:
             return False
         store.revoke(conn, session_id, now, event)
+        deps.sessions_ended(conn, [session_id], now)
         details: dict[str, object] = {"session_id": session_id, "revoked": 1}
         _audit(conn, event, True, client, now, principal.user, details)
         if event == "sessions_revoked":
@@ -229,12 +241,48 @@ async def end_other_sessions(deps: SessionDeps, principal: Principal, client: Cl
         others = [s.id for s in store.list_active(conn, principal.user.id, now) if s.id != principal.session_id]
         for session_id in others:
             store.revoke(conn, session_id, now, "sessions_revoked")
+        deps.sessions_ended(conn, others, now)
         if others:
             _audit(conn, "sessions_revoked", True, client, now, principal.user, {"revoked": len(others)})
             events.emit(conn, deps.outbox, "sessions.revoked", principal.user, now, revoked=len(others))
         return len(others)
 
     return await deps.db.write(revoke)
+
+
+async def end_browser_session(deps: SessionDeps, session_id: str, client: Client, event: str, **details: object) -> bool:
+    """End a browser session (RP-initiated logout); False if it was no longer active."""
+    now = deps.clock()
+
+    def revoke(conn: Connection) -> bool:
+        session = store.active(conn, session_id, now)
+        if session is None or not store.revoke(conn, session_id, now, event):
+            return False
+        deps.sessions_ended(conn, [session_id], now)
+        _audit(conn, event, True, client, now, users.by_id(conn, session.user_id), {"session_id": session_id, **details})
+        return True
+
+    ended: bool = await deps.db.write(revoke)
+    return ended
+
+
+async def list_apps(deps: SessionDeps, principal: Principal) -> list[users.Consent]:
+    """The OIDC clients the user allowed (remembered consents), for /account's "Apps"."""
+    return await deps.db.read(users.consents_of, principal.user.id)
+
+
+async def revoke_app(deps: SessionDeps, principal: Principal, client_id: str, client: Client) -> bool:
+    """Forget the consent and end that client's tokens for the user; False for an unknown one."""
+    now = deps.clock()
+
+    def revoke(conn: Connection) -> bool:
+        if not users.forget_consent(conn, principal.user.id, client_id, now):
+            return False
+        _audit(conn, "oidc_consent_revoked", True, client, now, principal.user, {"client_id": client_id})
+        return True
+
+    done: bool = await deps.db.write(revoke)
+    return done
 
 
 def _audit(

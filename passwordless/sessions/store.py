@@ -143,10 +143,12 @@ def count_active_for_user(conn: Connection, user_id: str, now: float) -> int:
     return int(row[0])
 
 
-def revoke_all_for_user(conn: Connection, user_id: str, now: float, reason: str) -> int:
-    cursor = conn.execute(
+def revoke_all_for_user(conn: Connection, user_id: str, now: float, reason: str) -> list[str]:
+    """End every live session of a user; their ids."""
+    rows = conn.execute(
         "UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL"
-        " AND expires_at > ?",
+        " AND expires_at > ? RETURNING id",
         (int(now), reason, user_id, int(now)),
-    )
-    return cursor.rowcount
+    ).fetchall()
+    return [r[0] for r in rows]
+

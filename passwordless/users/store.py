@@ -97,3 +97,48 @@ def delete(conn: Connection, user_id: str) -> User | None:
     conn.execute("DELETE FROM sign_in_tickets WHERE email = ?", (user.email,))
     conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
     return user
+
+
+def groups_of(conn: Connection, user_id: str) -> list[str]:
+    """The user's groups (for the OIDC provider's allowed_groups and `groups` claim), sorted."""
+    rows = conn.execute("SELECT group_name FROM user_groups WHERE user_id = ? ORDER BY group_name", (user_id,))
+    return [r[0] for r in rows.fetchall()]
+
+
+def set_groups(conn: Connection, user_id: str, groups: list[str]) -> None:
+    conn.execute("DELETE FROM user_groups WHERE user_id = ?", (user_id,))
+    conn.executemany(
+        "INSERT INTO user_groups (user_id, group_name) VALUES (?, ?)", [(user_id, g) for g in sorted(set(groups))]
+    )
+
+
+@dataclass(frozen=True)
+class Consent:
+    """What the user allowed an OIDC client (the provider's remembered consent)."""
+
+    client_id: str
+    scope: str
+    created_at: int
+
+
+def consents_of(conn: Connection, user_id: str) -> list[Consent]:
+    rows = conn.execute(
+        "SELECT client_id, scope, created_at FROM oidc_consents WHERE user_id = ? ORDER BY client_id", (user_id,)
+    ).fetchall()
+    return [Consent(r[0], r[1], r[2]) for r in rows]
+
+
+def forget_consent(conn: Connection, user_id: str, client_id: str, now: float) -> bool:
+    """Forget a consent and end the client's grants for the user (their refresh and access
+    tokens with them); False if there was no such consent."""
+    row = conn.execute(
+        "DELETE FROM oidc_consents WHERE user_id = ? AND client_id = ? RETURNING client_id", (user_id, client_id)
+    ).fetchone()
+    if row is None:
+        return False
+    conn.execute(
+        "UPDATE oidc_grants SET revoked_at = ?, revoked_reason = 'consent_revoked'"
+        " WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL",
+        (int(now), user_id, client_id),
+    )
+    return True
