@@ -29,7 +29,7 @@ pytest_plugins = ("tests.support.live", "tests.support.browser", "tests.support.
 # its migrations and backups, the files it keeps). They run, once, in the first pass.
 ENGINE_INDEPENDENT = {
     "test_architecture", "test_config", "test_config_example", "test_copy_db", "test_deploy_files", "test_docs",
-    "test_email_message", "test_email_templates", "test_ids", "test_install", "test_jwt_differential", "test_lock",
+    "test_email_message", "test_email_templates", "test_fallback_stack", "test_ids", "test_install", "test_jwt_differential", "test_lock",
     "test_logs", "test_markup", "test_multi_server", "test_oidc_config", "test_postgres_engine", "test_postgres_support",
     "test_quality",
 }

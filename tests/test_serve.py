@@ -69,6 +69,9 @@ def test_json_logs_are_one_object_per_line_without_tokens(launch, tmp_path: Path
     assert mine and mine[0]["logger"] == "passwordless.access"
     assert {"path": "/readiness", "status": 200, "method": "GET"}.items() <= mine[0].items()
     assert "SEKRET-TOKEN" not in logs
+    # The production stack (pyproject's uvicorn[standard], the executable's bundle) is what runs.
+    serving = [line for line in lines if line["message"] == "serving"]
+    assert serving and {"event_loop": "uvloop", "http_parser": "httptools"}.items() <= serving[0].items()
 
 
 def test_a_port_in_use_stops_start_up(launch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
