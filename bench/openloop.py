@@ -106,8 +106,11 @@ async def on_schedule(rate: float, count: int, fire: Fire) -> tuple[float, list[
     start = time.perf_counter() + 0.01
     for i in range(count):
         due = latency.due(start, i, rate)
+        # Always yield once, even when late (answers are read between sends), then wait out the
+        # rest: timers are coarse (about 1 ms) and may fire early, so the loop re-checks.
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
         while (ahead := due - time.perf_counter()) > 0:
-            await asyncio.sleep(ahead)  # timers are coarse (about 1 ms): the loop re-checks
+            await asyncio.sleep(ahead)
         lags.append(time.perf_counter() - due)
         task = asyncio.create_task(fire(i, due))
         running.add(task)

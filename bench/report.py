@@ -198,8 +198,8 @@ def engines_text(args: argparse.Namespace, founds: list[Findings], whole: Findin
         "Each cell: the rate, its ratio to the bare Starlette app measured beside it in the same setup (in"
         " brackets) and p99. Two servers: one wrk (or passkey client) per server at once, each with half the"
         " threads and connections, their rates summed (p99: the worse of the two). PostgreSQL runs on a"
-        " throwaway cluster the bench starts on this same machine, sharing its two cores with the servers and"
-        f" the load generator; fsync and full_page_writes on, synchronous_commit {args.pg_synchronous_commit}"
+        " throwaway cluster the bench starts on this same machine, on the load generators' core when pinned"
+        f" (see Machine); fsync and full_page_writes on, synchronous_commit {args.pg_synchronous_commit}"
         " (the tests' clusters run with all three off). SQLite runs with the server's own settings: WAL,"
         " synchronous=NORMAL (no fsync at commit, only at checkpoints). email and start-up are SQLite only.",
         "",
