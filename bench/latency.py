@@ -26,7 +26,9 @@ def percentile(ordered: list[float], p: float) -> float:
     p % of the values at or below it. 0.0 for no values."""
     if not ordered:
         return 0.0
-    rank = math.ceil(p / 100 * len(ordered))  # 1-based; p99 of 1,000 values is the 990th
+    # 1-based; p99 of 1,000 values is the 990th. Rounded first: 99.9 / 100 * 1000 is 999.0000000000001
+    # in floating point, which would take the 1000th.
+    rank = math.ceil(round(p / 100 * len(ordered), 9))
     return ordered[max(rank, 1) - 1]
 
 

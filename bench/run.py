@@ -166,7 +166,7 @@ def measure(
             measure_openloop(children, args, flows, servers, bare_port, found)
         if servers:
             found.load_mb = sampler.max_mb
-        if args.soak > 0 and setup.engine == "sqlite" and servers_alive(servers, found, "an earlier flow"):
+        if args.soak > 0 and setup.slug == "sqlite-1-standard" and servers_alive(servers, found, "an earlier flow"):
             print(f"soak for {args.soak} s", flush=True)
             found.soak = run_soak(children, args, servers[0])
             servers_alive(servers, found, "the soak")

@@ -18,7 +18,7 @@ from harness import BENCH, BINARY, SERVE, Children, free_port, wait_ready
 from other_flows import Startup, measure_startup
 from pinning import Pinning
 from serve import Server, start_serve
-from stack import stack_of
+from stack import is_expected, stack_of
 
 SQLITE_ONLY = ("email", "startup")  # email_delivery.py times the SQLite queue; start-up needs no second figure
 
@@ -80,7 +80,8 @@ def start_servers(
         secret = secrets.token_urlsafe(32)  # servers on one database share jwt.secret
         servers = [start_serve(children, command, tmp / f"serve-{setup.slug}-{i}", sink_port, db, secret)[0]
                    for i in range(setup.servers)]
-    found.stacks_seen += [f"serve: {stack_of(s.log)}" for s in servers]
+    for server in servers:
+        seen_as(found, setup.stack, "serve", stack_of(server.log))
     return servers
 
 
@@ -92,8 +93,17 @@ def start_bare(children: Children, tmp: Path, setup: Setup, found: Findings, pin
         bare = children.start([*serve_command(pinning, setup.stack), "bare", "--port", str(port)],
                               stdout=out, stderr=out)
     wait_ready(bare, port, "/", log)
-    found.stacks_seen.append(f"bare: {stack_of(log)}")
+    seen_as(found, setup.stack, "bare", stack_of(log))
     return port
+
+
+def seen_as(found: Findings, stack: str, what: str, seen: str) -> None:
+    """Record the stack a server said it ran on; a note when it is not the one asked for (say,
+    standard without uvloop or httptools installed: uvicorn then falls back quietly)."""
+    found.stacks_seen.append(f"{what}: {seen}")
+    if not is_expected(stack, seen):
+        found.notes.append(f"{what} ran on {seen}, NOT the {stack} stack asked for: its figures are not the {stack}"
+                           " stack's")
 
 
 def measure_startups(

@@ -38,6 +38,11 @@ def stack_of(log: Path) -> str:
     return f"{loop} + {http}"
 
 
+def is_expected(stack: str, seen: str) -> bool:
+    """Whether what a server reported (stack_of) is the stack it was started on."""
+    return seen == "uvloop + httptools" if stack == "standard" else seen.startswith("asyncio") and seen.endswith("h11")
+
+
 def report_stack_at_startup() -> None:
     import uvicorn.server
 
