@@ -175,7 +175,9 @@ class Startup:
     size_mb: float | None = None  # of the executable
 
 
-def measure_startup(children: Children, command: Path, label: str, folder: Path, sink_port: int, times: int) -> Startup:
+def measure_startup(
+    children: Children, command: list[str], label: str, folder: Path, sink_port: int, times: int
+) -> Startup:
     """Spawn to first /readiness 200, `times` times, on a database migrated beforehand (as at
     any restart but the first)."""
     out = Startup(label)

@@ -58,6 +58,10 @@ class Connection:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         return self.reader, self.writer
 
+    async def connect(self) -> None:
+        """Open the connection now rather than at the first request."""
+        await self._open()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

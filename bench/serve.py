@@ -97,9 +97,10 @@ def server_env() -> dict[str, str]:
 
 
 def start_serve(
-    children: Children, command: Path, folder: Path, sink_port: int, db: Db | None = None, secret: str = ""
+    children: Children, command: list[str], folder: Path, sink_port: int, db: Db | None = None, secret: str = ""
 ) -> tuple[Server, float]:
-    """`command serve` with a fresh production config in `folder` (on `db`: by default a SQLite
+    """`command serve` (command: the program and any arguments before `serve`, a taskset prefix
+    included) with a fresh production config in `folder` (on `db`: by default a SQLite
     file in `folder`; servers sharing a database must share `secret`); the server and its time to
     readiness (spawn to the first /readiness 200)."""
     port, secret = free_port(), secret or secrets.token_urlsafe(32)
@@ -109,7 +110,7 @@ def start_serve(
     with log.open("ab") as out:
         started = time.perf_counter()
         process = children.start(
-            [str(command), "serve", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=server_env()
+            [*command, "serve", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=server_env()
         )
     server = Server(process, port, folder, secret, log, store)
     try:
