@@ -21,7 +21,15 @@ from passwordless.web.openapi import (
     string,
 )
 
-_TEXT = string(maxLength=2048)
+# OAuth's parameters are printable ASCII (RFC 6749 Appendix A, VSCHAR); the lengths are generous
+# for real clients and keep a request line within what the HTTP server reads (16 KiB).
+
+
+def _ascii(most: int) -> Schema:
+    return string(maxLength=most, pattern="^[\\x20-\\x7E]*$")
+
+
+_TEXT = _ascii(512)
 _HTML = {"text/html": string()}
 
 # RFC 6749 §5.2; the answer of API.md's shape stays possible for a 400 where the provider cannot
@@ -46,10 +54,9 @@ def _redirect(where: str) -> Answer:
 
 
 _AUTHORIZE_FIELDS: dict[str, Schema] = {
-    "response_type": string(maxLength=64), "client_id": string(maxLength=256), "redirect_uri": _TEXT,
-    "scope": string(maxLength=1024), "state": _TEXT, "nonce": _TEXT, "code_challenge": string(maxLength=256),
-    "code_challenge_method": string(maxLength=16), "prompt": string(maxLength=64), "max_age": string(maxLength=16),
-    "login_hint": string(maxLength=1024), "response_mode": string(maxLength=16),
+    "response_type": _ascii(32), "client_id": _ascii(128), "redirect_uri": _TEXT, "scope": _ascii(256),
+    "state": _TEXT, "nonce": _ascii(256), "code_challenge": _ascii(128), "code_challenge_method": _ascii(16),
+    "prompt": _ascii(32), "max_age": _ascii(10), "login_hint": _ascii(256), "response_mode": _ascii(16),
 }
 _AUTHORIZE = {
     200: Answer("The consent page, or (response_mode=form_post) the page that posts the answer to the client.", _HTML),
@@ -65,11 +72,10 @@ _BACK = (
     "`consent_required`, `access_denied`, `invalid_request`, ...), `state` and `iss`"
 )
 
-_CLIENT_FIELDS: dict[str, Schema] = {"client_id": string(maxLength=256), "client_secret": string(maxLength=256)}
+_CLIENT_FIELDS: dict[str, Schema] = {"client_id": _ascii(128), "client_secret": _ascii(256)}
 _TOKEN_BODY = obj({
-    "grant_type": string(maxLength=64), "code": string(maxLength=256), "redirect_uri": _TEXT,
-    "code_verifier": string(maxLength=256), "refresh_token": string(maxLength=256), "scope": string(maxLength=1024),
-    **_CLIENT_FIELDS,
+    "grant_type": _ascii(64), "code": _ascii(256), "redirect_uri": _TEXT, "code_verifier": _ascii(128),
+    "refresh_token": _ascii(256), "scope": _ascii(256), **_CLIENT_FIELDS,
 }, required=["grant_type"], closed=False)
 TOKEN = obj({
     "access_token": string(), "token_type": string(enum=["Bearer"]), "expires_in": integer(), "scope": string(),
@@ -84,11 +90,11 @@ INTROSPECTION = obj(
      "exp": integer(), "iat": integer(), "iss": string(), "aud": {"anyOf": [string(), array(string())]}},
     required=["active"], closed=False,
 )
-_TOKEN_FIELD = obj({"token": string(maxLength=4096), "token_type_hint": string(maxLength=64), **_CLIENT_FIELDS},
+_TOKEN_FIELD = obj({"token": _ascii(4096), "token_type_hint": _ascii(64), **_CLIENT_FIELDS},
                    required=["token"], closed=False)
 _LOGOUT_FIELDS: dict[str, Schema] = {
-    "id_token_hint": string(maxLength=8192), "post_logout_redirect_uri": _TEXT, "state": _TEXT,
-    "client_id": string(maxLength=256),
+    "id_token_hint": string(maxLength=4096, pattern="^[A-Za-z0-9._-]*$"), "post_logout_redirect_uri": _TEXT,
+    "state": _TEXT, "client_id": _ascii(128),
 }
 _LOGOUT = {
     200: Answer("A page: the confirmation (no valid id_token_hint for the signed-in user) or the signed-out page.", _HTML),
@@ -141,7 +147,7 @@ operations = {
     ),
     ("POST", "/oauth2/userinfo"): Op(
         "The claims of the access token's scopes (the token in the header, or the access_token form field).",
-        {200: USERINFO, 401: _INVALID_TOKEN}, body=obj({"access_token": string(maxLength=8192)}, required=()),
+        {200: USERINFO, 401: _INVALID_TOKEN}, body=obj({"access_token": _ascii(4096)}, required=()),
         body_optional=True, body_media_type=FORM, security=(BEARER, NONE), errors=_OFF, tag="oidc",
     ),
     ("POST", "/oauth2/revoke"): Op(
