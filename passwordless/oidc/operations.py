@@ -39,8 +39,10 @@ _OAUTH_400 = Answer(
     "The request is invalid (`invalid_request`, `invalid_grant`, `unsupported_grant_type`, `invalid_scope`, ...).",
     {JSON: {"anyOf": [OAUTH_ERROR, ref("Error")]}},
 )
+_NO_TOKEN = Answer("No `token` (`invalid_request`).", {JSON: {"anyOf": [OAUTH_ERROR, ref("Error")]}})
 _INVALID_CLIENT = Answer(
-    "Client authentication failed (`invalid_client`).", {JSON: OAUTH_ERROR}, {"WWW-Authenticate": "Basic realm=\"oauth2\""}
+    "Client authentication failed (`invalid_client`).", {JSON: OAUTH_ERROR},
+    {"WWW-Authenticate": "Basic realm=\"oauth2\""},
 )
 _INVALID_TOKEN = Answer(
     "The access token is missing, invalid, expired or revoked (`invalid_token`).",
@@ -97,7 +99,9 @@ _LOGOUT_FIELDS: dict[str, Schema] = {
     "state": _TEXT, "client_id": _ascii(128),
 }
 _LOGOUT = {
-    200: Answer("A page: the confirmation (no valid id_token_hint for the signed-in user) or the signed-out page.", _HTML),
+    200: Answer(
+        "A page: the confirmation (no valid id_token_hint for the signed-in user) or the signed-out page.", _HTML
+    ),
     400: Answer("A client_id that is not the one the id_token_hint was issued to: an HTML page.",
                 {**_HTML, JSON: ref("Error")}),
 }
@@ -152,12 +156,12 @@ operations = {
     ),
     ("POST", "/oauth2/revoke"): Op(
         "Revoke a refresh token (its whole grant) or an access token (RFC 7009); 200 for an unknown token too.",
-        {200: None, 401: _INVALID_CLIENT}, body=_TOKEN_FIELD, body_media_type=FORM, security=(CLIENT, NONE),
-        errors=_OFF, tag="oidc",
+        {200: None, 400: _NO_TOKEN, 401: _INVALID_CLIENT}, body=_TOKEN_FIELD, body_media_type=FORM,
+        security=(CLIENT, NONE), errors=_OFF, tag="oidc",
     ),
     ("POST", "/oauth2/introspect"): Op(
         "Whether a token is active, and its claims (RFC 7662; confidential clients only).",
-        {200: INTROSPECTION, 401: _INVALID_CLIENT}, body=_TOKEN_FIELD, body_media_type=FORM,
+        {200: INTROSPECTION, 400: _NO_TOKEN, 401: _INVALID_CLIENT}, body=_TOKEN_FIELD, body_media_type=FORM,
         security=(CLIENT, NONE), errors=_OFF, tag="oidc",
     ),
     ("GET", "/oauth2/logout"): Op(

@@ -297,7 +297,8 @@ class ApacheRP:
         root = self.folder / "htdocs"
         running_as = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
         modules = "".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so\n" for name in MODULES)
-        site = openidc_site(metadata_url, self.client_id, self.secret, self.redirect_uri, f"{self.secret}-passphrase", self.scope)
+        passphrase = f"{self.secret}-passphrase"
+        site = openidc_site(metadata_url, self.client_id, self.secret, self.redirect_uri, passphrase, self.scope)
         return f"""# A private Apache for one test run (tests/support/relying_parties.py).
 ServerRoot {self.folder}
 DefaultRuntimeDir {self.folder}
