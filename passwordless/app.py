@@ -36,6 +36,7 @@ from passwordless.oidc import signing as oidc_keys
 from passwordless.oidc import store as oidc_store
 from passwordless.oidc.backchannel import Backchannel
 from passwordless.oidc.clients import clients_of
+from passwordless.oidc.operations import operations as oidc_operations
 from passwordless.oidc.worker import BackchannelWorker
 from passwordless.pages import routes as pages
 from passwordless.passkeys import routes as passkeys
@@ -59,7 +60,10 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "pages" / "static"
 PRUNE_SECONDS = 3600.0
-OPERATIONS = {**sessions.operations, **magic_link.operations, **passkeys.operations, **health.operations, **admin.operations}
+OPERATIONS = {
+    **sessions.operations, **magic_link.operations, **passkeys.operations, **health.operations, **admin.operations,
+    **oidc_operations,
+}
 
 
 def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock = time.time) -> Starlette:

@@ -5,7 +5,8 @@
   parses with the real CLI parser, and its command is one some test runs;
 - deploy/kubernetes.yaml, deploy/passwordless.service and deploy/docker-compose.yml keep to one
   SQLite writer and a graceful stop (read line by line: PyYAML is not a dependency);
-- relative links between the docs resolve.
+- relative links between the docs resolve;
+- docs/oidc.md's Apache block is the configuration tests/test_oidc_relying_parties.py runs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from passwordless.config.load import ConfigError, load_config
 from passwordless.config.render import render_reference
 from passwordless.config.settings import Config
 from passwordless.server import GRACEFUL_SHUTDOWN_SECONDS
+from tests.support.relying_parties import openidc_site
 from tests.test_config_example import declared_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -391,6 +393,19 @@ def test_every_documented_toml_snippet_is_valid_configuration(tmp_path: Path) ->
             except ConfigError as exc:
                 raise AssertionError(f"{path.relative_to(ROOT)}:{start}: {exc}") from None
     assert snippets >= 3
+
+
+def test_the_apache_block_is_the_one_the_relying_party_test_runs() -> None:
+    """docs/oidc.md's mod_auth_openidc block, with its example values, is what Apache runs in
+    tests/test_oidc_relying_parties.py (which adds only what its http test provider needs)."""
+    blocks = [lines for _, language, lines in shell_blocks(DOCS / "oidc.md") if language == "apache"]
+    assert len(blocks) == 1
+    documented = "\n".join(line for _, line in blocks[0]) + "\n"
+    tested = openidc_site(
+        "https://auth.example.com/.well-known/openid-configuration", "apache", "REPLACE-with-the-same-secret",
+        "https://intranet.example.com/protected/redirect_uri", "REPLACE-with-another-random-string", "openid email",
+    )
+    assert documented == tested
 
 
 # --- (c) Kubernetes -----------------------------------------------------------------------------

@@ -370,6 +370,15 @@ async def test_introspection_is_for_confidential_clients_only(server: Server) ->
     assert unknown.json() == {"active": False}
 
 
+async def test_revocation_and_introspection_without_a_token_are_invalid_requests(server: Server) -> None:
+    # RFC 7009 §2.1 and RFC 7662 §2.1: the token parameter is required.
+    for path in ("/oauth2/revoke", "/oauth2/introspect"):
+        for form in ({}, {"token": ""}):
+            answer = await server.http.post(path, data=form, auth=("grafana", SECRET))
+            assert answer.status_code == 400, (path, form, answer.text)
+            assert answer.json()["error"] == "invalid_request" and answer.headers["cache-control"] == "no-store"
+
+
 async def test_a_client_may_ask_for_es256_id_tokens(make_config: MakeConfig) -> None:
     es = CLIENTS.replace('name = "Grafana"', 'name = "Grafana"\nid_token_signed_response_alg = "ES256"')
     async with Server.serving(make_config(FILE_MAIL + NO_RATE_LIMITS + es)) as s:

@@ -1,17 +1,23 @@
 """GET /openapi.json (API.md "Errors"): a valid OpenAPI 3.1 document that lists every JSON route and
-nothing else, and a schemathesis fuzz run of the real `passwordless serve` against it."""
+the OpenID Connect provider's endpoints and nothing else, and a schemathesis fuzz run of the real
+`passwordless serve` against it (the provider's with a configured client, a signed-in browser and a
+real access token, so that fuzzing gets past "who are you")."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from openapi_spec_validator import validate
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -22,6 +28,28 @@ from tests.support.live import LiveServer, serving
 pytestmark = pytest.mark.anyio
 
 ADMIN_TOKEN = "fuzz-admin-token-0123456789abcdef"
+CLIENT_SECRET = "fuzz-client-secret-0123456789abcdef"
+REDIRECT = "https://app.example.com/callback"
+CLIENT = f'''
+[[oidc.clients]]
+id = "fuzz"
+secret = "{CLIENT_SECRET}"
+redirect_uris = ["{REDIRECT}"]
+post_logout_redirect_uris = ["https://app.example.com/signed-out"]
+scopes = ["openid", "email", "groups", "offline_access"]
+skip_consent = true
+'''
+# Authorization requests from the registered client to its registered redirect URI (the rest of
+# the request fuzzed): without them, nearly every request stops at "unknown client".
+OPERATIONS_CONFIG = f'''
+[[operations]]
+include-name = "GET /oauth2/authorize"
+parameters = {{ "query.client_id" = "fuzz", "query.redirect_uri" = "{REDIRECT}" }}
+
+[[operations]]
+include-name = "POST /oauth2/authorize"
+parameters = {{ "body.client_id" = "fuzz", "body.redirect_uri" = "{REDIRECT}" }}
+'''
 
 # Routes for browsers, not integrators: HTML pages and their form posts, a stylesheet, the favicon.
 # Their contract is the page a person sees (tests/test_pages_browser.py), not a JSON schema.
@@ -31,12 +59,7 @@ UNDOCUMENTED = {
     ("POST", "/account/sessions/{id}/end"), ("POST", "/account/sessions/end-others"),
     ("POST", "/account/sign-out"), ("POST", "/account/apps/{id}/revoke"), ("GET", "/ui/theme.css"), ("GET", "/favicon.ico"),
     ("GET", "/auth/magic-link/verify"),  # the confirmation page the emailed link opens
-    # The OpenID Connect provider: its contract is the standards (OIDC.md), whose answers are not
-    # API.md's error shape; tests/test_oidc.py drives it with a standard client (Authlib's).
-    ("GET", "/.well-known/openid-configuration"), ("GET", "/.well-known/oauth-authorization-server"),
-    ("GET", "/oauth2/authorize"), ("POST", "/oauth2/authorize"), ("POST", "/oauth2/authorize/consent"),
-    ("POST", "/oauth2/token"), ("GET", "/oauth2/userinfo"), ("POST", "/oauth2/userinfo"),
-    ("POST", "/oauth2/revoke"), ("POST", "/oauth2/introspect"), ("GET", "/oauth2/logout"), ("POST", "/oauth2/logout"),
+    ("POST", "/oauth2/authorize/consent"),  # the consent page's Allow / Deny, a form of ours posting to itself
 }
 
 
@@ -77,6 +100,22 @@ async def test_errors_name_the_shared_shape_and_429_promises_retry_after(client:
     assert register["security"] == [{"bearer": []}, {"cookie": []}]
 
 
+async def test_the_provider_is_described_as_its_standards_say(client: httpx.AsyncClient) -> None:
+    paths = (await _document(client))["paths"]
+    token = paths["/oauth2/token"]["post"]  # type: ignore[index]
+    assert list(token["requestBody"]["content"]) == ["application/x-www-form-urlencoded"]
+    assert "415" not in token["responses"]  # a form endpoint: no JSON content-type check
+    assert token["security"] == [{"client": []}, {}]  # client_secret_basic, or the form's fields
+    invalid_client = token["responses"]["401"]
+    assert invalid_client["content"]["application/json"]["schema"]["properties"]["error"] == {"type": "string"}
+    assert "WWW-Authenticate" in invalid_client["headers"]
+    authorize = paths["/oauth2/authorize"]["get"]  # type: ignore[index]
+    assert "Location" in authorize["responses"]["302"]["headers"] and "content" not in authorize["responses"]["302"]
+    assert "text/html" in authorize["responses"]["400"]["content"]  # an unknown client: a page, never a redirect
+    assert paths["/oauth2/userinfo"]["get"]["security"] == [{"bearer": []}]  # type: ignore[index]
+    assert "/oauth2/authorize/consent" not in paths  # type: ignore[operator]
+
+
 def _post(server: LiveServer, path: str, body: dict[str, str]) -> dict[str, object]:
     request = urllib.request.Request(
         server.url(path), json.dumps(body).encode(), {"content-type": "application/json"}, method="POST"
@@ -91,14 +130,41 @@ def _access_token(server: LiveServer) -> str:
     return str(_post(server, "/auth/code/verify", {"email": "fuzz@example.com", "code": code})["access_token"])
 
 
-def _fuzz(server: LiveServer, token: str, *selection: str) -> None:
-    """Runs `st run` against the live server; fails with its whole output."""
+def _browser_session(server: LiveServer, http: httpx.Client) -> str:
+    """The hosted pages' session cookie, from an emailed link confirmed as the page does it."""
+    assert http.post("/auth/magic-link", json={"email": "browser@example.com"}).status_code == 202
+    token = server.next_email().token
+    answer = http.post("/auth/magic-link/verify", data={"token": token}, headers={"origin": server.public_url})
+    assert answer.status_code == 303, answer.text
+    cookie = str(answer.cookies["pl_session"])
+    http.cookies.clear()  # sent by hand where it is meant to be
+    return cookie
+
+
+def _oidc_access_token(http: httpx.Client, cookie: str) -> str:
+    """An access token of the provider's own (not API.md's), through the authorization code flow."""
+    verifier = secrets.token_urlsafe(48)
+    query = {
+        "response_type": "code", "client_id": "fuzz", "redirect_uri": REDIRECT, "scope": "openid email groups",
+        "state": "s", "code_challenge": create_s256_code_challenge(verifier), "code_challenge_method": "S256",
+    }
+    answer = http.get("/oauth2/authorize", params=query, headers={"cookie": f"pl_session={cookie}"})
+    assert answer.status_code == 302, answer.text
+    code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier}
+    token = http.post("/oauth2/token", data=form, auth=("fuzz", CLIENT_SECRET))
+    assert token.status_code == 200, token.text
+    return str(token.json()["access_token"])
+
+
+def _fuzz(server: LiveServer, authorization: str, *selection: str, seconds: int = 45) -> None:
+    """Runs `st run` against the live server for at most `seconds`; fails with its whole output."""
     st = Path(sys.executable).parent / "st"
     command = [
         str(st), "run", server.url("/openapi.json"),
         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-        "--header", f"Authorization: Bearer {token}",
-        "--max-examples", "25", "--max-time", "45", "--seed", "1", "--workers", "1",
+        "--header", f"Authorization: {authorization}",
+        "--max-examples", "25", "--max-time", str(seconds), "--seed", "1", "--workers", "1",
         "--generation-deterministic", "--no-color", *selection,
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
@@ -110,13 +176,22 @@ def _fuzz(server: LiveServer, token: str, *selection: str) -> None:
 def test_schemathesis_finds_nothing_against_the_real_server(tmp_path: Path) -> None:
     # Rate limits off, so that fuzzing meets the answers it is after rather than 429 (which is
     # documented where it can happen, and would pass all the same).
-    extra = f'[admin]\ntoken = "{ADMIN_TOKEN}"\n[rate_limit]\nenabled = false\n'
+    extra = f'[admin]\ntoken = "{ADMIN_TOKEN}"\n[rate_limit]\nenabled = false\n{CLIENT}'
+    (tmp_path / "schemathesis.toml").write_text(OPERATIONS_CONFIG, encoding="utf-8")
 
-    with serving(tmp_path, extra) as server:
+    with serving(tmp_path, extra) as server, httpx.Client(base_url=server.public_url) as http:
         token = _access_token(server)
-        # The admin API and the user's API take different bearer tokens: one run each.
-        _fuzz(server, ADMIN_TOKEN, "--include-path-regex", "^/admin/")
-        _fuzz(server, token, "--exclude-path-regex", "^/admin/")
+        cookie = _browser_session(server, http)
+        access_token = _oidc_access_token(http, cookie)
+        # The admin API, the user's API, the provider's client calls and its bearer calls take
+        # different credentials: one run each. The browser's cookie rides along to the provider.
+        _fuzz(server, f"Bearer {ADMIN_TOKEN}", "--include-path-regex", "^/admin/")
+        _fuzz(server, f"Bearer {token}", "--exclude-path-regex", "^/(admin|oauth2)/")
+        browser = ("--header", f"Cookie: pl_session={cookie}")
+        basic = "Basic " + base64.b64encode(f"fuzz:{CLIENT_SECRET}".encode()).decode()
+        client_calls, bearer_calls = "^/oauth2/(authorize|token|revoke|introspect)$", "^/oauth2/(userinfo|logout)$"
+        _fuzz(server, basic, *browser, "--include-path-regex", client_calls, seconds=30)
+        _fuzz(server, f"Bearer {access_token}", *browser, "--include-path-regex", bearer_calls, seconds=30)
 
 
 async def test_docs_api_md_names_every_documented_operation(client: httpx.AsyncClient) -> None:

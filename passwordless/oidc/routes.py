@@ -193,16 +193,28 @@ def _invalid_client() -> Response:
     return JSONResponse(body, status_code=401, headers={"www-authenticate": 'Basic realm="oauth2"', **NO_STORE})
 
 
+def _no_token() -> Response:
+    """RFC 7009 §2.1 and RFC 7662 §2.1: `token` is required; without it the request is invalid."""
+    body = {"error": "invalid_request", "error_description": "The token parameter is missing."}
+    return JSONResponse(body, status_code=400, headers=NO_STORE)
+
+
 async def revoke(request: HttpRequest) -> Response:
     deps = _deps(request)
-    if not await service.revoke(deps, await _adapt(request, deps.issuer), client_of(request)):
+    req = await _adapt(request, deps.issuer)
+    if not req.form.get("token"):
+        return _no_token()
+    if not await service.revoke(deps, req, client_of(request)):
         return _invalid_client()
     return Response(status_code=200, headers=NO_STORE)
 
 
 async def introspect(request: HttpRequest) -> Response:
     deps = _deps(request)
-    found = await service.introspect(deps, await _adapt(request, deps.issuer), client_of(request))
+    req = await _adapt(request, deps.issuer)
+    if not req.form.get("token"):
+        return _no_token()
+    found = await service.introspect(deps, req, client_of(request))
     if found is None:
         return _invalid_client()
     return Response(json.dumps(found), media_type="application/json", headers=NO_STORE)

@@ -19,6 +19,7 @@ BEARER = "bearer"  # an access token from a sign-in
 COOKIE = "cookie"  # the hosted pages' session cookie
 ADMIN = "admin"  # admin.token
 METRICS = "metrics"  # metrics.token
+CLIENT = "client"  # an OAuth client's id and secret, HTTP Basic
 NONE = ""  # beside others: the operation may also be called without credentials
 
 ERROR_CODES = {
@@ -63,20 +64,37 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer that is not the operation's usual one: a page, a redirect, or an error in the shape
+    the operation's own standard sets (it then takes the place of API.md's for that status).
+    `content` maps media types to schemas (empty: no body); `headers` names → descriptions."""
+
+    description: str
+    content: Mapping[str, Schema] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Op:
-    """One operation: its successful answers (status → JSON schema, or None for no body), its
-    body, who may call it and which further errors it can answer besides those implied (a body
-    implies 400/413/415, security 401, a path parameter 404; every operation may answer 503)."""
+    """One operation: its successful answers (status → JSON schema, None for no body, or an
+    Answer), its body, who may call it and which further errors it can answer besides those
+    implied (a body implies 400/413, a JSON body 415, security 401, a path parameter 404; every
+    operation may answer 503)."""
 
     summary: str
-    answers: Mapping[int, Schema | None]
+    answers: Mapping[int, Schema | None | Answer]
     body: Schema | None = None
     body_optional: bool = False
+    body_media_type: str = JSON
     security: tuple[str, ...] = ()
     errors: tuple[int, ...] = ()
     query: Mapping[str, Schema] = field(default_factory=dict)
-    media_type: str = "application/json"
+    media_type: str = JSON
     tag: str = ""
 
 
@@ -136,6 +154,11 @@ _SECURITY_SCHEMES = {
     },
     ADMIN: {"type": "http", "scheme": "bearer", "description": "admin.token; the admin API is off (404) without one."},
     METRICS: {"type": "http", "scheme": "bearer", "description": "metrics.token, when one is set."},
+    CLIENT: {
+        "type": "http", "scheme": "basic",
+        "description": "An OAuth client's id and secret (client_secret_basic). client_secret_post sends them as "
+                       "the client_id and client_secret form fields instead; a public client sends only client_id.",
+    },
 }
 
 
@@ -147,7 +170,7 @@ def _operation(op: Op, path: str) -> dict[str, Any]:
     if parameters:
         out["parameters"] = parameters
     if op.body is not None:
-        out["requestBody"] = {"required": not op.body_optional, "content": {"application/json": {"schema": op.body}}}
+        out["requestBody"] = {"required": not op.body_optional, "content": {op.body_media_type: {"schema": op.body}}}
     out["security"] = [{name: []} if name else {} for name in op.security]
     return out
 
@@ -164,10 +187,7 @@ def _parameters(op: Op, path: str) -> list[dict[str, Any]]:
 def _responses(op: Op, path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for status, schema in op.answers.items():
-        answer: dict[str, Any] = {"description": "Success."}
-        if schema is not None:
-            answer["content"] = {op.media_type: {"schema": schema}}
-        out[str(status)] = answer
+        out[str(status)] = _answer(schema if isinstance(schema, Answer) else Answer("Success.", _content(op, schema)))
     for status in sorted(_error_statuses(op, path)):
         error: dict[str, Any] = {
             "description": ERROR_CODES[status],
@@ -179,12 +199,25 @@ def _responses(op: Op, path: str) -> dict[str, Any]:
     return out
 
 
+def _content(op: Op, schema: Schema | None) -> dict[str, Schema]:
+    return {} if schema is None else {op.media_type: schema}
+
+
+def _answer(answer: Answer) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": answer.description}
+    if answer.content:
+        out["content"] = {media_type: {"schema": schema} for media_type, schema in answer.content.items()}
+    if answer.headers:
+        out["headers"] = {name: {"description": text, "schema": string()} for name, text in answer.headers.items()}
+    return out
+
+
 def _error_statuses(op: Op, path: str) -> set[int]:
     statuses = {503, *op.errors}
     if op.body is not None or op.query:
         statuses.add(400)
     if op.body is not None:
-        statuses |= {413, 415}
+        statuses |= {413, 415} if op.body_media_type == JSON else {413}
     if any(op.security):
         statuses.add(401)
     if COOKIE in op.security:

@@ -240,6 +240,25 @@ MODULES = (
 )
 
 
+def openidc_site(metadata_url: str, client_id: str, secret: str, redirect_uri: str, passphrase: str, scope: str) -> str:
+    """mod_auth_openidc's part of the site configuration, as docs/oidc.md gives it to copy
+    (tests/test_docs.py holds the two together)."""
+    return f"""OIDCProviderMetadataURL {metadata_url}
+OIDCClientID {client_id}
+OIDCClientSecret {secret}
+OIDCRedirectURI {redirect_uri}
+OIDCCryptoPassphrase {passphrase}
+OIDCScope "{scope}"
+OIDCPKCEMethod S256
+OIDCRemoteUserClaim email
+
+<Location /protected/>
+    AuthType openid-connect
+    Require valid-user
+</Location>
+"""
+
+
 class ApacheRP:
     """A private Apache httpd with mod_auth_openidc on 127.0.0.1:`port`. Its URLs are known at
     once (to register the client); `start(metadata_url)` writes the configuration into a folder
@@ -278,6 +297,8 @@ class ApacheRP:
         root = self.folder / "htdocs"
         running_as = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
         modules = "".join(f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so\n" for name in MODULES)
+        passphrase = f"{self.secret}-passphrase"
+        site = openidc_site(metadata_url, self.client_id, self.secret, self.redirect_uri, passphrase, self.scope)
         return f"""# A private Apache for one test run (tests/support/relying_parties.py).
 ServerRoot {self.folder}
 DefaultRuntimeDir {self.folder}
@@ -292,22 +313,14 @@ AddType text/html .html .shtml
 DocumentRoot {root}
 DirectoryIndex index.shtml index.html
 
-OIDCProviderMetadataURL {metadata_url}
-OIDCClientID {self.client_id}
-OIDCClientSecret {self.secret}
-OIDCRedirectURI {self.redirect_uri}
-OIDCCryptoPassphrase {self.secret}-passphrase
-OIDCScope "{self.scope}"
-OIDCPKCEMethod S256
-OIDCRemoteUserClaim email
+{site}
+# Test only: the provider runs on plain http here.
 OIDCSSLValidateServer Off
 
 <Directory {root}>
     Require all granted
 </Directory>
 <Location /protected/>
-    AuthType openid-connect
-    Require valid-user
     Options +Includes
     AddOutputFilter INCLUDES .shtml
 </Location>
