@@ -39,9 +39,11 @@ SCOPE_TEXT = {
 }
 
 
-def _deps(request: HttpRequest) -> OidcDeps:
+async def _deps(request: HttpRequest) -> OidcDeps:
     deps = part(request, "oidc", OidcDeps)
-    if not deps.clients:  # the provider is off: no client, no endpoints (OIDC.md)
+    # The provider is off without a client (OIDC.md): no endpoints. Asked at each request, so a
+    # client made or deleted through the admin API, on any server, turns it on or off at once.
+    if not await deps.db.lookup(deps.clients.provider_on):
         raise ApiError(404, "not_found", "No such route.")
     return deps
 
@@ -95,11 +97,11 @@ async def _session_id(request: HttpRequest) -> str | None:
 
 
 async def discovery(request: HttpRequest) -> Response:
-    return JSONResponse(service.discovery(_deps(request).issuer), headers={"cache-control": "public, max-age=300"})
+    return JSONResponse(service.discovery((await _deps(request)).issuer), headers={"cache-control": "public, max-age=300"})
 
 
 async def authorize(request: HttpRequest) -> Response:
-    deps = _deps(request)
+    deps = await _deps(request)
     req = await _adapt(request, deps.issuer)
     return _outcome(request, await service.authorize(deps, req, await _session_id(request), client_of(request)))
 
@@ -108,7 +110,7 @@ async def consent(request: HttpRequest) -> Response:
     """The consent page's answer: the authorization request again, with Allow or Deny (a form of
     ours: the Origin check refuses it from anywhere else)."""
     check_origin(request)
-    deps = _deps(request)
+    deps = await _deps(request)
     req = await _adapt(request, deps.issuer)
     decision = req.form.get("decision")
     if decision not in ("allow", "deny"):
@@ -165,7 +167,7 @@ def _consent_page(request: HttpRequest, consent: Consent) -> Response:
 
 
 async def token(request: HttpRequest) -> Response:
-    deps = _deps(request)
+    deps = await _deps(request)
     answer = await service.token(deps, await _adapt(request, deps.issuer), client_of(request))
     return _answer(answer.status, answer.body, answer.headers)
 
@@ -178,7 +180,7 @@ def _bearer(request: HttpRequest, form: dict[str, str]) -> str:
 
 
 async def userinfo(request: HttpRequest) -> Response:
-    deps = _deps(request)
+    deps = await _deps(request)
     req = await _adapt(request, deps.issuer)
     found = await service.userinfo(deps, _bearer(request, req.form)) if _bearer(request, req.form) else None
     if found is None:
@@ -194,14 +196,14 @@ def _invalid_client() -> Response:
 
 
 async def revoke(request: HttpRequest) -> Response:
-    deps = _deps(request)
+    deps = await _deps(request)
     if not await service.revoke(deps, await _adapt(request, deps.issuer), client_of(request)):
         return _invalid_client()
     return Response(status_code=200, headers=NO_STORE)
 
 
 async def introspect(request: HttpRequest) -> Response:
-    deps = _deps(request)
+    deps = await _deps(request)
     found = await service.introspect(deps, await _adapt(request, deps.issuer), client_of(request))
     if found is None:
         return _invalid_client()
@@ -212,7 +214,7 @@ async def logout(request: HttpRequest) -> Response:
     """RP-initiated logout: GET, or POST with the same fields; our confirmation page posts back
     with confirm=yes (Origin-checked). Without a valid id_token_hint for the signed-in user, the
     person confirms first."""
-    deps = _deps(request)
+    deps = await _deps(request)
     req = await _adapt(request, deps.issuer)
     data = dict(req.payload.data)
     confirmed = request.method == "POST" and data.get("confirm") == "yes"
