@@ -5,15 +5,17 @@ by primary key per request, no cache for another server's change to miss)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from passwordless.clients import store
-from passwordless.config.settings import OidcClientSettings
+from passwordless.config.settings import CLIENT_ID, OidcClientSettings
 from passwordless.platform.db.types import Connection
 
 Source = Literal["config", "api"]
+_WELL_FORMED = re.compile(CLIENT_ID)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class Catalogue:
     def find(self, conn: Connection, client_id: str) -> Entry | None:
         if client_id in self.configured:
             return Entry(self.configured[client_id], "config")
-        stored = store.by_id(conn, client_id) if client_id else None
+        # Only a well-formed id reaches the database (a NUL or a lone surrogate would not even bind).
+        stored = store.by_id(conn, client_id) if _WELL_FORMED.fullmatch(client_id) else None
         return _api(stored) if stored else None
 
     def entries(self, conn: Connection) -> list[Entry]:

@@ -91,7 +91,7 @@ async def update(deps: ClientDeps, client_id: str, data: Mapping[str, object], c
     now = deps.clock()
 
     def unit(conn: Connection) -> Entry | None:
-        stored = store.by_id(conn, client_id)  # read again: another call may have changed it meanwhile
+        stored = deps.catalogue.find(conn, client_id)  # read again: another call may have changed it meanwhile
         if stored is None:
             return None
         changed = rules.changed_client(stored.settings, data)
@@ -144,7 +144,7 @@ async def new_secret(deps: ClientDeps, client_id: str, caller: Caller) -> str:
 async def _changeable(deps: ClientDeps, client_id: str) -> OidcClientSettings:
     if client_id in deps.catalogue.configured:
         raise _from_config(client_id)
-    stored = await deps.db.read(store.by_id, client_id)
-    if stored is None:
+    entry = await deps.db.read(deps.catalogue.find, client_id)
+    if entry is None:
         raise _not_found()
-    return stored.settings
+    return entry.settings
