@@ -141,15 +141,7 @@ async def _start(
     workers.append(logouts)
     for worker in workers:
         _background(stack, worker.run(), worker.stop)
-    # Always: a client made through the admin API (on any server) brings the provider's keys.
-    rotated = asyncio.Event()  # `keys rotate` or a new key on any machine (NOTIFY, PostgreSQL): reload now
-    db.listen(keys.ROTATED, rotated.set)
-    _background(stack, _every(keys.KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock, catalogue), rotated))
-
-    async def keys_needed(algorithms: Sequence[str]) -> None:
-        if await keys.ensure_keys(db, algorithms, clock()):
-            await _load_keys(config, db, signer, clock, catalogue)  # published here before the answer
-
+    keys_needed = _keep_keys_loaded(config, db, signer, clock, catalogue, stack)
     _background(stack, _every(PRUNE_SECONDS, lambda: _prune(config, db, clock)))
     return parts.build(parts.Opened(
         config=config, db=db, clock=clock, lifecycle=life, migrations=known, metrics=metrics, secret=secret,
@@ -188,6 +180,27 @@ async def _signer(config: Config, db: Database, secret: str, clock: Clock, catal
         await keys.ensure_keys(db, algorithms, clock())
     await _load_keys(config, db, signer, clock, catalogue)  # with HS256, the provider's keys (API clients) for the JWKS
     return signer
+
+
+def _keep_keys_loaded(
+    config: Config, db: Database, signer: Signer, clock: Clock, catalogue: Catalogue, stack: contextlib.AsyncExitStack,
+) -> Callable[[Sequence[str]], Awaitable[None]]:
+    """Reload the published keys every KEY_RELOAD_SECONDS, and at once when any server makes or
+    rotates one (NOTIFY, PostgreSQL). On every server, whatever its configuration: a client made
+    through the admin API, on any server, brings the provider's keys. Answers the admin API's
+    `keys_needed`: make the keys a client needs and publish them here before the client exists."""
+    rotated = asyncio.Event()
+    db.listen(keys.ROTATED, rotated.set)
+
+    async def reload_keys() -> None:
+        await _load_keys(config, db, signer, clock, catalogue)
+
+    async def keys_needed(algorithms: Sequence[str]) -> None:
+        if await keys.ensure_keys(db, algorithms, clock()):
+            await reload_keys()
+
+    _background(stack, _every(keys.KEY_RELOAD_SECONDS, reload_keys, rotated))
+    return keys_needed
 
 
 async def _load_keys(config: Config, db: Database, signer: Signer, clock: Clock, catalogue: Catalogue) -> None:

@@ -114,7 +114,8 @@ async def test_the_first_client_turns_the_provider_on_and_its_secret_signs_in_wi
 
 async def test_a_client_is_changed_by_the_fields_given(server: Admin) -> None:
     made = await server.ok("POST", CLIENTS, 201, json={**WIKI, "skip_consent": True})
-    changed = await server.ok("PATCH", f"{CLIENTS}/wiki", json={"name": "The wiki", "allowed_emails": ["*@partner.org"]})
+    change = {"name": "The wiki", "allowed_emails": ["*@partner.org"]}
+    changed = await server.ok("PATCH", f"{CLIENTS}/wiki", json=change)
     assert changed == {
         **{k: v for k, v in made.items() if k != "secret"},
         "name": "The wiki", "allowed_emails": ["*@partner.org"], "updated_at": changed["updated_at"],
@@ -207,8 +208,8 @@ async def test_logout_apps_and_the_sign_in_pages_see_api_clients(server: Admin) 
     out = await server.http.get("/oauth2/logout", params={
         "client_id": "wiki", "post_logout_redirect_uri": BACK, "state": "s1"})
     assert out.status_code == 200 and "Sign out" in out.text  # signed in, no hint: confirm first
-    confirmed = await server.http.post("/oauth2/logout", data={
-        "client_id": "wiki", "post_logout_redirect_uri": BACK, "state": "s1", "confirm": "yes"}, headers=server.origin())
+    fields = {"client_id": "wiki", "post_logout_redirect_uri": BACK, "state": "s1", "confirm": "yes"}
+    confirmed = await server.http.post("/oauth2/logout", data=fields, headers=server.origin())
     assert confirmed.status_code == 303 and confirmed.headers["location"] == f"{BACK}?state=s1"
     assert count(server.config, "oidc_backchannel_queue", "client_id = 'wiki'") == 1
 
@@ -327,7 +328,8 @@ async def test_production_refuses_plain_http_off_loopback(make_config: MakeConfi
     async with Admin.serving(make_config(production)) as server:
         plain = await server.admin("POST", CLIENTS, json={**WIKI, "redirect_uris": ["http://app.example.com/cb"]})
         assert_error(plain, 400, "invalid_request")
-        assert "'redirect_uris'" in plain.json()["error"]["message"] and "plain http" in plain.json()["error"]["message"]
+        message = plain.json()["error"]["message"]
+        assert "'redirect_uris'" in message and "plain http" in message
         loopback = {**WIKI, "redirect_uris": ["http://127.0.0.1:8080/cb"], "post_logout_redirect_uris": []}
         await server.ok("POST", CLIENTS, 201, json=loopback)
 

@@ -219,7 +219,6 @@ def _validate_clients(clients: tuple[OidcClientSettings, ...], production: bool)
         seen.add(c.id)
 
 
-
 def _refuse_insecure(config: Config) -> None:
     """Production refuses what is only fit for a laptop, one line per problem."""
     refusals = [

@@ -62,6 +62,7 @@ async def form_targets(deps: MagicLinkDeps) -> tuple[str, ...]:
     endpoint."""
     return (*deps.auth.allowed_redirects, *await deps.db.read(deps.clients.redirect_uris))
 
+
 async def request_link(deps: MagicLinkDeps, raw_email: str, redirect_to: str | None, client: Client) -> None:
     """Store a ticket and queue its email in one transaction. Known and unknown addresses take
     the same path (no account enumeration); without sign-up, unknown ones get no email."""

@@ -97,7 +97,8 @@ async def _session_id(request: HttpRequest) -> str | None:
 
 
 async def discovery(request: HttpRequest) -> Response:
-    return JSONResponse(service.discovery((await _deps(request)).issuer), headers={"cache-control": "public, max-age=300"})
+    deps = await _deps(request)
+    return JSONResponse(service.discovery(deps.issuer), headers={"cache-control": "public, max-age=300"})
 
 
 async def authorize(request: HttpRequest) -> Response:
