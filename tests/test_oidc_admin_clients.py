@@ -41,6 +41,11 @@ secret = "grafana-secret-0123456789abcdefghijkl"
 redirect_uris = ["{REDIRECT}"]
 '''
 CLIENTS = "/admin/oidc/clients"
+CLIENT_FIELDS = {
+    "id", "name", "source", "redirect_uris", "post_logout_redirect_uris", "backchannel_logout_uri", "public",
+    "require_pkce", "skip_consent", "scopes", "allowed_emails", "allowed_groups", "id_token_signed_response_alg",
+    "created_at", "updated_at",
+}
 
 
 class Admin(Server):
@@ -83,6 +88,7 @@ async def test_the_first_client_turns_the_provider_on_and_its_secret_signs_in_wi
     made = await server.ok("POST", CLIENTS, 201, json=WIKI)
     secret = made.pop("secret")
     assert isinstance(secret, str) and len(secret) >= 43  # 256 random bits
+    assert set(made) == CLIENT_FIELDS  # the secret was the only other field
     assert made["id"] == "wiki" and made["source"] == "api" and made["redirect_uris"] == [REDIRECT]
     assert made["public"] is False and made["require_pkce"] is True and made["scopes"] == [
         "openid", "email", "groups", "offline_access"

@@ -31,7 +31,7 @@ def client_json(entry: Entry) -> dict[str, Any]:
     return {
         "id": s.id, "name": s.name or s.id, "source": entry.source,
         "redirect_uris": list(s.redirect_uris), "post_logout_redirect_uris": list(s.post_logout_redirect_uris),
-        "backchannel_logout_uri": s.backchannel_logout_uri or None, "public": s.public,
+        "backchannel_logout_uri": s.backchannel_logout_uri, "public": s.public,  # "" for none, as in the TOML
         "require_pkce": s.require_pkce, "skip_consent": s.skip_consent, "scopes": list(s.scopes),
         "allowed_emails": list(s.allowed_emails), "allowed_groups": list(s.allowed_groups),
         "id_token_signed_response_alg": s.id_token_signed_response_alg,
@@ -95,7 +95,7 @@ _WRITABLE: dict[str, Schema] = {
     "id_token_signed_response_alg": string(enum=list(OIDC_ALGORITHMS)),
 }
 _CLIENT = {
-    **_WRITABLE, "backchannel_logout_uri": nullable(string()), "source": string(enum=["config", "api"]),
+    **_WRITABLE, "source": string(enum=["config", "api"]),
     "created_at": nullable(integer()), "updated_at": nullable(integer()),
 }
 
