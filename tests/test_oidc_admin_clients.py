@@ -135,6 +135,15 @@ async def test_a_client_is_changed_by_the_fields_given(server: Admin) -> None:
     assert [r["details"]["change"] for r in server.audit("oidc_client_changed")] == ["created", "updated"]
 
 
+async def test_a_client_brings_the_key_of_the_algorithm_it_asks_for(server: Admin) -> None:
+    await server.ok("POST", CLIENTS, 201, json={**WIKI, "id_token_signed_response_alg": "ES256"})
+    jwks = (await server.http.get("/.well-known/jwks.json")).json()
+    assert [k["alg"] for k in jwks["keys"]] == ["ES256"]
+    await server.ok("PATCH", f"{CLIENTS}/wiki", json={"id_token_signed_response_alg": "RS256"})
+    jwks = (await server.http.get("/.well-known/jwks.json")).json()
+    assert sorted(k["alg"] for k in jwks["keys"]) == ["ES256", "RS256"]
+
+
 async def test_a_new_secret_works_and_the_old_one_fails_at_once(server: Admin) -> None:
     first = (await server.ok("POST", CLIENTS, 201, json=WIKI))["secret"]
     token, _ = await full_sign_in(server, client_of(server, "wiki", first))
