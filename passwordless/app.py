@@ -8,7 +8,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,22 +20,23 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from passwordless import __version__, parts
+from passwordless.admin import client_routes as admin_clients
 from passwordless.admin import routes as admin
+from passwordless.clients.catalogue import Catalogue
 from passwordless.config.kinds import origin_of
 from passwordless.config.settings import Config
 from passwordless.health import routes as health
 from passwordless.housekeeping import service as housekeeping
 from passwordless.keys import service as keys
-from passwordless.keys.signer import Signer
+from passwordless.keys.signer import Signer, SigningKey
 from passwordless.magic_link import routes as magic_link
 from passwordless.mail.render import Templates
 from passwordless.mail.transport import make_transport
 from passwordless.mail.worker import MailWorker
 from passwordless.oidc import routes as oidc
-from passwordless.oidc import signing as oidc_keys
 from passwordless.oidc import store as oidc_store
 from passwordless.oidc.backchannel import Backchannel
-from passwordless.oidc.clients import clients_of
+from passwordless.oidc.clients import find_client
 from passwordless.oidc.operations import operations as oidc_operations
 from passwordless.oidc.worker import BackchannelWorker
 from passwordless.pages import routes as pages
@@ -45,6 +46,7 @@ from passwordless.platform import backup, storage
 from passwordless.platform.clock import Clock
 from passwordless.platform.crypto import load_or_create_dev_secret
 from passwordless.platform.db import Database
+from passwordless.platform.db.types import Connection
 from passwordless.platform.errors import ApiError
 from passwordless.platform.lifecycle import Lifecycle
 from passwordless.platform.metrics import Metrics
@@ -62,7 +64,7 @@ STATIC = Path(__file__).parent / "pages" / "static"
 PRUNE_SECONDS = 3600.0
 OPERATIONS = {
     **sessions.operations, **magic_link.operations, **passkeys.operations, **health.operations, **admin.operations,
-    **oidc_operations,
+    **admin_clients.operations, **oidc_operations,
 }
 
 
@@ -83,7 +85,8 @@ def create_app(config: Config, lifecycle: Lifecycle | None = None, clock: Clock 
 
     # The router tries each route in turn: the API that every signed-in request hits first.
     routes: list[BaseRoute] = [
-        *sessions.routes, *magic_link.routes, *passkeys.routes, *health.routes, *pages.routes, *admin.routes, *oidc.routes,
+        *sessions.routes, *magic_link.routes, *passkeys.routes, *health.routes, *pages.routes, *admin.routes,
+        *admin_clients.routes, *oidc.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     routes.append(openapi.serve(routes, OPERATIONS, __version__))
@@ -124,7 +127,8 @@ async def _start(
     stack.push_async_callback(db.close)
     # With PostgreSQL every server shares jwt.secret (config validation requires it).
     secret = config.jwt.secret or await asyncio.to_thread(load_or_create_dev_secret, Path(config.database.path).parent)
-    signer = await _signer(config, db, secret, clock)
+    catalogue = Catalogue.of(config.oidc.clients)
+    signer = await _signer(config, db, secret, clock, catalogue)
     mail = MailWorker(db, config.email, make_transport(config.email), clock, metrics)
     workers: list[QueueWorker[Any]] = [mail]
     outbox = Outbox(config.webhooks)
@@ -132,22 +136,18 @@ async def _start(
         webhooks = WebhookWorker(db, config, clock, metrics)
         outbox.wake_with(webhooks.wake, asyncio.get_running_loop())
         workers.append(webhooks)
-    configured = clients_of(config.oidc.clients)
-    backchannel = Backchannel(lambda conn, client_id: configured.get(client_id))
+    backchannel = Backchannel(lambda conn, client_id: find_client(conn, catalogue, client_id))
     logouts = BackchannelWorker(db, clock, retry_policy(config), metrics, config.server.public_url)
     backchannel.wake_with(logouts.wake, asyncio.get_running_loop())
     workers.append(logouts)
     for worker in workers:
         _background(stack, worker.run(), worker.stop)
-    if config.jwt.algorithm in keys.ASYMMETRIC or config.oidc.clients:
-        rotated = asyncio.Event()  # `keys rotate` on any machine (NOTIFY, PostgreSQL): reload now
-        db.listen(keys.ROTATED, rotated.set)
-        _background(stack, _every(keys.KEY_RELOAD_SECONDS, lambda: _load_keys(config, db, signer, clock), rotated))
+    keys_needed = _keep_keys_loaded(config, db, signer, clock, catalogue, stack)
     _background(stack, _every(PRUNE_SECONDS, lambda: _prune(config, db, clock)))
     return parts.build(parts.Opened(
         config=config, db=db, clock=clock, lifecycle=life, migrations=known, metrics=metrics, secret=secret,
         signer=signer, templates=templates, wake_mail=mail.wake, outbox=outbox, backchannel=backchannel,
-        count_passkeys=passkey_store.count_for_user,
+        count_passkeys=passkey_store.count_for_user, catalogue=catalogue, keys_needed=keys_needed,
     ))
 
 
@@ -168,7 +168,7 @@ def _background(
     stack.push_async_callback(end)
 
 
-async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Signer:
+async def _signer(config: Config, db: Database, secret: str, clock: Clock, catalogue: Catalogue) -> Signer:
     jwt = config.jwt
     signer = Signer(
         algorithm=jwt.algorithm, secret=secret, issuer=config.server.public_url, audience=jwt.audience,
@@ -178,18 +178,42 @@ async def _signer(config: Config, db: Database, secret: str, clock: Clock) -> Si
         await db.write(keys.ensure_current, jwt.algorithm, clock())
     if config.oidc.clients:  # the provider's keys: made when a client exists, never before
         algorithms = [c.id_token_signed_response_alg for c in config.oidc.clients]
-        await oidc_keys.ensure_keys(db, algorithms, clock())
-    if jwt.algorithm in keys.ASYMMETRIC or config.oidc.clients:
-        await _load_keys(config, db, signer, clock)
+        await keys.ensure_keys(db, algorithms, clock())
+    await _load_keys(config, db, signer, clock, catalogue)  # with HS256, the provider's keys (API clients) for the JWKS
     return signer
 
 
-async def _load_keys(config: Config, db: Database, signer: Signer, clock: Clock) -> None:
+def _keep_keys_loaded(
+    config: Config, db: Database, signer: Signer, clock: Clock, catalogue: Catalogue, stack: contextlib.AsyncExitStack,
+) -> Callable[[Sequence[str]], Awaitable[None]]:
+    """Reload the published keys every KEY_RELOAD_SECONDS, and at once when any server makes or
+    rotates one (NOTIFY, PostgreSQL). On every server, whatever its configuration: a client made
+    through the admin API, on any server, brings the provider's keys. Answers the admin API's
+    `keys_needed`: make the keys a client needs and publish them here before the client exists."""
+    rotated = asyncio.Event()
+    db.listen(keys.ROTATED, rotated.set)
+
+    async def reload_keys() -> None:
+        await _load_keys(config, db, signer, clock, catalogue)
+
+    async def keys_needed(algorithms: Sequence[str]) -> None:
+        if await keys.ensure_keys(db, algorithms, clock()):
+            await reload_keys()
+
+    _background(stack, _every(keys.KEY_RELOAD_SECONDS, reload_keys, rotated))
+    return keys_needed
+
+
+async def _load_keys(config: Config, db: Database, signer: Signer, clock: Clock, catalogue: Catalogue) -> None:
     # A server that has not reloaded yet may sign with a key for one interval after it is
     # retired: keep it published that much longer than the tokens' lifetime.
-    oidc = (config.oidc.access_ttl, config.oidc.id_token_ttl) if config.oidc.clients else ()
-    keep = max((config.jwt.access_ttl, *oidc)) + 2 * keys.KEY_RELOAD_SECONDS
-    signer.use_keys(await db.read(keys.published, clock(), keep))
+    now = clock()
+
+    def published(conn: Connection) -> list[SigningKey]:
+        oidc = (config.oidc.access_ttl, config.oidc.id_token_ttl) if catalogue.provider_on(conn) else ()
+        return keys.published(conn, now, max((config.jwt.access_ttl, *oidc)) + 2 * keys.KEY_RELOAD_SECONDS)
+
+    signer.use_keys(await db.read(published))
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[None]], sooner: asyncio.Event | None = None) -> None:

@@ -4,19 +4,20 @@ name (web/parts.py); a service gets only its own part, a unit only values."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from itsdangerous import URLSafeTimedSerializer
 
 from passwordless.admin.service import AdminDeps
+from passwordless.clients.catalogue import Catalogue
+from passwordless.clients.service import ClientDeps
 from passwordless.config.settings import Config, UiSettings
 from passwordless.health.service import HealthDeps
 from passwordless.keys.signer import Signer
 from passwordless.magic_link.service import MagicLinkDeps
 from passwordless.mail.render import Templates
 from passwordless.oidc.backchannel import Backchannel
-from passwordless.oidc.clients import clients_of
 from passwordless.oidc.service import OidcDeps
 from passwordless.passkeys.service import PasskeyDeps
 from passwordless.platform.clock import Clock
@@ -49,6 +50,8 @@ class Opened:
     outbox: Outbox
     backchannel: Backchannel  # the OIDC provider's back-channel logout: told when sessions end
     count_passkeys: Callable[[Connection, str], int]
+    catalogue: Catalogue  # the OIDC clients: the config file's and the admin API's
+    keys_needed: Callable[[Sequence[str]], Awaitable[None]]  # makes and publishes the provider's keys
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,16 @@ class Parts:
     admin: AdminDeps
     health: HealthDeps
     oidc: OidcDeps
+    clients: ClientDeps
 
 
 def build(o: Opened) -> Parts:
     config = o.config
-    if config.oidc.clients:
-        # Signing in may continue to our own authorization endpoint (and nowhere else new):
-        # the hosted pages and the emailed link come back to the authorization request.
-        own = config.server.public_url + "/oauth2/authorize"
-        config = replace(config, auth=replace(config.auth, allowed_redirects=(*config.auth.allowed_redirects, own)))
+    # Signing in may continue to our own authorization endpoint (and nowhere else new): the
+    # hosted pages and the emailed link come back to the authorization request. Allowed even
+    # before a client exists: one made through the admin API turns the provider on at once.
+    own = config.server.public_url + "/oauth2/authorize"
+    config = replace(config, auth=replace(config.auth, allowed_redirects=(*config.auth.allowed_redirects, own)))
     limits = Limits(settings=config.rate_limit, limiter=RateLimiter(), metrics=o.metrics, db=o.db, clock=o.clock)
     sessions = SessionDeps(
         db=o.db, clock=o.clock, signer=o.signer, cookies=cookie_serializer(o.secret), jwt=config.jwt,
@@ -88,7 +92,7 @@ def build(o: Opened) -> Parts:
             db=o.db, clock=o.clock, auth=config.auth, rate_limit=config.rate_limit, site_name=config.webauthn.rp_name,
             public_url=config.server.public_url, code_key=o.secret, templates=o.templates, wake_mail=o.wake_mail,
             outbox=o.outbox, metrics=o.metrics, limits=limits, sessions=sessions,
-            form_targets=tuple(uri for client in config.oidc.clients for uri in client.redirect_uris),
+            clients=o.catalogue,
         ),
         passkeys=PasskeyDeps(
             db=o.db, clock=o.clock, webauthn=config.webauthn, public_url=config.server.public_url,
@@ -100,12 +104,15 @@ def build(o: Opened) -> Parts:
             token=config.admin.token, sessions_ended=o.backchannel.sessions_ended,
         ),
         oidc=OidcDeps(
-            db=o.db, clock=o.clock, metrics=o.metrics, settings=config.oidc, clients=clients_of(config.oidc.clients),
+            db=o.db, clock=o.clock, metrics=o.metrics, settings=config.oidc, clients=o.catalogue,
             issuer=config.server.public_url, backchannel=o.backchannel,
         ),
         health=HealthDeps(
             db=o.db, clock=o.clock, lifecycle=o.lifecycle, migrations=o.migrations, metrics=o.metrics,
             metrics_settings=config.metrics, magic_link_ttl=config.auth.magic_link_ttl,
+        ),
+        clients=ClientDeps(
+            db=o.db, clock=o.clock, catalogue=o.catalogue, production=config.production, keys_needed=o.keys_needed,
         ),
     )
 

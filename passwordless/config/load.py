@@ -4,7 +4,6 @@ derive the defaults that depend on other keys, validate, and refuse what product
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from passwordless.config.clients import client_problems, client_secret_env
 from passwordless.config.kinds import origin_of
 from passwordless.config.settings import Config, OidcClientSettings, Setting
 
@@ -129,10 +129,6 @@ def _table_array(cls: type[Any], entries: object, key: str, sources: _Sources) -
     return built
 
 
-def client_secret_env(client_id: str) -> str:
-    return "OIDC_CLIENT_" + "".join(c if c.isalnum() else "_" for c in client_id.upper()) + "_SECRET"
-
-
 def _client_secret_from_env(client: OidcClientSettings, env: Mapping[str, str]) -> OidcClientSettings:
     secret = env.get(client_secret_env(client.id))
     return replace(client, secret=secret) if secret else client
@@ -216,46 +212,11 @@ def _validate_clients(clients: tuple[OidcClientSettings, ...], production: bool)
     seen: set[str] = set()
     for i, c in enumerate(clients):
         at = f"oidc.clients[{i}]"
-        for problem in _client_problems(c, production):
-            raise ConfigError(f"config error: {at} ({c.id or 'no id'}): {problem}")
+        for problem in client_problems(c, production):
+            raise ConfigError(f"config error: {at} ({c.id or 'no id'}): {problem.text}")
         if c.id in seen:
             raise ConfigError(f"config error: {at}: a second client with id {_show(c.id)}: expected one id per client")
         seen.add(c.id)
-
-
-def _client_problems(c: OidcClientSettings, production: bool) -> Iterator[str]:
-    if not c.id:
-        yield "id is missing"
-    if c.id == "passwordless":
-        yield 'id "passwordless" is the client_id of the API\'s own tokens: choose another'
-
-    if not c.redirect_uris:
-        yield "redirect_uris is empty: expected at least one redirect URI"
-    for uri in (*c.redirect_uris, *c.post_logout_redirect_uris):
-        if "#" in uri:
-            yield f"{_show(uri)} has a fragment: refused"
-        if production and uri.startswith("http://") and not _loopback(uri):
-            yield f"{_show(uri)} is plain http: refused in production (only a loopback address may be)"
-    if c.public and (c.secret or c.secret_sha256):
-        yield "a public client has no secret: remove secret and secret_sha256"
-    if c.public and not c.require_pkce:
-        yield "require_pkce = false is refused for a public client"
-    if not c.public and not (c.secret or c.secret_sha256):
-        yield f"a confidential client without a secret: set secret (or {client_secret_env(c.id)}) or secret_sha256"
-    if not c.public and production and c.secret and len(c.secret) < 32:
-        yield "secret is shorter than 32 characters: refused in production"
-    if "openid" not in c.scopes:
-        yield 'scopes must include "openid"'
-
-
-def _loopback(uri: str) -> bool:
-    host = urlsplit(uri).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _refuse_insecure(config: Config) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from passwordless.keys import store
 from passwordless.keys.signer import SigningKey, generate_key
+from passwordless.platform.db import Database
 from passwordless.platform.db.types import Connection, notify
 
 ASYMMETRIC = ("ES256", "EdDSA")
@@ -58,9 +62,25 @@ def without_current(conn: Connection, algorithms: list[str]) -> list[str]:
     return [a for a in algorithms if not store.has_current(conn, a)]
 
 
+async def ensure_keys(db: Database, algorithms: Sequence[str], now: float) -> bool:
+    """The first key of each algorithm (the OIDC provider's), unless there is one; whether one
+    was made. Keys are made off the event loop (an RSA key takes a while); the unit that stores
+    them adds only those still missing (SERIALIZABLE on PostgreSQL: several servers making them
+    together keep one) and tells every server to publish them (NOTIFY)."""
+    wanted = list(dict.fromkeys(algorithms))
+    missing = await db.read(without_current, wanted)
+    if not missing:
+        return False
+    made = await asyncio.to_thread(lambda: [generate_key(a, now) for a in missing])
+    await db.write(insert_unless_current, made)
+    return True
+
+
 def insert_unless_current(conn: Connection, made: list[SigningKey]) -> None:
     """Keys made outside the unit (off the event loop), each kept only if its algorithm still
     has no current key: with several servers starting at once, one key per algorithm."""
-    for key in made:
-        if not store.has_current(conn, key.algorithm):
-            store.insert(conn, key)
+    kept = [key for key in made if not store.has_current(conn, key.algorithm)]
+    for key in kept:
+        store.insert(conn, key)
+    if kept:
+        notify(conn, ROTATED)  # running servers publish it now rather than within KEY_RELOAD_SECONDS

@@ -46,7 +46,7 @@ async def confirm_page(request: Request) -> Response:
     if not token or len(token) > MAX_TOKEN or not await service.link_is_live(_deps(request), token):
         return _link_failed(request)
     body = TEMPLATES.render("confirm.html", product=ui.product_name, token=token)
-    return page(ui, "Sign in", body, redirects=(*_deps(request).auth.allowed_redirects, *_deps(request).form_targets))
+    return page(ui, "Sign in", body, redirects=await service.form_targets(_deps(request)))
 
 
 async def verify_link(request: Request) -> Response:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from passwordless.clients.catalogue import Catalogue
 from passwordless.config.settings import AuthSettings, RateLimitSettings
 from passwordless.magic_link import store
 from passwordless.magic_link.rules import check_redirect
@@ -51,10 +52,16 @@ class MagicLinkDeps:
     metrics: Metrics
     limits: Limits
     sessions: sessions.SessionDeps
-    # Where the browser may end up after a sign-in form's 303 (the pages' CSP form-action, which
-    # Chromium applies to every redirect the form follows): auth.allowed_redirects, and the OIDC
-    # clients' redirect URIs, reached through our own authorization endpoint.
-    form_targets: tuple[str, ...] = ()
+    clients: Catalogue  # the OIDC clients, whose redirect URIs a sign-in form may end up at
+
+
+async def form_targets(deps: MagicLinkDeps) -> tuple[str, ...]:
+    """Where the browser may end up after a sign-in form's 303 (the pages' CSP form-action, which
+    Chromium applies to every redirect the form follows): auth.allowed_redirects, and the OIDC
+    clients' redirect URIs (the admin API's read now), reached through our own authorization
+    endpoint."""
+    return (*deps.auth.allowed_redirects, *await deps.db.read(deps.clients.redirect_uris))
+
 
 async def request_link(deps: MagicLinkDeps, raw_email: str, redirect_to: str | None, client: Client) -> None:
     """Store a ticket and queue its email in one transaction. Known and unknown addresses take

@@ -1,5 +1,6 @@
-"""OIDC clients as Authlib sees them (ClientMixin), made from [[oidc.clients]]. Admin-API clients
-(table oidc_clients) are a later slice: they will be made into the same record."""
+"""OIDC clients as Authlib sees them (ClientMixin), made from the settings of either source
+(`[[oidc.clients]]` or the admin API, clients/catalogue.py). An admin API client's secret is
+known only by its SHA-256 (secret_sha256), compared in constant time like a config file's."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from fnmatch import fnmatchcase
 
 from authlib.oauth2.rfc6749 import ClientMixin
 
+from passwordless.clients.catalogue import Catalogue
 from passwordless.config.settings import OidcClientSettings
+from passwordless.platform.db.types import Connection
 
 
 @dataclass(frozen=True)
@@ -74,5 +77,6 @@ class Client(ClientMixin):
         return not s.allowed_groups or bool(set(s.allowed_groups) & set(groups))
 
 
-def clients_of(settings: Iterable[OidcClientSettings]) -> dict[str, Client]:
-    return {s.id: Client(s) for s in settings}
+def find_client(conn: Connection, catalogue: Catalogue, client_id: str) -> Client | None:
+    entry = catalogue.find(conn, client_id)
+    return Client(entry.settings) if entry else None

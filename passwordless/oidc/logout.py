@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from passwordless.oidc import signing
-from passwordless.oidc.clients import Client
+from passwordless.oidc.clients import Client, find_client
 from passwordless.oidc.service import OidcDeps
 from passwordless.platform.db.types import Connection
 
@@ -41,7 +41,7 @@ async def plan(deps: OidcDeps, data: dict[str, str]) -> Logout:
     named = claims["aud"] if claims else client_id
     if claims and client_id and client_id != claims["aud"]:
         return Logout(None, None, None, [], "The application that asked is not the one the sign-in was for.")
-    client = deps.clients.get(named) if named else None
+    client = await deps.db.lookup(find_client, deps.clients, named) if named else None
     uri, state = data.get("post_logout_redirect_uri", ""), data.get("state", "")
     redirect_to = _with_state(uri, state) if client and uri in client.settings.post_logout_redirect_uris else None
     fields = [(k, v) for k, v in (("client_id", client.id if client else ""), ("post_logout_redirect_uri", uri),

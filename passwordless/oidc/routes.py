@@ -39,9 +39,11 @@ SCOPE_TEXT = {
 }
 
 
-def _deps(request: HttpRequest) -> OidcDeps:
+async def _deps(request: HttpRequest) -> OidcDeps:
     deps = part(request, "oidc", OidcDeps)
-    if not deps.clients:  # the provider is off: no client, no endpoints (OIDC.md)
+    # The provider is off without a client (OIDC.md): no endpoints. Asked at each request, so a
+    # client made or deleted through the admin API, on any server, turns it on or off at once.
+    if not await deps.db.lookup(deps.clients.provider_on):
         raise ApiError(404, "not_found", "No such route.")
     return deps
 
@@ -95,11 +97,12 @@ async def _session_id(request: HttpRequest) -> str | None:
 
 
 async def discovery(request: HttpRequest) -> Response:
-    return JSONResponse(service.discovery(_deps(request).issuer), headers={"cache-control": "public, max-age=300"})
+    deps = await _deps(request)
+    return JSONResponse(service.discovery(deps.issuer), headers={"cache-control": "public, max-age=300"})
 
 
 async def authorize(request: HttpRequest) -> Response:
-    deps = _deps(request)
+    deps = await _deps(request)
     req = await _adapt(request, deps.issuer)
     return _outcome(request, await service.authorize(deps, req, await _session_id(request), client_of(request)))
 
@@ -108,7 +111,7 @@ async def consent(request: HttpRequest) -> Response:
     """The consent page's answer: the authorization request again, with Allow or Deny (a form of
     ours: the Origin check refuses it from anywhere else)."""
     check_origin(request)
-    deps = _deps(request)
+    deps = await _deps(request)
     req = await _adapt(request, deps.issuer)
     decision = req.form.get("decision")
     if decision not in ("allow", "deny"):
@@ -165,7 +168,7 @@ def _consent_page(request: HttpRequest, consent: Consent) -> Response:
 
 
 async def token(request: HttpRequest) -> Response:
-    deps = _deps(request)
+    deps = await _deps(request)
     answer = await service.token(deps, await _adapt(request, deps.issuer), client_of(request))
     return _answer(answer.status, answer.body, answer.headers)
 
@@ -178,7 +181,7 @@ def _bearer(request: HttpRequest, form: dict[str, str]) -> str:
 
 
 async def userinfo(request: HttpRequest) -> Response:
-    deps = _deps(request)
+    deps = await _deps(request)
     req = await _adapt(request, deps.issuer)
     found = await service.userinfo(deps, _bearer(request, req.form)) if _bearer(request, req.form) else None
     if found is None:
@@ -200,7 +203,7 @@ def _no_token() -> Response:
 
 
 async def revoke(request: HttpRequest) -> Response:
-    deps = _deps(request)
+    deps = await _deps(request)
     req = await _adapt(request, deps.issuer)
     if not req.form.get("token"):
         return _no_token()
@@ -210,7 +213,7 @@ async def revoke(request: HttpRequest) -> Response:
 
 
 async def introspect(request: HttpRequest) -> Response:
-    deps = _deps(request)
+    deps = await _deps(request)
     req = await _adapt(request, deps.issuer)
     if not req.form.get("token"):
         return _no_token()
@@ -224,7 +227,7 @@ async def logout(request: HttpRequest) -> Response:
     """RP-initiated logout: GET, or POST with the same fields; our confirmation page posts back
     with confirm=yes (Origin-checked). Without a valid id_token_hint for the signed-in user, the
     person confirms first."""
-    deps = _deps(request)
+    deps = await _deps(request)
     req = await _adapt(request, deps.issuer)
     data = dict(req.payload.data)
     confirmed = request.method == "POST" and data.get("confirm") == "yes"

@@ -16,10 +16,11 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import AuthorizationCodeMixin, OpenIDCode, UserInfo
 
+from passwordless.clients.catalogue import Catalogue
 from passwordless.config.settings import OidcSettings
 from passwordless.oidc import signing, store
 from passwordless.oidc.backchannel import Backchannel
-from passwordless.oidc.clients import Client
+from passwordless.oidc.clients import Client, find_client
 from passwordless.platform import audit
 from passwordless.platform.client import Client as Caller
 from passwordless.platform.crypto import new_id, new_token, token_hash
@@ -83,7 +84,7 @@ class Context:
     """What one unit's server works with."""
 
     conn: Connection
-    clients: dict[str, Client]
+    clients: Catalogue
     settings: OidcSettings
     issuer: str
     now: float
@@ -142,7 +143,7 @@ class _Server(AuthorizationServer):
         self.ctx = ctx
 
     def query_client(self, client_id: str) -> Client | None:
-        return self.ctx.clients.get(client_id)
+        return find_client(self.ctx.conn, self.ctx.clients, client_id)
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         ctx, jti, exp = self.ctx, token.pop("_jti"), token.pop("_exp")

@@ -8,10 +8,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from authlib.oauth2 import OAuth2Error
 
+from passwordless.clients.catalogue import Catalogue
 from passwordless.config.settings import OidcSettings
 from passwordless.oidc import signing, store
 from passwordless.oidc.backchannel import Backchannel
-from passwordless.oidc.clients import Client
+from passwordless.oidc.clients import Client, find_client
 from passwordless.oidc.server import Answer, Context, EndUser, Request, protocol, user_info
 from passwordless.platform.client import Client as Caller
 from passwordless.platform.clock import Clock
@@ -29,7 +30,7 @@ class OidcDeps:
     clock: Clock
     metrics: Metrics
     settings: OidcSettings
-    clients: dict[str, Client]
+    clients: Catalogue  # the config file's and the admin API's (read at each use)
     issuer: str  # server.public_url
     backchannel: Backchannel
 
@@ -80,9 +81,9 @@ def _context(deps: OidcDeps, conn: Connection, now: float, caller: Caller) -> Co
     return Context(conn, deps.clients, deps.settings, deps.issuer, now, caller, deps.backchannel)
 
 
-def check_client(deps: OidcDeps, req: Request) -> Client | Invalid:
+def check_client(conn: Connection, deps: OidcDeps, req: Request) -> Client | Invalid:
     data = req.payload.data
-    client = deps.clients.get(data.get("client_id") or "")
+    client = find_client(conn, deps.clients, data.get("client_id") or "")
     if client is None:
         return Invalid("This application is not known here, so it cannot sign you in.")
     if not client.check_redirect_uri(data.get("redirect_uri") or ""):
@@ -145,7 +146,7 @@ async def authorize(
 async def _authorize(
     deps: OidcDeps, req: Request, session_id: str | None, caller: Caller, decision: bool | None
 ) -> Outcome:
-    client = check_client(deps, req)
+    client = await deps.db.lookup(check_client, deps, req)
     if isinstance(client, Invalid):
         return client
     problem = _pkce_problem(client, req.payload.data)
@@ -229,7 +230,7 @@ async def userinfo(deps: OidcDeps, access_token: str) -> dict[str, Any] | None:
 
 def _live_access_grant(conn: Connection, deps: OidcDeps, access_token: str, now: float) -> store.Grant | None:
     claims = signing.verify_access_token(signing.published(conn, now), access_token, deps.issuer, now)
-    if claims is None or claims["client_id"] not in deps.clients:
+    if claims is None or find_client(conn, deps.clients, claims["client_id"]) is None:
         return None
     return store.live_access(conn, claims["jti"], now)
 

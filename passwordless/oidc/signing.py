@@ -3,7 +3,6 @@ signing_keys (keys/) and published in the JWKS. joserfc signs and verifies."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -13,23 +12,11 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeyParameters, KeySet, OKPKey, RSAKey
 
 from passwordless.keys import service as keys
-from passwordless.keys.signer import SigningKey, generate_key
-from passwordless.platform.db import Database
+from passwordless.keys.signer import SigningKey
 from passwordless.platform.db.types import Connection
 
 ACCESS_TYPE = "at+jwt"
 KEEP_PUBLISHED = 2 * 86400  # a retired key verifies what it signed (tokens live far less)
-
-
-async def ensure_keys(db: Database, algorithms: Sequence[str], now: float) -> None:
-    """The first key of each algorithm the clients sign with, unless there is one. Keys are made
-    off the event loop (an RSA key takes a while); the unit that stores them adds only those
-    still missing (SERIALIZABLE on PostgreSQL: several servers starting together keep one)."""
-    wanted = list(dict.fromkeys(algorithms))
-    missing = await db.read(keys.without_current, wanted)
-    if missing:
-        made = await asyncio.to_thread(lambda: [generate_key(a, now) for a in missing])
-        await db.write(keys.insert_unless_current, made)
 
 
 @lru_cache(maxsize=64)

@@ -9,8 +9,8 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from passwordless.config.settings import Config
-from passwordless.pages.parts import passkeys_of, ui_of
+from passwordless.clients.service import list_clients
+from passwordless.pages.parts import clients_of, passkeys_of, ui_of
 from passwordless.pages.signin import form_fields
 from passwordless.passkeys import service as passkeys
 from passwordless.passkeys.service import Passkey
@@ -24,7 +24,6 @@ from passwordless.users.store import Consent
 from passwordless.web.client import client_of
 from passwordless.web.markup import Html, Templates, join
 from passwordless.web.pages import page
-from passwordless.web.parts import part
 
 TEMPLATES = Templates(Path(__file__).parent / "templates")
 
@@ -88,8 +87,10 @@ def _apps_section(apps: list[Consent], names: dict[str, str]) -> Html:
     return TEMPLATES.render("apps.html", items=items)
 
 
-def _client_names(request: Request) -> dict[str, str]:
-    return {c.id: c.name or c.id for c in part(request, "config", Config).oidc.clients}
+async def _client_names(request: Request) -> dict[str, str]:
+    """Every OIDC client's name by id (the config file's and the admin API's); none: the provider is off."""
+    deps = clients_of(request)
+    return {e.settings.id: e.settings.name or e.settings.id for e in await list_clients(deps)}
 
 
 NOTICES = {
@@ -109,7 +110,7 @@ async def account_page(request: Request) -> Response:
     keys = await passkeys.list_passkeys(passkeys_of(request), principal)
     active = await sessions.list_sessions(session_deps(request), principal)
     apps = await sessions.list_apps(session_deps(request), principal)
-    names = _client_names(request)
+    names = await _client_names(request)
     notice = NOTICES.get(request.query_params.get("done", ""))
     body = TEMPLATES.render(
         "account.html",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from passwordless.clients.service import ClientDeps
 from passwordless.config.settings import UiSettings
 from passwordless.magic_link.service import MagicLinkDeps
 from passwordless.passkeys.service import PasskeyDeps
@@ -20,3 +21,7 @@ def magic_link_of(request: Request) -> MagicLinkDeps:
 
 def passkeys_of(request: Request) -> PasskeyDeps:
     return part(request, "passkeys", PasskeyDeps)
+
+
+def clients_of(request: Request) -> ClientDeps:
+    return part(request, "clients", ClientDeps)

@@ -82,17 +82,17 @@ async def send_link(request: Request) -> Response:
         response = _email_page(request, email, redirect_to, sentence, exc.status)
         response.headers.update(exc.headers)
         return response
-    return _code_page(request, email.lower(), redirect_to, None, 200)
+    return await _code_page(request, email.lower(), redirect_to, None, 200)
 
 
-def _code_page(request: Request, email: str, redirect_to: str | None, error: str | None, status: int) -> Response:
+async def _code_page(request: Request, email: str, redirect_to: str | None, error: str | None, status: int) -> Response:
     ui = ui_of(request)
     lifetime = _lifetime(magic_link_of(request).auth.magic_link_ttl)
     body = TEMPLATES.render(
         "code.html", email=email, lifetime=lifetime, redirect_to=redirect_to or "", alert=alert(error)
     )
-    deps = magic_link_of(request)
-    return page(ui, "Check your email", body, status, redirects=(*deps.auth.allowed_redirects, *deps.form_targets))
+    redirects = await magic_link.form_targets(magic_link_of(request))
+    return page(ui, "Check your email", body, status, redirects=redirects)
 
 
 def _lifetime(seconds: float) -> str:
@@ -115,7 +115,7 @@ async def verify_code(request: Request) -> Response:
             "invalid_email": "Start again with your email address.",
             "rate_limited": exc.message,
         }.get(exc.code, "Something went wrong. Try again.")
-        response = _code_page(request, email, redirect_to, sentence, exc.status)
+        response = await _code_page(request, email, redirect_to, sentence, exc.status)
         response.headers.update(exc.headers)
         return response
     return signed_in(request, sign_in)
