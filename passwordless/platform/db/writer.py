@@ -14,10 +14,13 @@ from passwordless.platform.db.jobs import CHECKPOINT, STOP, Groups, Job, Outcome
 
 MAX_GROUP = 64  # write transactions committed together at most
 # While the loop commits, the writer thread checkpoints every CHECKPOINT_SECONDS, or after
-# CHECKPOINT_COMMITS commits if that comes first (each commit writes a few pages at least).
-CHECKPOINT_SECONDS = 0.5
-CHECKPOINT_COMMITS = 250
-RESET_FRAMES = 4000  # a WAL this long (16 MB of 4 KB pages) is wholly copied and started over
+# CHECKPOINT_COMMITS commits if that comes first. Often and small: a sign-in writes about 15 WAL
+# frames, so at 1,000 sign-ins a second each checkpoint of the old cadence (0.5 s, 250 commits,
+# 4,000 frames) copied and fsynced 15-30 MB for 12-18 ms on the server's one core, and requests in
+# flight waited up to 35 ms; at this cadence they wait a few ms (docs/performance.md).
+CHECKPOINT_SECONDS = 0.1
+CHECKPOINT_COMMITS = 50
+RESET_FRAMES = 1000  # a WAL this long (4 MB of 4 KB pages) is wholly copied and started over
 
 
 class _Abandoned(Exception):
