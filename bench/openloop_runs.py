@@ -152,7 +152,8 @@ def guarded_openloop(name: str, measure_one: Callable[[], OpenLoopResult]) -> Op
         return measure_one()
     except (OSError, BenchError, subprocess.TimeoutExpired, http.client.HTTPException) as exc:
         print(f"  open-loop {name}: failed: {type(exc).__name__}: {exc}", flush=True)
-        return OpenLoopResult(name, 0.0, failure=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return OpenLoopResult(name, 0.0, failure=f"{type(exc).__name__}: {first_line}")
 
 
 def print_run(name: str, unit: str, run: dict[str, Any], label: str) -> None:
