@@ -11,6 +11,7 @@ from typing import Any
 from passwordless.config.clients import client_problems
 from passwordless.config.settings import OidcClientSettings, Setting
 from passwordless.platform.errors import invalid_request
+from passwordless.platform.text import printable, storable
 
 MAX_TEXT = 2000  # characters in any one string (a URL, a name, a pattern)
 MAX_ITEMS = 100  # entries in any one list
@@ -53,7 +54,7 @@ def _read(data: Mapping[str, object]) -> dict[str, Any]:
             raise invalid_request(f"The field '{name}' is not accepted: the answer carries a generated secret.")
         meta = _KINDS.get(name)
         if meta is None:
-            raise invalid_request(f"Unknown field '{_printable(name)}'.")
+            raise invalid_request(f"Unknown field '{printable(name)}'.")
         if not _fits(value):
             raise invalid_request(
                 f"The field '{name}' is too long (strings up to {MAX_TEXT} characters, lists up to {MAX_ITEMS})"
@@ -70,17 +71,5 @@ def _fits(value: object) -> bool:
     if isinstance(value, list):
         return len(value) <= MAX_ITEMS and all(_fits(v) for v in value if not isinstance(v, list))
     if isinstance(value, str):
-        return len(value) <= MAX_TEXT and "\x00" not in value and _encodable(value)
+        return len(value) <= MAX_TEXT and storable(value)
     return True
-
-
-def _encodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")  # lone surrogates from JSON escapes cannot be stored
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _printable(name: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in name[:64])

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from passwordless.platform.errors import ApiError, invalid_request
+from passwordless.platform.text import printable, storable
 
 
 async def read_json(request: Request) -> dict[str, object]:
@@ -51,7 +52,7 @@ class Fields:
             raise invalid_request(f"The field '{name}' must be a string.")
         if len(value) > max_length:
             raise invalid_request(f"The field '{name}' is longer than {max_length} characters.")
-        if "\x00" in value or not _encodable(value):
+        if not storable(value):
             raise invalid_request(f"The field '{name}' holds characters that are not allowed.")
         return value
 
@@ -69,16 +70,4 @@ class Fields:
     def done(self) -> None:
         unknown = sorted(set(self._data) - self._taken)
         if unknown:
-            raise invalid_request(f"Unknown field '{_printable(unknown[0])}'.")
-
-
-def _encodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")  # lone surrogates from JSON escapes cannot be stored
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _printable(name: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in name[:64])
+            raise invalid_request(f"Unknown field '{printable(unknown[0])}'.")
