@@ -190,13 +190,22 @@ def run_http_flow(
     return result
 
 
+# What stops one flow (a server gone, a tool missing, a timeout) without stopping the others.
+FLOW_ERRORS = (OSError, BenchError, subprocess.TimeoutExpired, http.client.HTTPException)
+
+
+def failure_text(exc: BaseException) -> str:
+    """The exception's type and its first line, as a result's `failure`."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 def guarded(name: str, measure: Callable[[], FlowResult]) -> FlowResult:
     """One flow; a flow that cannot finish is reported as such, and the others still run."""
     try:
         return measure()
-    except (OSError, BenchError, subprocess.TimeoutExpired, http.client.HTTPException) as exc:
+    except FLOW_ERRORS as exc:
         print(f"  {name}: failed: {type(exc).__name__}: {exc}", flush=True)
-        return FlowResult(name, failure=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return FlowResult(name, failure=failure_text(exc))
 
 
 HTTP_FLOW_SPECS = [

@@ -7,7 +7,6 @@ p99.9 and max, and of the achieved rate."""
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import statistics
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import prepare
-from flows import HttpFlow, all_counts, spot_check
+from flows import FLOW_ERRORS, HttpFlow, all_counts, failure_text, spot_check
 from harness import BENCH, BenchError, Children
 from serve import MAGIC_LINK_TTL, ORIGIN, Server, access_token, drain_mail, non_2xx
 
@@ -150,10 +149,9 @@ def guarded_openloop(name: str, measure_one: Callable[[], OpenLoopResult]) -> Op
     """As flows.guarded: a flow that cannot finish is reported as such, and the others still run."""
     try:
         return measure_one()
-    except (OSError, BenchError, subprocess.TimeoutExpired, http.client.HTTPException) as exc:
+    except FLOW_ERRORS as exc:
         print(f"  open-loop {name}: failed: {type(exc).__name__}: {exc}", flush=True)
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        return OpenLoopResult(name, 0.0, failure=f"{type(exc).__name__}: {first_line}")
+        return OpenLoopResult(name, 0.0, failure=failure_text(exc))
 
 
 def print_run(name: str, unit: str, run: dict[str, Any], label: str) -> None:
